@@ -1,0 +1,111 @@
+# -*- test-case-name: tests.test_flow -*-
+"""
+Pausing a transport for several independent reasons.
+
+A transport registered as the producer of another is paused when the
+other's write buffer fills (back-pressure); the proxy also pauses a client
+for its own reasons (a pipelined request waits its turn, an upstream is being
+connected). A L{Gate} keeps one bit per reason, so one reason ending never
+resumes a transport another reason still holds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from zope.interface import implementer
+from twisted.internet.interfaces import IPushProducer
+
+BACKPRESSURE = 1
+QUEUED = 2
+CONNECTING = 4
+FILTERING = 8
+UPGRADING = 16
+
+
+class Gate:
+    """
+    Pauses C{transport} while any reason bit is set.
+    """
+
+    __slots__ = ("transport", "reasons", "producer")
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.reasons = 0
+        self.producer = GateProducer(self)
+
+    def pause(self, reason: int) -> None:
+        if not self.reasons:
+            self.transport.pauseProducing()
+        self.reasons |= reason
+
+    def resume(self, reason: int) -> None:
+        if self.reasons & reason:
+            self.reasons &= ~reason
+            if not self.reasons:
+                self.transport.resumeProducing()
+
+
+@implementer(IPushProducer)
+class GateProducer:
+    """
+    The producer registered with a peer transport: its back-pressure pauses
+    the gate's transport for the L{BACKPRESSURE} reason only. Losing the peer
+    does not stop this transport (the protocols decide that).
+    """
+
+    __slots__ = ("gate",)
+
+    def __init__(self, gate: Gate) -> None:
+        self.gate = gate
+
+    def pauseProducing(self) -> None:
+        self.gate.pause(BACKPRESSURE)
+
+    def resumeProducing(self) -> None:
+        self.gate.resume(BACKPRESSURE)
+
+    def stopProducing(self) -> None:
+        pass
+
+
+@implementer(IPushProducer)
+class Relay:
+    """
+    The one producer a transport has for its whole life: the back-pressure
+    it signals goes to whichever L{Gate} is current (the peer of the
+    exchange being served), so nothing is registered per request.
+    """
+
+    __slots__ = ("gate", "paused")
+
+    def __init__(self) -> None:
+        self.gate: Any = None
+        self.paused = False
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+        if self.gate is not None:
+            self.gate.pause(BACKPRESSURE)
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        if self.gate is not None:
+            self.gate.resume(BACKPRESSURE)
+
+    def stopProducing(self) -> None:
+        pass
+
+    def switch(self, gate: Any) -> None:
+        """
+        Send back-pressure to C{gate} from now on (L{None}: nowhere).
+        """
+        old = self.gate
+        if old is gate:
+            return
+        if old is not None:
+            old.resume(BACKPRESSURE)
+        self.gate = gate
+        if gate is not None and self.paused:
+            gate.pause(BACKPRESSURE)

@@ -1,0 +1,400 @@
+# -*- test-case-name: tests.test_http_parser -*-
+"""
+The adapter between httptools (llhttp) and the proxy.
+
+llhttp is strict about request smuggling (it rejects CL+TE, duplicate or
+signed Content-Length, bad chunk sizes, obs-fold, bare LF, NUL). This adapter
+adds what llhttp accepts but a proxy must refuse (HTTP/1.1 without Host,
+several Host headers, Transfer-Encoding in HTTP/1.0, versions other than 1.0
+and 1.1), bounds the size of heads, and for responses ends the message itself
+where llhttp cannot know there is no body (HEAD, 2xx to CONNECT).
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Optional, Tuple
+
+from httptools import HttpRequestParser, HttpResponseParser  # type: ignore[attr-defined]
+from httptools import HttpParserError, HttpParserUpgrade  # type: ignore[attr-defined]
+
+Headers = List[Tuple[bytes, bytes]]
+
+
+class BadRequest(Exception):
+    """
+    The client sent something the proxy will not accept; C{status} says what
+    answer it gets (400, 431, 505, ...).
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        Exception.__init__(self, status, message)
+        self.status = status
+        self.message = message
+
+
+class RequestHead:
+    """
+    A parsed request head.
+
+    @ivar method: e.g. C{b"GET"}.
+    @ivar target: the request target as received.
+    @ivar version: C{b"1.0"} or C{b"1.1"}.
+    @ivar headers: C{(name, value)} pairs as received.
+    @ivar host: the C{Host} header value, or L{None}.
+    @ivar keep_alive: the client wants the connection kept open.
+    @ivar framing: 0 no body, 1 Content-Length, 2 chunked.
+    @ivar expect_continue: the client sent C{Expect: 100-continue}.
+    @ivar upgrade: the C{Upgrade} header value if the client asked to
+        switch protocols (llhttp's view: C{Connection: upgrade} and
+        C{Upgrade}), else L{None}.
+    """
+
+    __slots__ = (
+        "method",
+        "target",
+        "version",
+        "headers",
+        "host",
+        "keep_alive",
+        "framing",
+        "expect_continue",
+        "upgrade",
+    )
+
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        version: bytes,
+        headers: Headers,
+        host: Optional[bytes] = None,
+        keep_alive: bool = True,
+        framing: int = 0,
+        expect_continue: bool = False,
+        upgrade: Optional[bytes] = None,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers
+        self.host = host
+        self.keep_alive = keep_alive
+        self.framing = framing
+        self.expect_continue = expect_continue
+        self.upgrade = upgrade
+
+    def __repr__(self) -> str:
+        return f"<RequestHead {self.method!r} {self.target!r} HTTP/{self.version.decode()}>"
+
+
+class RequestParser:
+    """
+    Feeds bytes from a client to llhttp and reports whole heads, body
+    pieces and ends to a sink with the methods C{request_head(head)},
+    C{request_body(data)} and C{request_end()}.
+
+    L{feed} raises L{BadRequest} for anything the client must be refused
+    for, and returns the bytes that follow a CONNECT or Upgrade request
+    head (which are not HTTP) or L{None}.
+    """
+
+    def __init__(self, sink: Any, max_head_size: int = 65536) -> None:
+        self.sink = sink
+        self.max_head_size = max_head_size
+        self._parser = HttpRequestParser(self)
+        self._url: List[bytes] = []
+        self._headers: Headers = []
+        self._head_size = 0
+        self.in_head = False
+        self._pending = 0
+
+    def reset(self) -> None:
+        """
+        Start over on a fresh parser (after an upgrade that did not happen).
+        """
+        self._parser = HttpRequestParser(self)
+        self.in_head = False
+        self._pending = 0
+
+    def feed(self, data: bytes) -> Optional[bytes]:
+        try:
+            self._parser.feed_data(data)
+        except HttpParserUpgrade as e:
+            offset = e.args[0]
+            return data[offset:]
+        except BadRequest:
+            raise
+        except HttpParserError as e:
+            cause = e.__context__
+            if isinstance(cause, BadRequest):
+                raise cause
+            raise BadRequest(400, _describe(e)) from None
+        if self.in_head:
+            # a head still incomplete after this read: bound its size here,
+            # since llhttp buffers a partial header line without telling us
+            self._pending += len(data)
+            if self._pending > self.max_head_size:
+                raise BadRequest(431, "request head too large")
+        return None
+
+    # llhttp callbacks
+
+    def on_message_begin(self) -> None:
+        self._url = []
+        self._headers = []
+        self._head_size = 0
+        self.in_head = True
+        self._pending = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url.append(url)
+        self._head_size += len(url)
+        if self._head_size > self.max_head_size:
+            raise BadRequest(431, "request target too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > self.max_head_size:
+            raise BadRequest(431, "request head too large")
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        self._pending = 0
+        parser = self._parser
+        version = parser.get_http_version()
+        if version == "1.1":
+            bversion = b"1.1"
+        elif version == "1.0":
+            bversion = b"1.0"
+        else:
+            raise BadRequest(505, f"HTTP/{version} is not supported")
+        host = None
+        hosts = 0
+        framing = 0
+        expect = False
+        upgrade = None
+        for name, value in self._headers:
+            lname = name.lower()
+            if lname == b"host":
+                hosts += 1
+                host = value
+            elif lname == b"content-length":
+                if framing == 0:
+                    framing = 1
+            elif lname == b"transfer-encoding":
+                if bversion == b"1.0":
+                    raise BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
+                framing = 2
+            elif lname == b"expect":
+                if value.strip().lower() == b"100-continue":
+                    expect = True
+                else:
+                    raise BadRequest(417, "only 100-continue is expected")
+            elif lname == b"upgrade":
+                upgrade = value
+        if hosts > 1:
+            raise BadRequest(400, "several Host headers")
+        if hosts == 0 and bversion == b"1.1":
+            raise BadRequest(400, "HTTP/1.1 request without Host")
+        if framing == 1 and _content_length_is_zero(self._headers):
+            framing = 0
+        if not parser.should_upgrade():
+            upgrade = None
+        url = self._url[0] if len(self._url) == 1 else b"".join(self._url)
+        head = RequestHead(
+            parser.get_method(),
+            url,
+            bversion,
+            self._headers,
+            host,
+            parser.should_keep_alive(),
+            framing,
+            expect,
+            upgrade,
+        )
+        self.sink.request_head(head)
+
+    def on_body(self, data: bytes) -> None:
+        self.sink.request_body(data)
+
+    def on_message_complete(self) -> None:
+        self.sink.request_end()
+
+
+def _content_length_is_zero(headers: Headers) -> bool:
+    for name, value in headers:
+        if name.lower() == b"content-length":
+            return value.strip() == b"0"
+    return False
+
+
+def _describe(error: Exception) -> str:
+    text = str(error) or error.__class__.__name__
+    return "malformed request: " + text
+
+
+class ResponseHead:
+    """
+    A parsed response head.
+    """
+
+    __slots__ = ("status", "reason", "version", "headers", "keep_alive", "framing")
+
+    def __init__(
+        self,
+        status: int,
+        reason: bytes,
+        version: bytes,
+        headers: Headers,
+        keep_alive: bool,
+        framing: int,
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.version = version
+        self.headers = headers
+        self.keep_alive = keep_alive
+        self.framing = framing
+
+
+class BadResponse(Exception):
+    """
+    The upstream sent something that is not a valid HTTP/1.x response.
+    """
+
+
+class ResponseParser:
+    """
+    Feeds bytes from an upstream to llhttp, reporting to a sink with
+    C{response_head(head)}, C{response_body(data)}, C{response_end()}.
+
+    1xx interim responses (other than 101) are swallowed. When the request
+    was HEAD (C{no_body}) or the status has no body, the message ends with
+    the head, whatever the headers announce.
+
+    L{feed} returns the bytes after a 101 head (the upgraded protocol's
+    first bytes) or L{None}; it raises L{BadResponse}.
+    """
+
+    def __init__(self, sink: Any, max_head_size: int = 65536) -> None:
+        self.sink = sink
+        self.max_head_size = max_head_size
+        self._parser = HttpResponseParser(self)
+        self.no_body = False
+        self.done = False
+        self.extra = False
+        self.started = False
+        self._headers: Headers = []
+        self._reason: List[bytes] = []
+        self._head_size = 0
+        self._interim = False
+        self._in_head = False
+        self._stale = False
+        self.framing = 0
+
+    def expect(self, no_body: bool) -> None:
+        """
+        Get ready for the response to a new request.
+        """
+        if self._stale:
+            # llhttp still expects the body the previous head announced
+            self._parser = HttpResponseParser(self)
+            self._stale = False
+        self.no_body = no_body
+        self.done = False
+        self.extra = False
+        self.started = False
+
+    def feed(self, data: bytes) -> Optional[bytes]:
+        try:
+            self._parser.feed_data(data)
+        except HttpParserUpgrade as e:
+            return data[e.args[0]:]
+        except HttpParserError as e:
+            if self.done:
+                # bytes after a complete message (HEAD with a body...):
+                # the connection cannot be reused, the response stands.
+                self.extra = True
+                return None
+            raise BadResponse(str(e) or e.__class__.__name__) from None
+        if self._in_head:
+            self._head_size += len(data)
+            if self._head_size > self.max_head_size:
+                raise BadResponse("response head too large")
+        return None
+
+    def on_message_begin(self) -> None:
+        if self.done:
+            self.extra = True
+            return
+        self.started = True
+        self.framing = 0
+        self._headers = []
+        self._reason = []
+        self._head_size = 0
+        self._in_head = True
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason.append(reason)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.done:
+            return
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        if self.done:
+            return
+        self._in_head = False
+        parser = self._parser
+        status = parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            self._interim = True
+            return
+        version = parser.get_http_version()
+        bversion = b"1.1" if version == "1.1" else b"1.0"
+        framing = 3
+        if self.no_body or status in (204, 304):
+            framing = 0
+        else:
+            for name, value in self._headers:
+                lname = name.lower()
+                if lname == b"transfer-encoding":
+                    framing = 2
+                    break
+                if lname == b"content-length":
+                    framing = 1
+        reason = b"".join(self._reason)
+        self.framing = framing
+        head = ResponseHead(
+            status, reason, bversion, self._headers, parser.should_keep_alive(), framing
+        )
+        self.sink.response_head(head)
+        if framing == 0 or status == 101:
+            self.done = True
+            self._stale = True
+            if status != 101:
+                self.sink.response_end()
+
+    def framing_until_close(self) -> bool:
+        """
+        The current response's body ends when the connection closes.
+        """
+        return self.framing == 3 and not self._in_head
+
+    def on_body(self, data: bytes) -> None:
+        if self.done:
+            self.extra = True
+            return
+        self.sink.response_body(data)
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            self.started = False
+            return
+        if self.done:
+            return
+        self.done = True
+        self.sink.response_end()

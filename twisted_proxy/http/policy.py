@@ -1,0 +1,200 @@
+# -*- test-case-name: tests.test_http_policy -*-
+"""
+Header policy: what crosses the proxy in each direction, and how the heads
+the proxy sends are serialised.
+
+Headers stay lists of C{(name, value)} byte pairs as received; names keep
+their case and are compared lower-cased.
+"""
+
+from __future__ import annotations
+
+from typing import FrozenSet, Iterable, List, Optional, Sequence, Tuple
+
+Headers = List[Tuple[bytes, bytes]]
+
+#: Removed in both directions (RFC 9110 §7.6.1), plus the proxy-only ones.
+HOP_BY_HOP: FrozenSet[bytes] = frozenset(
+    [
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authorization",
+        b"proxy-authenticate",
+    ]
+)
+
+#: Headers that say who the client is.
+FORWARDING: FrozenSet[bytes] = frozenset(
+    [b"x-forwarded-for", b"forwarded", b"x-real-ip", b"x-forwarded-host",
+     b"x-forwarded-proto", b"x-forwarded-port", b"client-ip", b"true-client-ip"]
+)
+
+VIA_TOKEN = b"1.1 twisted-proxy"
+
+TRANSPARENT = "transparent"
+ANONYMOUS = "anonymous"
+ELITE = "elite"
+
+# framing of a body the proxy sends
+NO_BODY = 0
+CONTENT_LENGTH = 1
+CHUNKED = 2
+CLOSE_DELIMITED = 3
+
+
+def connection_tokens(headers: Iterable[Tuple[bytes, bytes]]) -> FrozenSet[bytes]:
+    """
+    The lower-cased option names listed in C{Connection} (and the obsolete
+    C{Proxy-Connection}) headers.
+    """
+    tokens = set()
+    for name, value in headers:
+        lname = name.lower()
+        if lname == b"connection" or lname == b"proxy-connection":
+            for token in value.split(b","):
+                token = token.strip().lower()
+                if token:
+                    tokens.add(token)
+    return frozenset(tokens)
+
+
+def request_head(
+    method: bytes,
+    target: bytes,
+    headers: Sequence[Tuple[bytes, bytes]],
+    host: bytes,
+    anonymity: str,
+    client_ip: str,
+    framing: int,
+    upgrade: Optional[bytes] = None,
+    drop_expect: bool = False,
+) -> bytes:
+    """
+    Serialise the request head the proxy sends upstream.
+
+    @param target: origin-form (or absolute-form, towards a parent proxy).
+    @param host: the C{Host} value to send.
+    @param anonymity: L{TRANSPARENT}, L{ANONYMOUS} or L{ELITE}.
+    @param framing: L{NO_BODY}, L{CONTENT_LENGTH} (the received
+        C{Content-Length} header is kept) or L{CHUNKED}.
+    @param upgrade: the C{Upgrade} value to pass through, if any.
+    @param drop_expect: remove C{Expect} (the proxy answered 100 itself).
+    """
+    tokens = connection_tokens(headers)
+    lines = [method + b" " + target + b" HTTP/1.1", b"Host: " + host]
+    append = lines.append
+    xff: List[bytes] = []
+    via: List[bytes] = []
+    keep_forwarding = anonymity == TRANSPARENT
+    for name, value in headers:
+        lname = name.lower()
+        if lname in HOP_BY_HOP or lname == b"host":
+            continue
+        if tokens and lname in tokens:
+            continue
+        if lname == b"content-length":
+            if framing == CONTENT_LENGTH:
+                append(name + b": " + value)
+            continue
+        if lname == b"via":
+            via.append(value)
+            continue
+        if lname in FORWARDING:
+            if keep_forwarding:
+                if lname == b"x-forwarded-for":
+                    xff.append(value)
+                else:
+                    append(name + b": " + value)
+            continue
+        if drop_expect and lname == b"expect":
+            continue
+        append(name + b": " + value)
+    if anonymity != ELITE:
+        via.append(VIA_TOKEN)
+        append(b"Via: " + b", ".join(via))
+    if keep_forwarding:
+        xff.append(client_ip.encode("ascii"))
+        append(b"X-Forwarded-For: " + b", ".join(xff))
+    if upgrade is not None:
+        append(b"Connection: Upgrade")
+        append(b"Upgrade: " + upgrade)
+    if framing == CHUNKED:
+        append(b"Transfer-Encoding: chunked")
+    append(b"\r\n")
+    return b"\r\n".join(lines)
+
+
+def response_head(
+    status: int,
+    reason: bytes,
+    headers: Sequence[Tuple[bytes, bytes]],
+    framing: int,
+    add_via: bool,
+    close: bool,
+    keep_alive_header: bool = False,
+    upgrade: Optional[bytes] = None,
+    hide: FrozenSet[bytes] = frozenset(),
+) -> bytes:
+    """
+    Serialise the response head the proxy sends to its client.
+
+    @param framing: how the proxy frames the body it relays:
+        L{NO_BODY} and L{CONTENT_LENGTH} keep the received
+        C{Content-Length}; L{CHUNKED} adds C{Transfer-Encoding: chunked};
+        L{CLOSE_DELIMITED} sends neither.
+    @param close: add C{Connection: close}.
+    @param keep_alive_header: add C{Connection: keep-alive} (HTTP/1.0
+        clients that asked for it).
+    @param upgrade: for a 101, the C{Upgrade} value to relay.
+    @param hide: lower-cased names of further headers to remove.
+    """
+    tokens = connection_tokens(headers)
+    lines = [b"HTTP/1.1 %d %s" % (status, reason)]
+    append = lines.append
+    via: List[bytes] = []
+    for name, value in headers:
+        lname = name.lower()
+        if lname in HOP_BY_HOP:
+            continue
+        if tokens and lname in tokens:
+            continue
+        if lname == b"content-length":
+            if framing == CONTENT_LENGTH or framing == NO_BODY:
+                append(name + b": " + value)
+            continue
+        if lname == b"via":
+            via.append(value)
+            continue
+        if hide and lname in hide:
+            continue
+        append(name + b": " + value)
+    if add_via:
+        via.append(VIA_TOKEN)
+    if via:
+        append(b"Via: " + b", ".join(via))
+    if upgrade is not None:
+        append(b"Connection: Upgrade")
+        append(b"Upgrade: " + upgrade)
+    elif close:
+        append(b"Connection: close")
+    elif keep_alive_header:
+        append(b"Connection: keep-alive")
+    if framing == CHUNKED:
+        append(b"Transfer-Encoding: chunked")
+    append(b"\r\n")
+    return b"\r\n".join(lines)
+
+
+def header_value(headers: Iterable[Tuple[bytes, bytes]], lname: bytes) -> Optional[bytes]:
+    """
+    The value of the first header named C{lname} (lower case), or L{None}.
+    """
+    for name, value in headers:
+        if name.lower() == lname:
+            return value
+    return None

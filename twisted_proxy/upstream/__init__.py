@@ -1,0 +1,3 @@
+"""
+Connections to origins and backends: the keep-alive pool.
+"""

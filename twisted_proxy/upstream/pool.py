@@ -1,0 +1,313 @@
+# -*- test-case-name: tests.test_pool -*-
+"""
+Upstream connections and the keep-alive pool.
+
+One L{UpstreamProtocol} per TCP connection to an origin, a parent proxy or a
+backend server. While it serves an exchange, its response parser reports to
+that exchange; between exchanges it waits in the L{Pool} (LIFO, bounded per
+address, closed after an idle timeout). The same connection can be handed to
+a L{twisted_proxy.tunnel.Splice} (CONNECT, WebSocket), after which it is
+never pooled again.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+from zope.interface import implementer
+from twisted.internet import error as ierror
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twisted_proxy.flow import Gate, Relay
+from twisted_proxy.http.parser import BadResponse, ResponseParser
+
+log = Logger()
+
+Key = Tuple[str, int]
+
+
+@implementer(IHalfCloseableProtocol)
+class UpstreamProtocol(Protocol):
+    """
+    One connection to an upstream HTTP server.
+
+    @ivar exchange: what it serves now (it gets the parser's events), or
+        L{None} while idle.
+    @ivar reused: it served an exchange before the current one.
+    @ivar splice: the tunnel it belongs to, once upgraded.
+    """
+
+    def __init__(self, pool: "Pool", key: Key, max_head_size: int) -> None:
+        self.pool = pool
+        self.key = key
+        self.parser = ResponseParser(None, max_head_size)
+        self.exchange: Any = None
+        self.requester: Any = None
+        self.reused = False
+        self.splice: Any = None
+        self.gate: Optional[Gate] = None
+        self.relay = Relay()
+        self.idle_deadline = 0.0
+        self.idle_timer: Any = None
+        self.in_pool = False
+        self.lost = False
+        self.raw = False
+        self.raw_buffer = b""
+
+    # Protocol
+
+    def connectionMade(self) -> None:
+        self.gate = Gate(self.transport)
+        self.transport.registerProducer(self.relay, True)
+        set_no_delay(self.transport)
+        requester, self.requester = self.requester, None
+        if requester is not None:
+            requester.upstream_ready(self)
+        else:
+            self.pool.release(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.splice is not None:
+            self.splice.data_from_back(data)
+            return
+        ex = self.exchange
+        if ex is None:
+            # an idle connection that talks: it cannot be trusted again
+            self.transport.loseConnection()
+            return
+        if self.raw:
+            ex.raw_data(self, data)
+            return
+        parser = self.parser
+        try:
+            rest = parser.feed(data)
+        except BadResponse as e:
+            ex.upstream_failed(self, 502, f"invalid response from upstream: {e}")
+            return
+        if rest is not None:
+            ex.upstream_upgraded(self, rest)
+            return
+        if parser.done and self.exchange is ex:
+            ex.upstream_done(self, parser.extra)
+
+    def readConnectionLost(self) -> None:
+        if self.splice is not None:
+            self.splice.read_closed_back()
+            return
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = ierror.ConnectionDone()) -> None:  # type: ignore[assignment]
+        self.lost = True
+        if self.idle_timer is not None and self.idle_timer.active():
+            self.idle_timer.cancel()
+        self.idle_timer = None
+        if self.in_pool:
+            self.pool.forget(self)
+        if self.splice is not None:
+            self.splice.lost_back()
+            return
+        ex = self.exchange
+        if ex is None:
+            return
+        parser = self.parser
+        if parser.started and not parser.done and parser.framing_until_close():
+            # a body delimited by the end of the connection ends here
+            parser.done = True
+            ex.response_end()
+            if self.exchange is ex:
+                ex.upstream_done(self, True)
+            return
+        ex.upstream_lost(self, reason)
+
+    # used by exchanges
+
+    def attach(self, exchange: Any, no_body: bool) -> None:
+        """
+        Serve C{exchange}; its parser events go there.
+        """
+        self.exchange = exchange
+        self.parser.sink = exchange
+        self.parser.expect(no_body)
+
+    def detach(self) -> None:
+        """
+        Stop serving the current exchange (before release or close).
+        """
+        self.exchange = None
+        self.parser.sink = None
+        self.relay.switch(None)
+        if self.gate is not None:
+            self.gate.resume(0xFF)
+
+
+class _Connector(ClientFactory):
+    """
+    Makes one L{UpstreamProtocol} for one connection attempt and reports a
+    failed attempt to its requester.
+    """
+
+    noisy = False
+
+    def __init__(self, pool: "Pool", key: Key, requester: Any) -> None:
+        self.pool = pool
+        self.key = key
+        self.requester = requester
+
+    def buildProtocol(self, addr: Any) -> UpstreamProtocol:
+        proto = UpstreamProtocol(self.pool, self.key, self.pool.max_head_size)
+        proto.requester = self.requester
+        proto.factory = self  # type: ignore[attr-defined]
+        return proto
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        self.pool.connect_failed(self.key, self.requester, reason)
+
+
+class Pool:
+    """
+    Keep-alive connections to upstream addresses, shared by every listener
+    of a process.
+
+    @param reactor: provides C{IReactorTCP}, C{IReactorTime} (and for host
+        names C{IReactorPluggableNameResolver} via L{HostnameEndpoint}).
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        max_idle: int = 32,
+        idle_timeout: float = 60.0,
+        connect_timeout: float = 5.0,
+        max_head_size: int = 65536,
+    ) -> None:
+        self.reactor = reactor
+        self.max_idle = max_idle
+        self.idle_timeout = idle_timeout
+        self.connect_timeout = connect_timeout
+        self.max_head_size = max_head_size
+        self.idle: Dict[Key, List[UpstreamProtocol]] = {}
+
+    def acquire(self, key: Key) -> Optional[UpstreamProtocol]:
+        """
+        The most recently used idle connection to C{key}, or L{None}.
+        """
+        conns = self.idle.get(key)
+        while conns:
+            conn = conns.pop()
+            conn.in_pool = False
+            if not conn.lost:
+                conn.reused = True
+                return conn
+        return None
+
+    def release(self, conn: UpstreamProtocol) -> None:
+        """
+        Keep C{conn} for the next request to its address (or close it if
+        the pool for that address is full).
+        """
+        if conn.lost:
+            return
+        conns = self.idle.setdefault(conn.key, [])
+        if len(conns) >= self.max_idle:
+            conn.transport.loseConnection()
+            return
+        conns.append(conn)
+        conn.in_pool = True
+        now = self.reactor.seconds()
+        conn.idle_deadline = now + self.idle_timeout
+        if conn.idle_timer is None:
+            conn.idle_timer = self.reactor.callLater(
+                self.idle_timeout, self._idle_check, conn
+            )
+
+    def forget(self, conn: UpstreamProtocol) -> None:
+        conn.in_pool = False
+        conns = self.idle.get(conn.key)
+        if conns and conn in conns:
+            conns.remove(conn)
+            if not conns:
+                del self.idle[conn.key]
+
+    def _idle_check(self, conn: UpstreamProtocol) -> None:
+        conn.idle_timer = None
+        if not conn.in_pool or conn.lost:
+            return
+        remaining = conn.idle_deadline - self.reactor.seconds()
+        if remaining > 0:
+            conn.idle_timer = self.reactor.callLater(remaining, self._idle_check, conn)
+            return
+        self.forget(conn)
+        conn.transport.loseConnection()
+
+    def connect(self, key: Key, requester: Any) -> None:
+        """
+        Open a new connection to C{key}; C{requester.upstream_ready(conn)}
+        or C{requester.upstream_connect_failed(status, message)} follows.
+        """
+        host, port = key
+        factory = _Connector(self, key, requester)
+        if isIPAddress(host) or isIPv6Address(host):
+            self.reactor.connectTCP(host, port, factory, timeout=self.connect_timeout)
+            return
+        from twisted.internet.endpoints import HostnameEndpoint
+
+        endpoint = HostnameEndpoint(self.reactor, host, port, timeout=self.connect_timeout)
+        d = endpoint.connect(factory)
+        d.addErrback(lambda f: self.connect_failed(key, requester, f))
+
+    def connect_failed(self, key: Key, requester: Any, reason: Failure) -> None:
+        status, message = describe_connect_failure(key, reason)
+        log.info(
+            "cannot connect to {host}:{port}: {why}",
+            host=key[0],
+            port=key[1],
+            why=message,
+        )
+        requester.upstream_connect_failed(status, message)
+
+    def close_idle(self) -> None:
+        """
+        Close every idle connection (at shutdown).
+        """
+        for conns in list(self.idle.values()):
+            for conn in list(conns):
+                conn.in_pool = False
+                if conn.transport is not None:
+                    conn.transport.loseConnection()
+        self.idle.clear()
+
+
+def describe_connect_failure(key: Key, reason: Failure) -> Tuple[int, str]:
+    """
+    The status (502 or 504) and message for a failed connection attempt.
+    """
+    where = f"{key[0]}:{key[1]}"
+    if reason.check(ierror.TimeoutError, ierror.UserError):
+        return 504, f"timed out connecting to {where}"
+    if reason.check(ierror.DNSLookupError):
+        return 502, f"cannot resolve {key[0]}"
+    if reason.check(ierror.ConnectionRefusedError):
+        return 502, f"connection refused by {where}"
+    if reason.check(ierror.NoRouteError):
+        return 502, f"no route to {where}"
+    text = reason.getErrorMessage() or reason.type.__name__  # type: ignore[union-attr]
+    return 502, f"cannot connect to {where}: {text}"
+
+
+def set_no_delay(transport: Any) -> None:
+    """
+    Turn Nagle's algorithm off (small heads must not wait for an ACK).
+    """
+    set_nodelay = getattr(transport, "setTcpNoDelay", None)
+    if set_nodelay is not None:
+        try:
+            set_nodelay(True)
+        except Exception:
+            pass
