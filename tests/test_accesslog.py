@@ -98,8 +98,21 @@ class AccessLogFileTests(SynchronousTestCase):
         self.clock = task.Clock()
         self.clock.advance(T0)
         self.path = self.mktemp()
+        self.addCleanup(self.remove_temp)
         self.log = open_access_log(self.path, self.clock)
         self.addCleanup(self.log.close)
+
+    def remove_temp(self) -> None:
+        """
+        Remove the log file and the directories mktemp made for it: under
+        pytest they are relative to the working directory, not _trial_temp.
+        """
+        if os.path.exists(self.path):
+            os.remove(self.path)
+        try:
+            os.removedirs(os.path.dirname(self.path))
+        except OSError:
+            pass
 
     def contents(self) -> bytes:
         if not os.path.exists(self.path):
@@ -343,10 +356,10 @@ class AccessLogFileTests(SynchronousTestCase):
 
     def test_unopenablePath(self) -> None:
         """
-        A path that cannot be opened raises OSError at open time, where the
-        configuration can report it.
+        A path that cannot be opened (here, below a file) raises OSError at
+        open time, where the configuration can report it.
         """
-        missing = os.path.join(self.mktemp(), "no", "such", "dir", "log")
+        missing = os.path.join(self.path, "no", "such", "dir", "log")
         self.assertRaises(OSError, open_access_log, missing, self.clock)
 
 

@@ -18,9 +18,14 @@ from twisted_proxy.config import ConfigError, default_config, load_config, parse
 from twisted_proxy.model import (
     DEFAULT_ALLOW_CLIENTS,
     AdminConfig,
+    BackendConfig,
     Config,
+    HealthConfig,
+    ListenerConfig,
     ParentProxy,
     ProxySettings,
+    RouteConfig,
+    ServerConfig,
 )
 
 ETC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "etc")
@@ -47,6 +52,42 @@ class CustomFilter:
 
 
 NOT_CALLABLE = 42
+
+
+class CustomBalancer:
+    """
+    A stand-in custom balancer, loaded by dotted path.
+    """
+
+
+REVERSE = """
+[[listener]]
+name = "edge"
+kind = "reverse"
+endpoint = "tcp:8080:interface=127.0.0.1"
+"""
+
+ROUTE = """
+  [[listener.route]]
+  backend = "web"
+"""
+
+WEB = """
+[backend.web]
+servers = [{ url = "http://127.0.0.1:5003" }]
+"""
+
+TCP = """
+[[listener]]
+name = "db"
+kind = "tcp"
+endpoint = "tcp:7000:interface=127.0.0.1"
+"""
+
+DB = """
+[backend.db]
+servers = [{ url = "tcp://127.0.0.1:5432" }]
+"""
 
 
 class ConfigTestMixin:
@@ -525,7 +566,8 @@ class ErrorTests(ConfigTestMixin, SynchronousTestCase):
 
     def test_kind(self) -> None:
         """
-        An unknown kind is refused; reverse and tcp are not supported yet.
+        An unknown kind is refused; a reverse listener without routes and a
+        tcp listener without backend are refused for that.
         """
         lines = self.errors(
             LISTENER.replace('"forward"', '"sideways"')
@@ -537,8 +579,8 @@ class ErrorTests(ConfigTestMixin, SynchronousTestCase):
             [
                 "p.toml: listener[0].kind: unknown kind 'sideways'"
                 " (expected forward, reverse, tcp or custom)",
-                "p.toml: listener[1].kind: kind 'reverse' is not supported yet",
-                "p.toml: listener[2].kind: kind 'tcp' is not supported yet",
+                "p.toml: listener[1].route: at least one [[listener.route]] is required",
+                "p.toml: listener[2].backend: required key is missing",
             ],
         )
 
@@ -817,6 +859,827 @@ class ErrorTests(ConfigTestMixin, SynchronousTestCase):
         e = ConfigError([("a.b", "bad"), ("", "whole file")], "f.toml")
         self.assertEqual(e.lines(), ["f.toml: a.b: bad", "f.toml: whole file"])
         self.assertEqual(str(e), "f.toml: a.b: bad\nf.toml: whole file")
+
+
+FULL_REVERSE = """
+[[listener]]
+name = "edge"
+kind = "reverse"
+endpoint = "tcp:8080:interface=127.0.0.1"
+allow_clients = ["0.0.0.0/0", "::/0"]
+anonymity = "elite"
+trusted_proxies = ["10.0.0.0/8"]
+hide_headers = ["Server", "X-Powered-By", "X-AspNet-Version"]
+forwarded = true
+filters = ["office"]
+
+  [[listener.route]]
+  host = "API.Example.com."
+  path = "/api/"
+  backend = "api"
+  filters = ["office"]
+  strip_prefix = true
+
+  [[listener.route]]
+  host = "*.example.com"
+  path = "/old/"
+  backend = "api"
+  rewrite_prefix = "/v2/"
+  preserve_host = false
+
+  [[listener.route]]
+  backend = "web"
+
+[[listener]]
+name = "db"
+kind = "tcp"
+endpoint = "tcp:7000:interface=127.0.0.1"
+backend = "db"
+allow_clients = ["127.0.0.0/8"]
+filters = ["office"]
+
+[backend.api]
+balance = "hash"
+hash_key = "header:X-User"
+servers = [
+  { url = "http://127.0.0.1:5001", weight = 3, max_connections = 100 },
+  { url = "https://Localhost" },
+  { url = "http://[::1]:5002/", backup = true },
+]
+health = { path = "/health", interval = 0.5, timeout = 2, rise = 1, fall = 4, expect = [200, 204] }
+retries = 0
+max_fails = 0
+fail_timeout = 30
+queue_timeout = 1.5
+
+[backend.web]
+balance = "least_conn"
+servers = [{ url = "http://127.0.0.1:5003" }]
+health = { expect = 200, path = "/" }
+
+[backend.db]
+balance = "tests.test_config:CustomBalancer"
+servers = [{ url = "tcp://127.0.0.1:5432" }, { url = "tcp://127.0.0.1:5433" }]
+health = {}
+
+[filter.office]
+type = "acl"
+block_domains = ["example.org"]
+"""
+
+
+class ReverseConfigTests(ConfigTestMixin, SynchronousTestCase):
+    """
+    Reverse and tcp listeners, their routes, and C{[backend.NAME]} tables.
+    """
+
+    def test_full(self) -> None:
+        """
+        Every key of a reverse listener, a route, a tcp listener and a
+        backend is parsed into the model: route hosts normalized, server
+        ports defaulted by scheme, seconds as floats, a single C{expect}
+        status as a one-element tuple, C{header:} hash keys lower-cased.
+        """
+        config = self.parse(FULL_REVERSE)
+        edge, db = config.listeners
+        self.assertEqual(
+            edge,
+            ListenerConfig(
+                name="edge",
+                kind="reverse",
+                endpoint="tcp:8080:interface=127.0.0.1",
+                allow_clients=(
+                    ipaddress.ip_network("0.0.0.0/0"),
+                    ipaddress.ip_network("::/0"),
+                ),
+                anonymity="elite",
+                trusted_proxies=(ipaddress.ip_network("10.0.0.0/8"),),
+                hide_headers=("Server", "X-Powered-By", "X-AspNet-Version"),
+                forwarded=True,
+                filters=("office",),
+                routes=(
+                    RouteConfig(
+                        host="api.example.com",
+                        path="/api/",
+                        backend="api",
+                        filters=("office",),
+                        strip_prefix=True,
+                    ),
+                    RouteConfig(
+                        host="*.example.com",
+                        path="/old/",
+                        backend="api",
+                        rewrite_prefix="/v2/",
+                        preserve_host=False,
+                    ),
+                    RouteConfig(backend="web"),
+                ),
+            ),
+        )
+        self.assertEqual(
+            db,
+            ListenerConfig(
+                name="db",
+                kind="tcp",
+                endpoint="tcp:7000:interface=127.0.0.1",
+                backend="db",
+                allow_clients=(ipaddress.ip_network("127.0.0.0/8"),),
+                filters=("office",),
+            ),
+        )
+        self.assertEqual(list(config.backends), ["api", "web", "db"])
+        self.assertEqual(
+            config.backends["api"],
+            BackendConfig(
+                name="api",
+                balance="hash",
+                hash_key="header:x-user",
+                servers=(
+                    ServerConfig(
+                        url="http://127.0.0.1:5001",
+                        scheme="http",
+                        host="127.0.0.1",
+                        port=5001,
+                        weight=3,
+                        max_connections=100,
+                    ),
+                    ServerConfig(
+                        url="https://Localhost", scheme="https", host="localhost", port=443
+                    ),
+                    ServerConfig(
+                        url="http://[::1]:5002/", scheme="http", host="::1", port=5002, backup=True
+                    ),
+                ),
+                health=HealthConfig(
+                    path="/health", interval=0.5, timeout=2.0, rise=1, fall=4, expect=(200, 204)
+                ),
+                retries=0,
+                max_fails=0,
+                fail_timeout=30.0,
+                queue_timeout=1.5,
+            ),
+        )
+        self.assertIsInstance(config.backends["api"].health.timeout, float)  # type: ignore[union-attr]
+        self.assertEqual(config.backends["web"].balance, "least_conn")
+        self.assertEqual(config.backends["web"].health, HealthConfig(path="/", expect=(200,)))
+        self.assertEqual(config.backends["db"].balance, "tests.test_config:CustomBalancer")
+        self.assertEqual(config.backends["db"].health, HealthConfig())
+        self.assertEqual(
+            [(s.scheme, s.port) for s in config.backends["db"].servers],
+            [("tcp", 5432), ("tcp", 5433)],
+        )
+
+    def test_reverse_defaults(self) -> None:
+        """
+        A reverse listener without C{allow_clients} serves any client (an
+        empty tuple: no restriction); routes default to any host, path C{/},
+        no rewriting, the client's Host kept; C{Server} and C{X-Powered-By}
+        are hidden; no C{Forwarded} header, no trusted proxies.
+        """
+        config = self.parse(REVERSE + ROUTE + WEB)
+        [listener] = config.listeners
+        self.assertEqual(listener.kind, "reverse")
+        self.assertEqual(listener.allow_clients, ())
+        self.assertEqual(listener.anonymity, "anonymous")
+        self.assertEqual(listener.trusted_proxies, ())
+        self.assertEqual(listener.hide_headers, ("Server", "X-Powered-By"))
+        self.assertFalse(listener.forwarded)
+        self.assertEqual(listener.routes, (RouteConfig(backend="web"),))
+        [route] = listener.routes
+        self.assertIsNone(route.host)
+        self.assertEqual(route.path, "/")
+        self.assertFalse(route.strip_prefix)
+        self.assertIsNone(route.rewrite_prefix)
+        self.assertTrue(route.preserve_host)
+
+    def test_hide_nothing(self) -> None:
+        """
+        C{hide_headers = []} hides no response header.
+        """
+        config = self.parse(REVERSE + "hide_headers = []\n" + ROUTE + WEB)
+        self.assertEqual(config.listeners[0].hide_headers, ())
+
+    def test_tcp_defaults(self) -> None:
+        """
+        A tcp listener without C{allow_clients} accepts any client.
+        """
+        config = self.parse(TCP + 'backend = "db"\n' + DB)
+        [listener] = config.listeners
+        self.assertEqual(listener.kind, "tcp")
+        self.assertEqual(listener.backend, "db")
+        self.assertEqual(listener.allow_clients, ())
+        self.assertEqual(listener.filters, ())
+
+    def test_backend_defaults(self) -> None:
+        """
+        A backend needs only servers: round robin on the client IP key, no
+        active health check, 2 retries, ejection after 3 failures for 10
+        seconds, 5 seconds of queueing; a server has weight 1, no connection
+        limit and is not a backup; C{http://} without port means 80.
+        """
+        config = self.parse(
+            REVERSE + ROUTE + '[backend.web]\nservers = [{ url = "http://example.com" }]\n'
+        )
+        self.assertEqual(
+            config.backends,
+            {
+                "web": BackendConfig(
+                    name="web",
+                    servers=(
+                        ServerConfig(
+                            url="http://example.com", scheme="http", host="example.com", port=80
+                        ),
+                    ),
+                )
+            },
+        )
+        backend = config.backends["web"]
+        self.assertEqual(
+            (backend.balance, backend.hash_key, backend.health, backend.retries),
+            ("round_robin", "client_ip", None, 2),
+        )
+        self.assertEqual(
+            (backend.max_fails, backend.fail_timeout, backend.queue_timeout), (3, 10.0, 5.0)
+        )
+        [server] = backend.servers
+        self.assertEqual((server.weight, server.max_connections, server.backup), (1, None, False))
+
+    def test_health_defaults(self) -> None:
+        """
+        A health table without C{path} is a TCP connect probe every 5
+        seconds, 2 seconds timeout, up after 2 successes, down after 3
+        failures, any 2xx/3xx expected.
+        """
+        config = self.parse(REVERSE + ROUTE + WEB + "health = { interval = 1 }\n")
+        self.assertEqual(
+            config.backends["web"].health,
+            HealthConfig(path=None, interval=1.0, timeout=2.0, rise=2, fall=3, expect=()),
+        )
+
+    def test_order_independent(self) -> None:
+        """
+        Listeners may name backends defined before or after them.
+        """
+        config = self.parse(WEB + DB + REVERSE + ROUTE + TCP + 'backend = "db"\n')
+        self.assertEqual([l.kind for l in config.listeners], ["reverse", "tcp"])
+
+    def test_unused_backend(self) -> None:
+        """
+        A backend no listener names is valid (and kept).
+        """
+        config = self.parse(LISTENER + WEB + DB)
+        self.assertEqual(sorted(config.backends), ["db", "web"])
+
+    def test_same_path_other_host(self) -> None:
+        """
+        Routes with the same path but different hosts (or none) are
+        distinct.
+        """
+        config = self.parse(
+            REVERSE
+            + ROUTE
+            + ROUTE.replace("backend", 'host = "a.example"\n  backend')
+            + ROUTE.replace("backend", 'host = "*.a.example"\n  backend')
+            + WEB
+        )
+        self.assertEqual(
+            [r.host for r in config.listeners[0].routes], [None, "a.example", "*.a.example"]
+        )
+
+
+class ReverseErrorTests(ConfigTestMixin, SynchronousTestCase):
+    """
+    Every rule of reverse and tcp listeners, routes and backends, with the
+    exact line it prints.
+    """
+
+    def test_reverse_unknown_keys(self) -> None:
+        """
+        A reverse listener refuses forward-only keys and keys that are not
+        supported yet (C{tls}, C{redirect_to_https}).
+        """
+        self.assertEqual(
+            self.errors(
+                REVERSE
+                + "connect_ports = [443]\nparents = []\ntls = {}\nredirect_to_https = true\n"
+                + "backend = 'web'\n"
+                + ROUTE
+                + WEB
+            ),
+            [
+                "p.toml: listener[0].connect_ports: unknown key",
+                "p.toml: listener[0].parents: unknown key",
+                "p.toml: listener[0].tls: unknown key",
+                "p.toml: listener[0].redirect_to_https: unknown key",
+                "p.toml: listener[0].backend: unknown key",
+            ],
+        )
+
+    def test_reverse_values(self) -> None:
+        """
+        A reverse listener's C{allow_clients} and C{trusted_proxies} are
+        CIDRs, C{allow_clients} not empty (leave it out to allow any),
+        C{hide_headers} header names, C{forwarded} a boolean, C{anonymity}
+        one of three levels, C{filters} existing filters.
+        """
+        self.assertEqual(
+            self.errors(
+                REVERSE
+                + """
+                allow_clients = []
+                trusted_proxies = ["10.0.0.0/33"]
+                hide_headers = ["Server", "Bad Header", 3]
+                forwarded = "yes"
+                anonymity = "hidden"
+                filters = ["nope"]
+                """
+                + ROUTE
+                + WEB
+            ),
+            [
+                "p.toml: listener[0].allow_clients: must not be empty (it would refuse"
+                " every client); leave the key out to allow any",
+                "p.toml: listener[0].trusted_proxies[0]: '10.0.0.0/33' is not an IP network (CIDR)",
+                "p.toml: listener[0].hide_headers[1]: 'Bad Header' is not a valid header name",
+                "p.toml: listener[0].hide_headers[2]: must be a string, not an integer",
+                "p.toml: listener[0].forwarded: must be true or false, not a string",
+                "p.toml: listener[0].anonymity: unknown anonymity 'hidden'"
+                " (expected transparent, anonymous or elite)",
+                "p.toml: listener[0].filters[0]: unknown filter 'nope'",
+            ],
+        )
+
+    def test_routes_shape(self) -> None:
+        """
+        C{route} is a non-empty array of tables.
+        """
+        self.assertEqual(
+            self.errors(REVERSE + "route = []\n"),
+            ["p.toml: listener[0].route: at least one [[listener.route]] is required"],
+        )
+        self.assertEqual(
+            self.errors(REVERSE + "route = { backend = 'web' }\n" + WEB),
+            [
+                "p.toml: listener[0].route: must be an array of tables"
+                " ([[listener.route]]), not a table"
+            ],
+        )
+        self.assertEqual(
+            self.errors(REVERSE + "route = ['web']\n" + WEB),
+            ["p.toml: listener[0].route[0]: must be a table, not a string"],
+        )
+
+    def test_route_keys(self) -> None:
+        """
+        A route needs a backend; C{host} is a host pattern without port,
+        C{path} and C{rewrite_prefix} start with C{/}, the flags are
+        booleans, unknown keys are refused.
+        """
+        self.assertEqual(
+            self.errors(
+                REVERSE
+                + """
+                [[listener.route]]
+                host = "example.com:8080"
+                path = "api/"
+                strip_prefix = 1
+                preserve_host = "no"
+                weight = 3
+
+                [[listener.route]]
+                host = "a.*.example.com"
+                path = "/a b"
+                backend = "web"
+                rewrite_prefix = "v2"
+
+                [[listener.route]]
+                host = ""
+                path = "/x?y=1"
+                backend = 7
+                filters = "f"
+                """
+                + WEB
+            ),
+            [
+                "p.toml: listener[0].route[0].host: 'example.com:8080' must not include a port",
+                "p.toml: listener[0].route[0].path: 'api/' must start with '/'",
+                "p.toml: listener[0].route[0].strip_prefix: must be true or false,"
+                " not an integer",
+                "p.toml: listener[0].route[0].preserve_host: must be true or false,"
+                " not a string",
+                "p.toml: listener[0].route[0].weight: unknown key",
+                "p.toml: listener[0].route[0].backend: required key is missing",
+                "p.toml: listener[0].route[1].host: 'a.*.example.com': '*' is only"
+                " allowed as a leading '*.'",
+                "p.toml: listener[0].route[1].path: '/a b' must be a path only"
+                " (no spaces, '?' or '#')",
+                "p.toml: listener[0].route[1].rewrite_prefix: 'v2' must start with '/'",
+                "p.toml: listener[0].route[2].host: must not be empty",
+                "p.toml: listener[0].route[2].path: '/x?y=1' must be a path only"
+                " (no spaces, '?' or '#')",
+                "p.toml: listener[0].route[2].backend: must be a string, not an integer",
+                "p.toml: listener[0].route[2].filters: must be an array of strings,"
+                " not a string",
+            ],
+        )
+
+    def test_route_references(self) -> None:
+        """
+        A route names an existing backend of http(s):// servers and
+        existing filters.
+        """
+        self.assertEqual(
+            self.errors(
+                REVERSE
+                + ROUTE.replace('"web"', '"nope"')
+                + ROUTE.replace('"web"', '"db"').replace("backend", 'path = "/db/"\n  backend')
+                + ROUTE.replace("backend", 'path = "/f/"\n  filters = ["x"]\n  backend')
+                + WEB
+                + DB
+            ),
+            [
+                "p.toml: listener[0].route[0].backend: unknown backend 'nope'",
+                "p.toml: listener[0].route[1].backend: backend 'db' has tcp:// servers;"
+                " a reverse route needs http:// or https:// servers",
+                "p.toml: listener[0].route[2].filters[0]: unknown filter 'x'",
+            ],
+        )
+
+    def test_strip_and_rewrite(self) -> None:
+        """
+        C{strip_prefix = true} and C{rewrite_prefix} contradict each other.
+        """
+        self.assertEqual(
+            self.errors(
+                REVERSE
+                + ROUTE.replace("backend", 'strip_prefix = true\n  rewrite_prefix = "/v2/"\n  backend')
+                + WEB
+            ),
+            [
+                "p.toml: listener[0].route[0].rewrite_prefix: cannot be combined with"
+                " strip_prefix = true (rewrite_prefix already replaces the path prefix)"
+            ],
+        )
+        # strip_prefix = false is no contradiction
+        config = self.parse(
+            REVERSE
+            + ROUTE.replace("backend", 'strip_prefix = false\n  rewrite_prefix = "/v2/"\n  backend')
+            + WEB
+        )
+        self.assertEqual(config.listeners[0].routes[0].rewrite_prefix, "/v2/")
+
+    def test_duplicate_routes(self) -> None:
+        """
+        Two routes with the same host and path are refused, hosts compared
+        after normalization; a missing path is C{/}.
+        """
+        self.assertEqual(
+            self.errors(
+                REVERSE
+                + ROUTE
+                + ROUTE.replace("backend", 'path = "/"\n  backend')
+                + ROUTE.replace("backend", 'host = "A.example"\n  backend')
+                + ROUTE.replace("backend", 'host = "a.example."\n  backend')
+                + WEB
+            ),
+            [
+                "p.toml: listener[0].route[1]: duplicate route (any host, path '/';"
+                " also route[0])",
+                "p.toml: listener[0].route[3]: duplicate route (host 'a.example', path '/';"
+                " also route[2])",
+            ],
+        )
+
+    def test_tcp_listener(self) -> None:
+        """
+        A tcp listener takes only C{backend}, C{allow_clients} (not empty)
+        and C{filters}; its backend must exist and have tcp:// servers.
+        """
+        self.assertEqual(
+            self.errors(
+                TCP
+                + 'backend = "web"\nanonymity = "elite"\nallow_clients = []\n'
+                + TCP.replace('"db"', '"db2"')
+                + 'backend = "nope"\nfilters = ["x"]\n'
+                + TCP.replace('"db"', '"db3"')
+                + "backend = 5\nroute = []\n"
+                + WEB
+            ),
+            [
+                "p.toml: listener[0].backend: backend 'web' has http(s):// servers;"
+                " a tcp listener needs tcp:// servers",
+                "p.toml: listener[0].anonymity: unknown key",
+                "p.toml: listener[0].allow_clients: must not be empty (it would refuse"
+                " every client); leave the key out to allow any",
+                "p.toml: listener[1].backend: unknown backend 'nope'",
+                "p.toml: listener[1].filters[0]: unknown filter 'x'",
+                "p.toml: listener[2].backend: must be a string, not an integer",
+                "p.toml: listener[2].route: unknown key",
+            ],
+        )
+
+    def test_backend_tables(self) -> None:
+        """
+        C{backend} is a table of tables; each needs servers, a non-empty
+        array of tables; unknown keys are refused.
+        """
+        self.assertEqual(
+            self.errors(LISTENER + "[backend]\nx = 1\n"),
+            ["p.toml: backend.x: must be a table, not an integer"],
+        )
+        self.assertEqual(
+            self.errors("backend = []\n" + LISTENER),
+            ["p.toml: backend: must be a table, not an array"],
+        )
+        self.assertEqual(
+            self.errors(
+                LISTENER
+                + """
+                [backend.a]
+                balance = "hash"
+                [backend.b]
+                servers = []
+                [backend.c]
+                servers = "http://127.0.0.1:1"
+                [backend.d]
+                servers = ["http://127.0.0.1:1"]
+                colour = "red"
+                """
+            ),
+            [
+                "p.toml: backend.a.servers: required key is missing",
+                "p.toml: backend.b.servers: must not be empty",
+                "p.toml: backend.c.servers: must be an array of tables, not a string",
+                "p.toml: backend.d.servers[0]: must be a table, not a string",
+                "p.toml: backend.d.colour: unknown key",
+            ],
+        )
+
+    def test_server_urls(self) -> None:
+        """
+        A server URL is C{http://host[:port]}, C{https://host[:port]} or
+        C{tcp://host:port}: no other scheme, no path, query or credentials,
+        a real port, a host that is not a wildcard.
+        """
+        urls = [
+            "ftp://127.0.0.1:21",
+            "127.0.0.1:5001",
+            "http://127.0.0.1:5001/app",
+            "http://127.0.0.1:5001?x=1",
+            "http://user:pw@127.0.0.1:5001",
+            "http://127.0.0.1:0",
+            "http://127.0.0.1:70000",
+            "tcp://127.0.0.1",
+            "http://",
+            "http://*.example.com",
+            "http://a_b..c",
+        ]
+        servers = ", ".join(f'{{ url = "{u}" }}' for u in urls)
+        lines = self.errors(LISTENER + f"[backend.x]\nservers = [{servers}]\n")
+        k = "p.toml: backend.x.servers"
+        self.assertEqual(
+            lines,
+            [
+                f"{k}[0].url: server URL 'ftp://127.0.0.1:21' must start with"
+                " http://, https:// or tcp://",
+                f"{k}[1].url: server URL '127.0.0.1:5001' must start with"
+                " http://, https:// or tcp://",
+                f"{k}[2].url: server URL 'http://127.0.0.1:5001/app' must be"
+                " 'http://host:port' only (no path or query)",
+                f"{k}[3].url: server URL 'http://127.0.0.1:5001?x=1' must be"
+                " 'http://host:port' only (no path or query)",
+                f"{k}[4].url: server URL 'http://user:pw@127.0.0.1:5001':"
+                " credentials are not supported",
+                f"{k}[5].url: server URL 'http://127.0.0.1:0': port 0 is not valid",
+                f"{k}[6].url: invalid server URL 'http://127.0.0.1:70000':"
+                " Port out of range 0-65535",
+                f"{k}[7].url: server URL 'tcp://127.0.0.1' needs a port ('tcp://host:port')",
+                f"{k}[8].url: server URL 'http://' has no host",
+                f"{k}[9].url: server URL 'http://*.example.com': '*.example.com':"
+                " a server's host cannot be a wildcard",
+                f"{k}[10].url: server URL 'http://a_b..c': 'a_b..c' has an empty label",
+            ],
+        )
+
+    def test_server_keys(self) -> None:
+        """
+        A server needs a URL; C{weight} and C{max_connections} are integers
+        of at least 1, C{backup} a boolean; TLS keys are not supported yet.
+        """
+        self.assertEqual(
+            self.errors(
+                LISTENER
+                + """
+                [backend.x]
+                servers = [
+                  { weight = 1 },
+                  { url = "http://127.0.0.1:1", weight = 0, max_connections = 0, backup = 1 },
+                  { url = "https://127.0.0.1:2", weight = 1.5, ca = "ca.pem", verify = false },
+                  { url = 5 },
+                ]
+                """
+            ),
+            [
+                "p.toml: backend.x.servers[0].url: required key is missing",
+                "p.toml: backend.x.servers[1].weight: must be an integer >= 1, not 0",
+                "p.toml: backend.x.servers[1].max_connections: must be an integer >= 1, not 0",
+                "p.toml: backend.x.servers[1].backup: must be true or false, not an integer",
+                "p.toml: backend.x.servers[2].weight: must be an integer, not a float",
+                "p.toml: backend.x.servers[2].ca: unknown key",
+                "p.toml: backend.x.servers[2].verify: unknown key",
+                "p.toml: backend.x.servers[3].url: must be a string, not an integer",
+            ],
+        )
+
+    def test_server_mix_and_duplicates(self) -> None:
+        """
+        A backend's servers are all http(s):// or all tcp://, and each
+        address appears once (an explicit default port is the same address).
+        """
+        self.assertEqual(
+            self.errors(
+                LISTENER
+                + """
+                [backend.x]
+                servers = [
+                  { url = "http://127.0.0.1" },
+                  { url = "https://127.0.0.1" },
+                  { url = "tcp://127.0.0.1:80" },
+                  { url = "HTTP://127.0.0.1:80/" },
+                ]
+                """
+            ),
+            [
+                "p.toml: backend.x.servers[2].url: a backend's servers are all http(s)://"
+                " or all tcp:// ('tcp://127.0.0.1:80' here, 'http://127.0.0.1' in servers[0])",
+                "p.toml: backend.x.servers[3].url: duplicate server 'HTTP://127.0.0.1:80/'"
+                " (also servers[0])",
+            ],
+        )
+
+    def test_mixed_backend_named(self) -> None:
+        """
+        A route naming a backend of mixed servers gets no second error:
+        the backend's own line says what is wrong.
+        """
+        self.assertEqual(
+            self.errors(
+                REVERSE
+                + ROUTE
+                + '[backend.web]\nservers = [{url = "http://127.0.0.1:1"},'
+                ' {url = "tcp://127.0.0.1:2"}]\n'
+            ),
+            [
+                "p.toml: backend.web.servers[1].url: a backend's servers are all http(s)://"
+                " or all tcp:// ('tcp://127.0.0.1:2' here, 'http://127.0.0.1:1' in servers[0])"
+            ],
+        )
+
+    def test_balance(self) -> None:
+        """
+        C{balance} is a built-in name or the dotted path of an importable
+        custom balancer.
+        """
+        head = '[backend.{0}]\nservers = [{{ url = "http://127.0.0.1:1" }}]\n'
+        self.assertEqual(
+            self.errors(
+                LISTENER
+                + head.format("a")
+                + 'balance = "leastconn"\n'
+                + head.format("b")
+                + 'balance = "no_such_module_xyz:B"\n'
+                + head.format("c")
+                + 'balance = "tests.test_config:Missing"\n'
+                + head.format("d")
+                + "balance = 1\n"
+            ),
+            [
+                "p.toml: backend.a.balance: unknown balance 'leastconn' (expected round_robin,"
+                " least_conn, random_two, hash, or a custom balancer 'package.module:Name')",
+                "p.toml: backend.b.balance: cannot load balancer: cannot import"
+                " 'no_such_module_xyz': No module named 'no_such_module_xyz'",
+                "p.toml: backend.c.balance: cannot load balancer: module"
+                " 'tests.test_config' has no 'Missing'",
+                "p.toml: backend.d.balance: must be a string, not an integer",
+            ],
+        )
+        for name in ("round_robin", "least_conn", "random_two", "hash"):
+            config = self.parse(LISTENER + head.format("a") + f'balance = "{name}"\n')
+            self.assertEqual(config.backends["a"].balance, name)
+
+    def test_hash_key(self) -> None:
+        """
+        C{hash_key} is C{client_ip}, C{header:NAME} or C{cookie:NAME}; it
+        only goes with C{balance = "hash"} (or a custom balancer), and a
+        backend of tcp:// servers has no headers or cookies to hash on.
+        """
+        http = '[backend.{0}]\nservers = [{{ url = "http://127.0.0.1:1" }}]\n'
+        tcp = '[backend.{0}]\nservers = [{{ url = "tcp://127.0.0.1:1" }}]\n'
+        self.assertEqual(
+            self.errors(
+                LISTENER
+                + http.format("a")
+                + 'balance = "hash"\nhash_key = "ip"\n'
+                + http.format("b")
+                + 'balance = "hash"\nhash_key = "header:"\n'
+                + http.format("c")
+                + 'balance = "hash"\nhash_key = "cookie:a b"\n'
+                + http.format("d")
+                + 'hash_key = "client_ip"\n'
+                + tcp.format("e")
+                + 'balance = "hash"\nhash_key = "cookie:sid"\n'
+                + http.format("f")
+                + 'balance = "least_conn"\nhash_key = "header:X-User"\n'
+            ),
+            [
+                "p.toml: backend.a.hash_key: unknown hash_key 'ip' (expected 'client_ip',"
+                " 'header:NAME' or 'cookie:NAME')",
+                "p.toml: backend.b.hash_key: 'header:': '' is not a valid header name",
+                "p.toml: backend.c.hash_key: 'cookie:a b': 'a b' is not a valid cookie name",
+                "p.toml: backend.d.hash_key: only applies to balance = 'hash'"
+                " (this backend's balance is 'round_robin')",
+                "p.toml: backend.e.hash_key: 'cookie:sid' needs HTTP; a backend of tcp://"
+                " servers can only hash on 'client_ip'",
+                "p.toml: backend.f.hash_key: only applies to balance = 'hash'"
+                " (this backend's balance is 'least_conn')",
+            ],
+        )
+        config = self.parse(
+            LISTENER
+            + http.format("a")
+            + 'balance = "tests.test_config:CustomBalancer"\nhash_key = "cookie:SID"\n'
+            + tcp.format("b")
+            + 'balance = "hash"\nhash_key = "client_ip"\n'
+        )
+        self.assertEqual(config.backends["a"].hash_key, "cookie:SID")
+        self.assertEqual(config.backends["b"].hash_key, "client_ip")
+
+    def test_health(self) -> None:
+        """
+        A health check's path starts with C{/}; interval and timeout are
+        seconds > 0; rise and fall integers >= 1; expect a status or list
+        of statuses 100-599, only with a path; unknown keys are refused.
+        """
+        head = '[backend.{0}]\nservers = [{{ url = "http://127.0.0.1:1" }}]\n'
+        self.assertEqual(
+            self.errors(
+                LISTENER
+                + head.format("a")
+                + 'health = { path = "health", interval = 0, timeout = -1, rise = 0,'
+                ' fall = 1.5, expect = [200, 99, 600, "204"], method = "HEAD" }\n'
+                + head.format("b")
+                + "health = { expect = 200 }\n"
+                + head.format("c")
+                + 'health = { path = "/", expect = "2xx" }\n'
+                + head.format("d")
+                + 'health = "/health"\n'
+            ),
+            [
+                "p.toml: backend.a.health.path: 'health' must start with '/'",
+                "p.toml: backend.a.health.interval: must be a number of seconds > 0, not 0",
+                "p.toml: backend.a.health.timeout: must be a number of seconds > 0, not -1",
+                "p.toml: backend.a.health.rise: must be an integer >= 1, not 0",
+                "p.toml: backend.a.health.fall: must be an integer, not a float",
+                "p.toml: backend.a.health.expect[1]: status 99 is out of range 100-599",
+                "p.toml: backend.a.health.expect[2]: status 600 is out of range 100-599",
+                "p.toml: backend.a.health.expect[3]: must be an HTTP status, not a string",
+                "p.toml: backend.a.health.method: unknown key",
+                "p.toml: backend.b.health.expect: needs a path (without one the check is a"
+                " TCP connect probe, which has no status)",
+                "p.toml: backend.c.health.expect: must be a status or an array of statuses,"
+                " not a string",
+                "p.toml: backend.d.health: must be a table, not a string",
+            ],
+        )
+
+    def test_retry_settings(self) -> None:
+        """
+        C{retries} and C{max_fails} are integers >= 0; C{fail_timeout} and
+        C{queue_timeout} seconds > 0.
+        """
+        self.assertEqual(
+            self.errors(
+                LISTENER
+                + WEB
+                + "retries = -1\nmax_fails = true\nfail_timeout = 0\nqueue_timeout = \"5\"\n"
+            ),
+            [
+                "p.toml: backend.web.retries: must be an integer >= 0, not -1",
+                "p.toml: backend.web.max_fails: must be an integer, not a boolean",
+                "p.toml: backend.web.fail_timeout: must be a number of seconds > 0, not 0",
+                "p.toml: backend.web.queue_timeout: must be a number of seconds, not a string",
+            ],
+        )
+
+    def test_broken_backend_named(self) -> None:
+        """
+        A route naming a backend that has its own errors gets no extra
+        error: only the backend's problems are printed.
+        """
+        self.assertEqual(
+            self.errors(REVERSE + ROUTE + "[backend.web]\nservers = []\n"),
+            ["p.toml: backend.web.servers: must not be empty"],
+        )
 
 
 class ExampleConfigTests(SynchronousTestCase):

@@ -8,6 +8,11 @@ message)} pair, where C{key_path} is the TOML path of the offending value
 C{filter.office-hours.during}); L{ConfigError.lines} renders them as
 C{"FILE: key.path: message"}, the format of C{twistd proxy --check}.
 
+Cross-references are checked too: a listener or route may only name a
+C{[filter.NAME]} or C{[backend.NAME]} that exists (anywhere in the file),
+reverse routes need a backend of C{http://}/C{https://} servers and tcp
+listeners one of C{tcp://} servers.
+
 No configuration mistake ever surfaces as a traceback.
 """
 
@@ -16,21 +21,39 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import re
 import socket
 import sys
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import (
+    AbstractSet,
+    Any,
+    Dict,
+    FrozenSet,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 from urllib.parse import urlsplit
 
+from twisted_proxy.domains import normalize_domain_pattern, validate_domain_pattern
 from twisted_proxy.filters import ErrorList, builtin_type_names, filter_type, load_object
 from twisted_proxy.model import (
     DEFAULT_ALLOW_CLIENTS,
     AdminConfig,
+    BackendConfig,
     Config,
     FilterConfig,
+    HealthConfig,
     IPNetwork,
     ListenerConfig,
     ParentProxy,
     ProxySettings,
+    RouteConfig,
+    ServerConfig,
 )
 
 if sys.version_info >= (3, 11):
@@ -51,18 +74,39 @@ __all__ = [
 DEFAULT_PATH = "<default>"
 
 LISTENER_KINDS: Tuple[str, ...] = ("forward", "reverse", "tcp", "custom")
-NOT_YET_SUPPORTED_KINDS: Tuple[str, ...] = ("reverse", "tcp")
 ANONYMITY_LEVELS: Tuple[str, ...] = ("transparent", "anonymous", "elite")
+#: The built-in C{balance} names; anything with a C{":"} or C{"."} is the
+#: dotted path of a custom balancer.
+BALANCERS: Tuple[str, ...] = ("round_robin", "least_conn", "random_two", "hash")
+#: Server URL schemes, and the kind of backend each makes.
+SERVER_SCHEMES: Mapping[str, str] = {"http": "http", "https": "http", "tcp": "tcp"}
 
 _LISTENER_COMMON_KEYS: Tuple[str, ...] = ("name", "kind", "endpoint")
-_FORWARD_KEYS: Tuple[str, ...] = (
-    "allow_clients",
-    "anonymity",
-    "connect_ports",
-    "filters",
-    "parents",
-)
+# the keys each kind of listener takes besides name, kind and endpoint
+_KIND_KEYS: Mapping[str, FrozenSet[str]] = {
+    "forward": frozenset(
+        {"allow_clients", "anonymity", "connect_ports", "filters", "parents"}
+    ),
+    "reverse": frozenset(
+        {
+            "allow_clients",
+            "anonymity",
+            "filters",
+            "trusted_proxies",
+            "hide_headers",
+            "forwarded",
+            "route",
+        }
+    ),
+    "tcp": frozenset({"allow_clients", "filters", "backend"}),
+}
+# TOML key -> ListenerConfig attribute, where they differ
+_LISTENER_ATTRS: Mapping[str, str] = {"route": "routes"}
 _PARENT_KEYS: Tuple[str, ...] = ("domains", "proxy")
+_SERVER_KEYS: Tuple[str, ...] = ("url", "weight", "max_connections", "backup")
+_HEALTH_KEYS: Tuple[str, ...] = ("path", "interval", "timeout", "rise", "fall", "expect")
+# RFC 9110 token: header names (and cookie names, RFC 6265)
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 
 # [proxy] keys by kind of value
 _PROXY_SECONDS: Tuple[str, ...] = (
@@ -291,6 +335,48 @@ def _domain_problem(domain: str) -> Optional[str]:
     return None
 
 
+def _server_kind(url: Any) -> Optional[str]:
+    """
+    C{"http"} or C{"tcp"}: the kind of backend a server URL belongs to, or
+    L{None} if it has no known scheme (the backend's own check reports it).
+    """
+    if not isinstance(url, str):
+        return None
+    try:
+        scheme = urlsplit(url.strip()).scheme.lower()
+    except ValueError:
+        return None
+    return SERVER_SCHEMES.get(scheme)
+
+
+class _Refs:
+    """
+    What listeners and routes may refer to, read from the raw document
+    before validation so that references work whatever the table order.
+
+    @ivar filters: the names of the C{[filter.NAME]} tables.
+    @ivar backends: the kinds of each C{[backend.NAME]}'s servers (a set of
+        C{"http"} and C{"tcp"}; empty when none could be read).
+    """
+
+    def __init__(self, doc: Mapping[str, Any]) -> None:
+        raw_filters = doc.get("filter")
+        self.filters: Sequence[str] = list(raw_filters) if isinstance(raw_filters, dict) else []
+        self.backends: Dict[str, AbstractSet[str]] = {}
+        raw_backends = doc.get("backend")
+        if isinstance(raw_backends, dict):
+            for name, table in raw_backends.items():
+                kinds = set()
+                servers = table.get("servers") if isinstance(table, dict) else None
+                if isinstance(servers, list):
+                    for server in servers:
+                        if isinstance(server, dict):
+                            kind = _server_kind(server.get("url"))
+                            if kind is not None:
+                                kinds.add(kind)
+                self.backends[name] = kinds
+
+
 # --- the parser ------------------------------------------------------------
 
 
@@ -355,6 +441,28 @@ class _Parser:
             return None
         return int(value)
 
+    def boolean(self, value: Any, key: str) -> Optional[bool]:
+        if not isinstance(value, bool):
+            self.errors.add(key, f"must be true or false, not {_type_name(value)}")
+            return None
+        return value
+
+    def path_prefix(self, value: Any, key: str) -> Optional[str]:
+        """
+        A URL path (prefix): starts with C{"/"}, no spaces, no query or
+        fragment.
+        """
+        text = self.string(value, key)
+        if text is None:
+            return None
+        if not text.startswith("/"):
+            self.errors.add(key, f"{text!r} must start with '/'")
+            return None
+        if any(c.isspace() or c in "?#" or ord(c) < 32 or ord(c) == 127 for c in text):
+            self.errors.add(key, f"{text!r} must be a path only (no spaces, '?' or '#')")
+            return None
+        return text
+
     def endpoint(self, value: Any, key: str) -> Optional[str]:
         if not isinstance(value, str):
             self.errors.add(
@@ -375,10 +483,10 @@ class _Parser:
         proxy = ProxySettings()
         admin = None
         filters: Dict[str, FilterConfig] = {}
+        backends: Dict[str, BackendConfig] = {}
         listeners: List[ListenerConfig] = []
-        # listeners may name filters defined further down the file
-        raw_filters = doc.get("filter")
-        filter_names = list(raw_filters) if isinstance(raw_filters, dict) else []
+        # listeners may name filters and backends defined further down the file
+        refs = _Refs(doc)
         for name, value in doc.items():
             if name == "proxy":
                 table = self.table(value, "proxy")
@@ -392,8 +500,12 @@ class _Parser:
                 table = self.table(value, "filter")
                 if table is not None:
                     filters = self.parse_filters(table)
+            elif name == "backend":
+                table = self.table(value, "backend")
+                if table is not None:
+                    backends = self.parse_backends(table)
             elif name == "listener":
-                listeners = self.parse_listeners(value, filter_names)
+                listeners = self.parse_listeners(value, refs)
             else:
                 self.errors.add(name, "unknown key")
         if "listener" not in doc:
@@ -406,9 +518,10 @@ class _Parser:
             admin=admin,
             listeners=tuple(listeners),
             filters=filters,
+            backends=backends,
         )
 
-    def parse_listeners(self, raw: Any, filter_names: Sequence[str]) -> List[ListenerConfig]:
+    def parse_listeners(self, raw: Any, refs: _Refs) -> List[ListenerConfig]:
         if not isinstance(raw, list):
             self.errors.add(
                 "listener", f"must be an array of tables ([[listener]]), not {_type_name(raw)}"
@@ -423,7 +536,7 @@ class _Parser:
             table = self.table(item, key)
             if table is None:
                 continue
-            listener = self.parse_listener(table, key, filter_names)
+            listener = self.parse_listener(table, key, refs)
             name = table.get("name")
             if isinstance(name, str) and name:
                 if name in seen:
@@ -539,7 +652,7 @@ class _Parser:
         return FilterConfig(name=name, type=type_name, spec=spec)
 
     def parse_listener(
-        self, table: Mapping[str, Any], key: str, filter_names: Sequence[str]
+        self, table: Mapping[str, Any], key: str, refs: _Refs
     ) -> Optional[ListenerConfig]:
         before = len(self.errors)
         kind: Optional[str] = None
@@ -550,8 +663,6 @@ class _Parser:
                 kind_problem = (
                     f"unknown kind {raw_kind!r} (expected forward, reverse, tcp or custom)"
                 )
-            elif raw_kind in NOT_YET_SUPPORTED_KINDS:
-                kind_problem = f"kind {raw_kind!r} is not supported yet"
             else:
                 kind = raw_kind
         values: Dict[str, Any] = {}
@@ -567,21 +678,26 @@ class _Parser:
                 values["name"] = self.string(value, item_key)
             elif name == "endpoint":
                 values["endpoint"] = self.endpoint(value, item_key)
-            elif kind == "forward":
-                if name in _FORWARD_KEYS:
-                    values[name] = self.forward_value(name, value, item_key, filter_names)
-                else:
-                    self.errors.add(item_key, "unknown key")
             elif kind == "custom":
                 if name == "factory":
                     values["factory"] = self.factory(value, item_key)
                 else:
                     # handed to the factory unvalidated
                     options[name] = value
-        required = _LISTENER_COMMON_KEYS + (("factory",) if kind == "custom" else ())
+            elif kind is not None:
+                if name in _KIND_KEYS[kind]:
+                    attr = _LISTENER_ATTRS.get(name, name)
+                    values[attr] = self.listener_value(kind, name, value, item_key, refs)
+                else:
+                    self.errors.add(item_key, "unknown key")
+        required = _LISTENER_COMMON_KEYS + {"custom": ("factory",), "tcp": ("backend",)}.get(
+            kind or "", ()
+        )
         for name in required:
             if name not in table:
                 self.errors.add(f"{key}.{name}", "required key is missing")
+        if kind == "reverse" and "route" not in table:
+            self.errors.add(f"{key}.route", "at least one [[listener.route]] is required")
         if len(self.errors) > before or kind is None:
             return None
         if kind == "forward" and "allow_clients" not in values:
@@ -592,13 +708,22 @@ class _Parser:
             values["options"] = options
         return ListenerConfig(kind=kind, **values)
 
-    def forward_value(
-        self, name: str, value: Any, key: str, filter_names: Sequence[str]
+    def listener_value(
+        self, kind: str, name: str, value: Any, key: str, refs: _Refs
     ) -> Any:
         """
-        The validated value of a forward listener's key C{name}.
+        The validated value of the key C{name} of a forward, reverse or tcp
+        listener.
         """
         if name == "allow_clients":
+            if kind != "forward" and value == []:
+                # absent means any client; an empty list would mean none
+                self.errors.add(
+                    key,
+                    "must not be empty (it would refuse every client);"
+                    " leave the key out to allow any",
+                )
+                return ()
             return self.networks(value, key)
         if name == "anonymity":
             level = self.string(value, key)
@@ -611,9 +736,19 @@ class _Parser:
         if name == "connect_ports":
             return self.ports(value, key)
         if name == "filters":
-            return self.filter_refs(value, key, filter_names)
-        assert name == "parents", name
-        return self.parents(value, key)
+            return self.filter_refs(value, key, refs.filters)
+        if name == "parents":
+            return self.parents(value, key)
+        if name == "trusted_proxies":
+            return self.networks(value, key)
+        if name == "hide_headers":
+            return self.header_names(value, key)
+        if name == "forwarded":
+            return self.boolean(value, key)
+        if name == "route":
+            return self.routes(value, key, refs)
+        assert name == "backend", name
+        return self.backend_ref(value, key, refs, "tcp")
 
     def factory(self, value: Any, key: str) -> Optional[str]:
         """
@@ -750,3 +885,379 @@ class _Parser:
             self.errors.add(key, f"proxy URL {url!r}: port 0 is not valid")
             return None
         return parts.hostname, 80 if port is None else port
+
+    # reverse listeners
+
+    def header_names(self, value: Any, key: str) -> Tuple[str, ...]:
+        """
+        A list of HTTP header names (may be empty), as written.
+        """
+        out = []
+        for item_key, name in self.string_list(value, key) or ():
+            if not _TOKEN.match(name):
+                self.errors.add(item_key, f"{name!r} is not a valid header name")
+            else:
+                out.append(name)
+        return tuple(out)
+
+    def routes(self, value: Any, key: str, refs: _Refs) -> Tuple[RouteConfig, ...]:
+        if not isinstance(value, list):
+            self.errors.add(
+                key,
+                f"must be an array of tables ([[listener.route]]), not {_type_name(value)}",
+            )
+            return ()
+        if not value:
+            self.errors.add(key, "at least one [[listener.route]] is required")
+        out = []
+        seen: Dict[Tuple[Optional[str], str], int] = {}
+        for i, item in enumerate(value):
+            route = self.route(item, f"{key}[{i}]", refs)
+            if route is None:
+                continue
+            where = (route.host, route.path)
+            if where in seen:
+                host = "any host" if route.host is None else f"host {route.host!r}"
+                self.errors.add(
+                    f"{key}[{i}]",
+                    f"duplicate route ({host}, path {route.path!r}; also route[{seen[where]}])",
+                )
+            else:
+                seen[where] = i
+            out.append(route)
+        return tuple(out)
+
+    def route(self, value: Any, key: str, refs: _Refs) -> Optional[RouteConfig]:
+        table = self.table(value, key)
+        if table is None:
+            return None
+        before = len(self.errors)
+        values: Dict[str, Any] = {}
+        for name, item in table.items():
+            item_key = f"{key}.{name}"
+            if name == "host":
+                values["host"] = self.route_host(item, item_key)
+            elif name in ("path", "rewrite_prefix"):
+                values[name] = self.path_prefix(item, item_key)
+            elif name == "backend":
+                values["backend"] = self.backend_ref(item, item_key, refs, "http")
+            elif name == "filters":
+                values["filters"] = self.filter_refs(item, item_key, refs.filters)
+            elif name in ("strip_prefix", "preserve_host"):
+                values[name] = self.boolean(item, item_key)
+            else:
+                self.errors.add(item_key, "unknown key")
+        if "backend" not in table:
+            self.errors.add(f"{key}.backend", "required key is missing")
+        if table.get("strip_prefix") is True and "rewrite_prefix" in table:
+            self.errors.add(
+                f"{key}.rewrite_prefix",
+                "cannot be combined with strip_prefix = true"
+                " (rewrite_prefix already replaces the path prefix)",
+            )
+        if len(self.errors) > before:
+            return None
+        return RouteConfig(**values)
+
+    def route_host(self, value: Any, key: str) -> Optional[str]:
+        """
+        A route's host: exact or C{"*.example.com"}, no port; normalized
+        (lower case, no trailing dot, IDNA).
+        """
+        host = self.string(value, key)
+        if host is None:
+            return None
+        problem = validate_domain_pattern(host)
+        if problem is not None:
+            self.errors.add(key, problem)
+            return None
+        return normalize_domain_pattern(host)
+
+    def backend_ref(self, value: Any, key: str, refs: _Refs, kind: str) -> Optional[str]:
+        """
+        The name of a C{[backend.NAME]} whose servers suit a reverse route
+        (C{kind="http"}) or a tcp listener (C{kind="tcp"}).
+        """
+        name = self.string(value, key)
+        if name is None:
+            return None
+        if name not in refs.backends:
+            self.errors.add(key, f"unknown backend {name!r}")
+            return None
+        kinds = refs.backends[name]
+        if kind == "http" and kinds == {"tcp"}:
+            self.errors.add(
+                key,
+                f"backend {name!r} has tcp:// servers; a reverse route needs"
+                " http:// or https:// servers",
+            )
+            return None
+        if kind == "tcp" and kinds == {"http"}:
+            self.errors.add(
+                key,
+                f"backend {name!r} has http(s):// servers; a tcp listener needs tcp:// servers",
+            )
+            return None
+        return name
+
+    # backends
+
+    def parse_backends(self, tables: Mapping[str, Any]) -> Dict[str, BackendConfig]:
+        backends: Dict[str, BackendConfig] = {}
+        for name, value in tables.items():
+            key = f"backend.{name}"
+            table = self.table(value, key)
+            if table is None:
+                continue
+            parsed = self.parse_backend(name, table, key)
+            if parsed is not None:
+                backends[name] = parsed
+        return backends
+
+    def parse_backend(
+        self, name: str, table: Mapping[str, Any], key: str
+    ) -> Optional[BackendConfig]:
+        before = len(self.errors)
+        values: Dict[str, Any] = {}
+        for item_name, item in table.items():
+            item_key = f"{key}.{item_name}"
+            result: Any = None
+            if item_name == "servers":
+                result = self.servers(item, item_key)
+            elif item_name == "balance":
+                result = self.balance(item, item_key)
+            elif item_name == "hash_key":
+                result = self.hash_key(item, item_key)
+            elif item_name == "health":
+                result = self.health(item, item_key)
+            elif item_name in ("retries", "max_fails"):
+                result = self.integer(item, item_key, 0)
+            elif item_name in ("fail_timeout", "queue_timeout"):
+                result = self.seconds(item, item_key)
+            else:
+                self.errors.add(item_key, "unknown key")
+                continue
+            values[item_name] = result
+        if "servers" not in table:
+            self.errors.add(f"{key}.servers", "required key is missing")
+        balance = values.get("balance", "round_robin")
+        hash_key = values.get("hash_key")
+        if hash_key is not None and balance in BALANCERS and balance != "hash":
+            self.errors.add(
+                f"{key}.hash_key",
+                f"only applies to balance = 'hash' (this backend's balance is {balance!r})",
+            )
+        elif hash_key is not None and hash_key != "client_ip":
+            servers = values.get("servers") or ()
+            if servers and all(s.scheme == "tcp" for s in servers):
+                self.errors.add(
+                    f"{key}.hash_key",
+                    f"{hash_key!r} needs HTTP; a backend of tcp:// servers"
+                    " can only hash on 'client_ip'",
+                )
+        if len(self.errors) > before:
+            return None
+        return BackendConfig(name=name, **values)
+
+    def servers(self, value: Any, key: str) -> Tuple[ServerConfig, ...]:
+        if not isinstance(value, list):
+            self.errors.add(key, f"must be an array of tables, not {_type_name(value)}")
+            return ()
+        if not value:
+            self.errors.add(key, "must not be empty")
+        out = []
+        seen: Dict[Tuple[str, str, int], int] = {}
+        first: Optional[Tuple[int, ServerConfig]] = None
+        for i, item in enumerate(value):
+            server = self.server(item, f"{key}[{i}]")
+            if server is None:
+                continue
+            url_key = f"{key}[{i}].url"
+            address = (server.scheme, server.host, server.port)
+            kind = SERVER_SCHEMES[server.scheme]
+            if first is None:
+                first = (i, server)
+            elif SERVER_SCHEMES[first[1].scheme] != kind:
+                self.errors.add(
+                    url_key,
+                    f"a backend's servers are all http(s):// or all tcp://"
+                    f" ({server.url!r} here, {first[1].url!r} in servers[{first[0]}])",
+                )
+                continue
+            if address in seen:
+                self.errors.add(
+                    url_key, f"duplicate server {server.url!r} (also servers[{seen[address]}])"
+                )
+                continue
+            seen[address] = i
+            out.append(server)
+        return tuple(out)
+
+    def server(self, value: Any, key: str) -> Optional[ServerConfig]:
+        table = self.table(value, key)
+        if table is None:
+            return None
+        before = len(self.errors)
+        values: Dict[str, Any] = {}
+        address: Optional[Tuple[str, str, int]] = None
+        for name, item in table.items():
+            item_key = f"{key}.{name}"
+            if name == "url":
+                url = self.string(item, item_key)
+                if url is not None:
+                    values["url"] = url.strip()
+                    address = self.server_url(url, item_key)
+            elif name in ("weight", "max_connections"):
+                values[name] = self.integer(item, item_key, 1)
+            elif name == "backup":
+                values[name] = self.boolean(item, item_key)
+            else:
+                # https:// TLS keys (ca, server_name, verify, client_cert,
+                # client_key) come with the TLS work
+                self.errors.add(item_key, "unknown key")
+        if "url" not in table:
+            self.errors.add(f"{key}.url", "required key is missing")
+        if len(self.errors) > before or address is None:
+            return None
+        scheme, host, port = address
+        return ServerConfig(scheme=scheme, host=host, port=port, **values)
+
+    def server_url(self, url: str, key: str) -> Optional[Tuple[str, str, int]]:
+        """
+        The scheme, host and port of a server URL: C{http://host[:port]}
+        (80), C{https://host[:port]} (443) or C{tcp://host:port}.
+        """
+        try:
+            parts = urlsplit(url.strip())
+            port = parts.port
+        except ValueError as e:
+            self.errors.add(key, f"invalid server URL {url!r}: {e}")
+            return None
+        scheme = parts.scheme.lower()
+        if scheme not in SERVER_SCHEMES:
+            self.errors.add(
+                key,
+                f"server URL {url!r} must start with http://, https:// or tcp://",
+            )
+            return None
+        host = parts.hostname
+        if not host:
+            self.errors.add(key, f"server URL {url!r} has no host")
+            return None
+        if parts.username is not None or parts.password is not None:
+            self.errors.add(key, f"server URL {url!r}: credentials are not supported")
+            return None
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            self.errors.add(
+                key, f"server URL {url!r} must be '{scheme}://host:port' only (no path or query)"
+            )
+            return None
+        problem = validate_domain_pattern(host)
+        if problem is None and host.startswith("*"):
+            problem = f"{host!r}: a server's host cannot be a wildcard"
+        if problem is not None:
+            self.errors.add(key, f"server URL {url!r}: {problem}")
+            return None
+        if port == 0:
+            self.errors.add(key, f"server URL {url!r}: port 0 is not valid")
+            return None
+        if port is None:
+            if scheme == "tcp":
+                self.errors.add(key, f"server URL {url!r} needs a port ('tcp://host:port')")
+                return None
+            port = 443 if scheme == "https" else 80
+        return scheme, host, port
+
+    def balance(self, value: Any, key: str) -> Optional[str]:
+        name = self.string(value, key)
+        if name is None:
+            return None
+        if name in BALANCERS:
+            return name
+        if ":" not in name and "." not in name:
+            self.errors.add(
+                key,
+                f"unknown balance {name!r} (expected round_robin, least_conn, random_two,"
+                f" hash, or a custom balancer 'package.module:Name')",
+            )
+            return None
+        try:
+            load_object(name)
+        except ValueError as e:
+            self.errors.add(key, f"cannot load balancer: {e}")
+            return None
+        return name
+
+    def hash_key(self, value: Any, key: str) -> Optional[str]:
+        """
+        C{"client_ip"}, C{"header:NAME"} (stored with NAME in lower case:
+        header names are case-insensitive) or C{"cookie:NAME"}.
+        """
+        text = self.string(value, key)
+        if text is None:
+            return None
+        if text == "client_ip":
+            return text
+        source, sep, name = text.partition(":")
+        if not sep or source not in ("header", "cookie"):
+            self.errors.add(
+                key,
+                f"unknown hash_key {text!r} (expected 'client_ip', 'header:NAME'"
+                " or 'cookie:NAME')",
+            )
+            return None
+        if not _TOKEN.match(name):
+            self.errors.add(key, f"{text!r}: {name!r} is not a valid {source} name")
+            return None
+        return f"header:{name.lower()}" if source == "header" else text
+
+    def health(self, value: Any, key: str) -> Optional[HealthConfig]:
+        table = self.table(value, key)
+        if table is None:
+            return None
+        before = len(self.errors)
+        values: Dict[str, Any] = {}
+        for name, item in table.items():
+            item_key = f"{key}.{name}"
+            if name == "path":
+                values[name] = self.path_prefix(item, item_key)
+            elif name in ("interval", "timeout"):
+                values[name] = self.seconds(item, item_key)
+            elif name in ("rise", "fall"):
+                values[name] = self.integer(item, item_key, 1)
+            elif name == "expect":
+                values[name] = self.statuses(item, item_key)
+            else:
+                self.errors.add(item_key, "unknown key")
+        if "expect" in table and "path" not in table:
+            self.errors.add(
+                f"{key}.expect",
+                "needs a path (without one the check is a TCP connect probe, which has"
+                " no status)",
+            )
+        if len(self.errors) > before:
+            return None
+        return HealthConfig(**values)
+
+    def statuses(self, value: Any, key: str) -> Tuple[int, ...]:
+        """
+        An HTTP status (100-599) or a list of them.
+        """
+        if _is_int(value):
+            items: List[Tuple[str, Any]] = [(key, value)]
+        elif isinstance(value, list):
+            items = [(f"{key}[{i}]", item) for i, item in enumerate(value)]
+        else:
+            self.errors.add(
+                key, f"must be a status or an array of statuses, not {_type_name(value)}"
+            )
+            return ()
+        out = []
+        for item_key, item in items:
+            if not _is_int(item):
+                self.errors.add(item_key, f"must be an HTTP status, not {_type_name(item)}")
+            elif not 100 <= item <= 599:
+                self.errors.add(item_key, f"status {item} is out of range 100-599")
+            else:
+                out.append(item)
+        return tuple(out)

@@ -49,6 +49,7 @@ CONNECT_ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 LAST_CHUNK = b"0\r\n\r\n"
 MAX_REPLAY = 65536
+IDEMPOTENT = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"])
 
 
 class ListenerContext:
@@ -69,6 +70,7 @@ class ListenerContext:
         allow_clients: Sequence[Any] = (),
         anonymity: str = policy.ANONYMOUS,
         connect_ports: FrozenSet[int] = frozenset([443]),
+        allow_all: bool = False,
     ) -> None:
         self.name = name
         self.reactor = reactor
@@ -79,14 +81,18 @@ class ListenerContext:
         self.filters = tuple(filters)
         self.allow_clients = tuple(allow_clients)
         self.anonymity = anonymity
-        self.add_via = anonymity != policy.ELITE
+        self.add_via = getattr(router, "add_via", anonymity != policy.ELITE)
         self.connect_ports = frozenset(connect_ports)
+        self.allow_all = allow_all
+        self.hide = getattr(router, "hide", frozenset())
         self._allowed_cache: dict = {}
 
     def client_allowed(self, client_ip: str) -> bool:
         """
         Whether C{client_ip} is within the listener's C{allow_clients}.
         """
+        if self.allow_all:
+            return True
         cache = self._allowed_cache
         allowed = cache.get(client_ip)
         if allowed is None:
@@ -425,6 +431,10 @@ class Exchange:
         "response",
         "tunnel",
         "raw_buffer",
+        "server",
+        "tried",
+        "waiter",
+        "filters",
     )
 
     def __init__(self, front: FrontProtocol, head: RequestHead) -> None:
@@ -435,7 +445,7 @@ class Exchange:
         self.target: Any = None
         self.conn: Optional[UpstreamProtocol] = None
         self.pending: Optional[list] = None
-        self.replay: Optional[list] = None
+        self.replay: Optional[list] = []
         self.replay_size = 0
         self.retried = False
         self.request_done = False
@@ -454,6 +464,10 @@ class Exchange:
         self.response: Optional[ResponseHead] = None
         self.tunnel: Optional[Splice] = None
         self.raw_buffer = b""
+        self.server: Any = None
+        self.tried: Any = ()
+        self.waiter: Any = None
+        self.filters: Tuple[Any, ...] = ()
 
     # policy and target
 
@@ -475,7 +489,9 @@ class Exchange:
                 403, f"CONNECT to port {target.port} is not allowed", "deny", "listener.connect_ports"
             )
             return
-        if ctx.filters:
+        filters = ctx.filters + target.filters if target.filters else ctx.filters
+        self.filters = filters
+        if filters:
             self.run_filters(0)
         else:
             self.proceed()
@@ -496,7 +512,7 @@ class Exchange:
         )
 
     def run_filters(self, index: int, info: Optional[RequestInfo] = None) -> None:
-        filters = self.ctx.filters
+        filters = self.filters
         if info is None:
             info = self.request_info()
         while index < len(filters):
@@ -550,11 +566,112 @@ class Exchange:
         head = self.head
         if head.expect_continue and not self.request_done and head.version == b"1.1":
             self.front.transport.write(CONTINUE)
-        conn = self.ctx.pool.acquire(target.address)
+        if target.backend is not None:
+            self.choose_server()
+            return
+        self.dispatch(target.address)
+
+    def dispatch(self, address: Tuple[str, int]) -> None:
+        """
+        Send the request on a pooled connection to C{address}, or a new one.
+        """
+        conn = self.ctx.pool.acquire(address)
         if conn is not None:
             self.upstream_ready(conn)
         else:
-            self.ctx.pool.connect(target.address, self)
+            self.ctx.pool.connect(address, self)
+
+    # backends (reverse listeners)
+
+    def choose_server(self) -> None:
+        """
+        Pick a server of the route's backend (not one already tried) and
+        dispatch to it; wait for a slot when all are at max_connections.
+        """
+        from twisted_proxy.upstream.backend import BUSY
+
+        backend = self.target.backend
+        key = b""
+        if backend.key_kind:
+            key = backend.key_for(self.front.client_ip, self.head.headers)
+        server = backend.choose(key, self.tried)
+        if server is None:
+            if self.tried:
+                # every server was tried: the last failure stands
+                self.respond(502, "no server of the backend could answer", "error")
+                return
+            self.respond(
+                503,
+                f"no server of backend {backend.name} is available",
+                "error",
+                "",
+                ((b"Retry-After", b"%d" % backend.retry_after()),),
+            )
+            return
+        if server is BUSY:
+            self.front.gate.pause(CONNECTING)
+            self.waiter = backend.wait(self._slot_free, self._queue_timeout)
+            return
+        backend.acquire(server)
+        self.server = server
+        self.dispatch(server.address)
+
+    def _slot_free(self) -> None:
+        self.waiter = None
+        if self.finished:
+            return
+        self.choose_server()
+
+    def _queue_timeout(self) -> None:
+        self.waiter = None
+        if self.finished:
+            return
+        backend = self.target.backend
+        self.respond(
+            503,
+            f"every server of backend {backend.name} is at its connection limit",
+            "error",
+            "",
+            ((b"Retry-After", b"1"),),
+        )
+
+    def release_server(self) -> None:
+        server = self.server
+        if server is not None:
+            self.server = None
+            self.target.backend.release(server)
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            waiter.cancel()
+
+    def retry_elsewhere(self, why: str) -> bool:
+        """
+        After a failure before any response byte: report it (passive
+        health) and, when the budget and the request allow, try another
+        server. True when a retry is under way.
+        """
+        server = self.server
+        target = self.target
+        if server is None or target is None or target.backend is None:
+            return False
+        backend = target.backend
+        backend.report_failure(server, why)
+        self.release_server()
+        tried = tuple(self.tried) + (server,)
+        self.tried = tried
+        if len(tried) > backend.retries or self.replay is None:
+            return False
+        if self.response_started or self.front.lost:
+            return False
+        log.info(
+            "{url}: {why}; retrying on another server of {backend}",
+            url=self.url(),
+            why=why,
+            backend=backend.name,
+        )
+        self.choose_server()
+        return True
 
     # upstream connection
 
@@ -567,8 +684,12 @@ class Exchange:
             return
         target = self.target
         self.conn = conn
-        address = target.address
-        self.upstream = f"{address[0]}:{address[1]}"
+        server = self.server
+        if server is not None:
+            self.upstream = server.label
+        else:
+            address = target.address
+            self.upstream = f"{address[0]}:{address[1]}"
         if target.connect:
             if target.parent is not None:
                 conn.exchange = self
@@ -584,29 +705,12 @@ class Exchange:
         head = self.head
         ctx = self.ctx
         conn.attach(self, head.method == b"HEAD")
-        data = policy.request_head(
-            head.method,
-            target.path,
-            head.headers,
-            target.authority,
-            ctx.anonymity,
-            self.front.client_ip,
-            head.framing,
-            head.upgrade,
-            head.expect_continue,
-        )
+        data = ctx.router.request_head(head, target, self.front.client_ip, server)
         transport = conn.transport
         transport.write(data)
-        if conn.reused:
-            replay = self.replay
-            if replay is None:
-                self.replay = []
-            else:
-                transport.writeSequence(replay)
-        else:
-            if self.replay:
-                transport.writeSequence(self.replay)
-            self.replay = None
+        if self.replay:
+            # a retry: what the failed attempt had sent goes again
+            transport.writeSequence(self.replay)
         pending = self.pending
         if pending is not None:
             self.pending = None
@@ -624,6 +728,8 @@ class Exchange:
         if self.finished:
             return
         self.conn = None
+        if self.retry_elsewhere(message):
+            return
         self.respond(status, message, "error")
 
     def _unlink(self, close: bool) -> None:
@@ -684,6 +790,8 @@ class Exchange:
 
     def response_head(self, response: ResponseHead) -> None:
         self.response = response
+        if self.server is not None:
+            self.target.backend.report_success(self.server)
         status = response.status
         self.status = status
         head = self.head
@@ -713,6 +821,7 @@ class Exchange:
             close,
             head.version == b"1.0" and not close,
             upgrade,
+            self.ctx.hide,
         )
         self.response_started = True
         self.bytes_out += len(data)
@@ -795,9 +904,18 @@ class Exchange:
             # the upstream closed a pooled connection as we reused it:
             # once more on a fresh one (nothing of the response was seen)
             self.retried = True
-            self.ctx.pool.connect(self.target.address, self)
+            self.ctx.pool.connect(conn.key, self)
             return
-        self.respond(502, "upstream closed the connection without a response", "error")
+        message = "upstream closed the connection without a response"
+        if self.idempotent() and self.retry_elsewhere(message):
+            return
+        self.respond(502, message, "error")
+
+    def idempotent(self) -> bool:
+        """
+        Whether the request may be sent again after it reached a server.
+        """
+        return self.head.method in IDEMPOTENT and self.head.upgrade is None
 
     def raw_data(self, conn: UpstreamProtocol, data: bytes) -> None:
         """
@@ -845,6 +963,9 @@ class Exchange:
             return
         log.info("{url}: {why}", url=self.url(), why=message)
         self._unlink(close=True)
+        if status == 504 and not self.response_started:
+            if self.idempotent() and self.request_done and self.retry_elsewhere(message):
+                return
         self.close_after = True
         if self.response_started:
             self.abort_client(message)
@@ -960,6 +1081,8 @@ class Exchange:
         if self.finished:
             return
         self.finished = True
+        if self.server is not None or self.waiter is not None:
+            self.release_server()
         access_log = self.ctx.access_log
         if access_log.enabled:
             front = self.front

@@ -104,7 +104,8 @@ class Relay:
         old = self.gate
         if old is gate:
             return
-        if old is not None:
+        if old is not None and self.paused:
+            # lift only the back-pressure this relay applied
             old.resume(BACKPRESSURE)
         self.gate = gate
         if gate is not None and self.paused:

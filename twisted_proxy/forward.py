@@ -8,12 +8,15 @@ Pure: no sockets, no clock.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+import ipaddress
+import socket
+from typing import Any, Optional, Sequence, Tuple
 
 from httptools import parse_url  # type: ignore[attr-defined]
 from httptools import HttpParserInvalidURLError  # type: ignore[attr-defined]
 
 from twisted_proxy.domains import DomainSet
+from twisted_proxy.http import policy
 from twisted_proxy.http.parser import BadRequest, RequestHead
 
 
@@ -32,7 +35,19 @@ class Target:
         L{None} to go direct.
     """
 
-    __slots__ = ("host", "port", "authority", "path", "url", "connect", "parent", "scheme")
+    __slots__ = (
+        "host",
+        "port",
+        "authority",
+        "path",
+        "url",
+        "connect",
+        "parent",
+        "scheme",
+        "route",
+        "backend",
+        "filters",
+    )
 
     def __init__(
         self,
@@ -53,6 +68,9 @@ class Target:
         self.connect = connect
         self.parent = parent
         self.scheme = scheme
+        self.route: Any = None
+        self.backend: Any = None
+        self.filters: Tuple[Any, ...] = ()
 
     @property
     def address(self) -> Tuple[str, int]:
@@ -129,13 +147,38 @@ class ForwardRouter:
         on; a request for one of them would loop and is refused.
     """
 
+    #: response headers removed (none: a forward proxy hides nothing)
+    hide: frozenset = frozenset()
+
     def __init__(
         self,
         parents: Sequence[Tuple[Sequence[str], str, int]] = (),
         own_addresses: Optional[set] = None,
+        anonymity: str = policy.ANONYMOUS,
     ) -> None:
         self.parents = [(DomainSet(domains), host, port) for domains, host, port in parents]
         self.own_addresses = own_addresses if own_addresses is not None else set()
+        self.anonymity = anonymity
+        self.add_via = anonymity != policy.ELITE
+
+    def request_head(
+        self, head: RequestHead, target: Target, client_ip: str, server: Any = None
+    ) -> bytes:
+        """
+        The head sent upstream: origin-form to an origin, absolute-form to a
+        parent proxy, with the listener's anonymity applied.
+        """
+        return policy.request_head(
+            head.method,
+            target.path,
+            head.headers,
+            target.authority,
+            self.anonymity,
+            client_ip,
+            head.framing,
+            head.upgrade,
+            head.expect_continue,
+        )
 
     def parent_for(self, host: str) -> Optional[Tuple[str, int]]:
         for domains, phost, pport in self.parents:
@@ -209,5 +252,23 @@ def _bracket(host: str) -> str:
 
 
 def _is_local(host: str) -> bool:
-    return host in ("localhost", "::1", "0.0.0.0", "::") or host.startswith("127.")
+    """
+    Whether C{host} names this machine: C{localhost}, a loopback or the
+    unspecified address, in any spelling the resolver accepts
+    (C{2130706433}, C{0x7f.1}, C{::ffff:127.0.0.1}).
+    """
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        address: Any = ipaddress.ip_address(host)
+    except ValueError:
+        try:
+            # the classic inet_aton forms; a parser only, no DNS
+            address = ipaddress.IPv4Address(socket.inet_aton(host))
+        except (OSError, ValueError):
+            return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    if mapped is not None:
+        address = mapped
+    return bool(address.is_loopback or address.is_unspecified)
 

@@ -40,3 +40,35 @@ class IResponseFilter(Interface):
         Inspect or alter a response head (C{response.headers} is a mutable
         list of C{(name, value)} byte pairs). Returns L{None}.
         """
+
+
+class IBalancer(Interface):
+    """
+    Chooses a server of a backend for each request.
+
+    A custom balancer is named in C{[backend.X] balance = "pkg.mod:Name"}:
+    C{Name(servers)} is called once with the backend's servers (objects
+    with C{name}, C{weight}, C{in_flight}) and returns an C{IBalancer}.
+    """
+
+    def pick(candidates, key):  # type: ignore[no-untyped-def]
+        """
+        One of C{candidates} (the servers available now, never empty when
+        called by the proxy), or L{None}.
+
+        @param key: the request's hash key (client address, header or cookie
+            value) as bytes; C{b""} when the backend has no use for it.
+        """
+
+
+class IHealthProbe(Interface):
+    """
+    One active health check of one server.
+    """
+
+    def probe(server):  # type: ignore[no-untyped-def]
+        """
+        Check C{server}; return a Deferred firing with C{True} when healthy
+        (failing or firing C{False} otherwise). The caller applies the
+        timeout and survives any exception.
+        """

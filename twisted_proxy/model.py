@@ -64,6 +64,30 @@ class ParentProxy:
 
 
 @attrs.frozen
+class RouteConfig:
+    """
+    One C{[[listener.route]]} table of a reverse listener.
+
+    @ivar host: exact host, C{"*.example.com"} (subdomains at any depth, not
+        the apex), or L{None} for any host; lower case, no port.
+    @ivar path: path prefix (C{"/"} when absent).
+    @ivar backend: the C{[backend.NAME]} requests go to.
+    @ivar strip_prefix: remove C{path} from the forwarded path.
+    @ivar rewrite_prefix: replace C{path} with this in the forwarded path.
+    @ivar preserve_host: the backend sees the client's C{Host} (else the
+        server's C{host:port}).
+    """
+
+    backend: str
+    host: Optional[str] = None
+    path: str = "/"
+    filters: Tuple[str, ...] = ()
+    strip_prefix: bool = False
+    rewrite_prefix: Optional[str] = None
+    preserve_host: bool = True
+
+
+@attrs.frozen
 class ListenerConfig:
     """
     One C{[[listener]]} table.
@@ -80,6 +104,68 @@ class ListenerConfig:
     factory: Optional[str] = None
     # the raw table of a custom listener, handed to its factory
     options: Mapping[str, Any] = attrs.field(factory=dict)
+    # reverse listeners
+    routes: Tuple[RouteConfig, ...] = ()
+    trusted_proxies: Tuple[IPNetwork, ...] = ()
+    hide_headers: Tuple[str, ...] = ("Server", "X-Powered-By")
+    forwarded: bool = False  # add an RFC 7239 Forwarded header too
+    # tcp listeners
+    backend: Optional[str] = None
+
+
+@attrs.frozen
+class HealthConfig:
+    """
+    A backend's active health check.
+
+    @ivar path: HTTP path to GET; L{None} means a TCP connect probe.
+    @ivar expect: accepted statuses; empty means any 2xx or 3xx.
+    """
+
+    path: Optional[str] = None
+    interval: float = 5.0
+    timeout: float = 2.0
+    rise: int = 2
+    fall: int = 3
+    expect: Tuple[int, ...] = ()
+
+
+@attrs.frozen
+class ServerConfig:
+    """
+    One entry of a backend's C{servers}.
+
+    @ivar scheme: C{"http"}, C{"https"} or C{"tcp"}.
+    """
+
+    url: str
+    scheme: str
+    host: str
+    port: int
+    weight: int = 1
+    max_connections: Optional[int] = None
+    backup: bool = False
+
+
+@attrs.frozen
+class BackendConfig:
+    """
+    One C{[backend.NAME]} table.
+
+    @ivar balance: C{round_robin}, C{least_conn}, C{random_two}, C{hash},
+        or a dotted path to a custom balancer factory.
+    @ivar hash_key: C{"client_ip"}, C{"header:NAME"} or C{"cookie:NAME"}.
+    """
+
+    name: str
+    servers: Tuple[ServerConfig, ...]
+    balance: str = "round_robin"
+    hash_key: str = "client_ip"
+    health: Optional[HealthConfig] = None
+    retries: int = 2
+    max_fails: int = 3
+    fail_timeout: float = 10.0
+    queue_timeout: float = 5.0
 
 
 @attrs.frozen
@@ -105,3 +191,4 @@ class Config:
     admin: Optional[AdminConfig]
     listeners: Tuple[ListenerConfig, ...]
     filters: Mapping[str, FilterConfig] = attrs.field(factory=dict)
+    backends: Mapping[str, BackendConfig] = attrs.field(factory=dict)

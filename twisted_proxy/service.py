@@ -24,6 +24,10 @@ from twisted_proxy.accesslog import AccessLog, AccessLogService, open_access_log
 from twisted_proxy.exchange import FrontFactory, ListenerContext
 from twisted_proxy.filters import filter_type, load_object
 from twisted_proxy.forward import ForwardRouter
+from twisted_proxy.reverse import ReverseRouter, Route
+from twisted_proxy.tcp import TcpContext, TcpFactory
+from twisted_proxy.upstream.backend import Backend
+from twisted_proxy.upstream.health import HealthChecker
 from twisted_proxy.model import Config, ListenerConfig
 from twisted_proxy.upstream.pool import Pool
 
@@ -135,6 +139,7 @@ class ProxyService(service.MultiService):
         self.config = config
         self.reactor = reactor
         self.own_addresses: Set[Tuple[str, int]] = set()
+        self.backends: dict = {}
         self.failures: List[str] = []
 
     def startService(self) -> None:
@@ -199,6 +204,19 @@ def build_filters(config: Config, reactor: Any) -> dict:
     return built
 
 
+def build_backends(config: Config, reactor: Any, parent: service.MultiService) -> dict:
+    """
+    Live backends, with a health checker service each where configured.
+    """
+    backends = {}
+    for name, bconf in config.backends.items():
+        backend = Backend(bconf, reactor)
+        backends[name] = backend
+        if bconf.health is not None:
+            HealthChecker(backend, bconf.health, reactor).setServiceParent(parent)
+    return backends
+
+
 def make_listener_factory(
     lconf: ListenerConfig,
     config: Config,
@@ -207,17 +225,66 @@ def make_listener_factory(
     access_log: AccessLog,
     filters: dict,
     own_addresses: Set[Tuple[str, int]],
+    backends: Optional[dict] = None,
 ) -> Any:
     """
     The protocol factory for one listener.
     """
+    backends = backends or {}
     if lconf.kind == "custom":
         factory_callable = load_object(lconf.factory or "")
         return factory_callable(lconf, reactor)
+    if lconf.kind == "tcp":
+        tcp_context = TcpContext(
+            lconf.name,
+            reactor,
+            config.proxy,
+            pool,
+            access_log,
+            backends[lconf.backend],
+            [filters[name] for name in lconf.filters],
+            lconf.allow_clients,
+        )
+        return TcpFactory(tcp_context)
+    if lconf.kind == "reverse":
+        routes = [
+            Route(
+                backends[r.backend],
+                r.host,
+                r.path,
+                [filters[name] for name in r.filters],
+                r.strip_prefix,
+                r.rewrite_prefix,
+                r.preserve_host,
+            )
+            for r in lconf.routes
+        ]
+        reverse_router = ReverseRouter(
+            routes,
+            lconf.trusted_proxies,
+            lconf.hide_headers,
+            lconf.forwarded,
+            add_via=lconf.anonymity != "elite",
+        )
+        return FrontFactory(
+            ListenerContext(
+                lconf.name,
+                reactor,
+                config.proxy,
+                pool,
+                access_log,
+                reverse_router,
+                [filters[name] for name in lconf.filters],
+                lconf.allow_clients,
+                lconf.anonymity,
+                frozenset(),
+                allow_all=not lconf.allow_clients,
+            )
+        )
     if lconf.kind != "forward":
         raise ValueError(f"listener kind {lconf.kind!r} is not supported")
     router = ForwardRouter(
-        [(p.domains, p.host, p.port) for p in lconf.parents], own_addresses
+        [(p.domains, p.host, p.port) for p in lconf.parents], own_addresses, lconf.anonymity
     )
     context = ListenerContext(
         lconf.name,
@@ -254,9 +321,11 @@ def make_service(config: Config, reactor: Any) -> ProxyService:
     )
     PoolService(pool).setServiceParent(top)
     filters = build_filters(config, reactor)
+    backends = build_backends(config, reactor, top)
+    top.backends = backends
     for lconf in config.listeners:
         factory = make_listener_factory(
-            lconf, config, reactor, pool, access_log, filters, top.own_addresses
+            lconf, config, reactor, pool, access_log, filters, top.own_addresses, backends
         )
         ListenerService(
             lconf.name,

@@ -107,6 +107,7 @@ class RequestParser:
         self._head_size = 0
         self.in_head = False
         self._pending = 0
+        self._ended = False
 
     def reset(self) -> None:
         """
@@ -117,6 +118,7 @@ class RequestParser:
         self._pending = 0
 
     def feed(self, data: bytes) -> Optional[bytes]:
+        self._ended = False
         try:
             self._parser.feed_data(data)
         except HttpParserUpgrade as e:
@@ -132,7 +134,12 @@ class RequestParser:
         if self.in_head:
             # a head still incomplete after this read: bound its size here,
             # since llhttp buffers a partial header line without telling us
-            self._pending += len(data)
+            if self._ended:
+                # it began after an earlier message in this read: only
+                # what was parsed of it is known to be its own
+                self._pending = self._head_size
+            else:
+                self._pending += len(data)
             if self._pending > self.max_head_size:
                 raise BadRequest(431, "request head too large")
         return None
@@ -219,6 +226,7 @@ class RequestParser:
         self.sink.request_body(data)
 
     def on_message_complete(self) -> None:
+        self._ended = True
         self.sink.request_end()
 
 
@@ -291,6 +299,8 @@ class ResponseParser:
         self._interim = False
         self._in_head = False
         self._stale = False
+        self._pending = 0
+        self._ended = False
         self.framing = 0
 
     def expect(self, no_body: bool) -> None:
@@ -307,11 +317,15 @@ class ResponseParser:
         self.started = False
 
     def feed(self, data: bytes) -> Optional[bytes]:
+        self._ended = False
         try:
             self._parser.feed_data(data)
         except HttpParserUpgrade as e:
             return data[e.args[0]:]
         except HttpParserError as e:
+            cause = e.__context__
+            if isinstance(cause, BadResponse):
+                raise cause
             if self.done:
                 # bytes after a complete message (HEAD with a body...):
                 # the connection cannot be reused, the response stands.
@@ -319,8 +333,12 @@ class ResponseParser:
                 return None
             raise BadResponse(str(e) or e.__class__.__name__) from None
         if self._in_head:
-            self._head_size += len(data)
-            if self._head_size > self.max_head_size:
+            if self._ended:
+                # it began after an interim response in this read
+                self._pending = self._head_size
+            else:
+                self._pending += len(data)
+            if self._pending > self.max_head_size:
                 raise BadResponse("response head too large")
         return None
 
@@ -333,6 +351,7 @@ class ResponseParser:
         self._headers = []
         self._reason = []
         self._head_size = 0
+        self._pending = 0
         self._in_head = True
 
     def on_status(self, reason: bytes) -> None:
@@ -342,6 +361,9 @@ class ResponseParser:
         if self.done:
             return
         self._headers.append((name, value))
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > self.max_head_size:
+            raise BadResponse("response head too large")
 
     def on_headers_complete(self) -> None:
         if self.done:
@@ -352,19 +374,28 @@ class ResponseParser:
         if 100 <= status < 200 and status != 101:
             self._interim = True
             return
+        if status == 101 and not parser.should_upgrade():
+            # llhttp would drop what follows the head: the upgraded
+            # protocol's first bytes would be lost
+            raise BadResponse("101 without Connection: upgrade")
         version = parser.get_http_version()
         bversion = b"1.1" if version == "1.1" else b"1.0"
         framing = 3
         if self.no_body or status in (204, 304):
             framing = 0
         else:
+            te = None
             for name, value in self._headers:
                 lname = name.lower()
                 if lname == b"transfer-encoding":
-                    framing = 2
-                    break
-                if lname == b"content-length":
+                    te = value
+                elif lname == b"content-length":
                     framing = 1
+            if te is not None:
+                # chunked only if it is the final coding (RFC 9112 §6.3);
+                # otherwise llhttp reads the body until the connection closes
+                last = te.rsplit(b",", 1)[-1].strip().lower()
+                framing = 2 if last == b"chunked" else 3
         reason = b"".join(self._reason)
         self.framing = framing
         head = ResponseHead(
@@ -390,6 +421,7 @@ class ResponseParser:
         self.sink.response_body(data)
 
     def on_message_complete(self) -> None:
+        self._ended = True
         if self._interim:
             self._interim = False
             self.started = False

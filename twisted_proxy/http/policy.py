@@ -95,11 +95,13 @@ def request_head(
         lname = name.lower()
         if lname in HOP_BY_HOP or lname == b"host":
             continue
-        if tokens and lname in tokens:
-            continue
         if lname == b"content-length":
+            # never removed for being named in Connection: the body is
+            # relayed as received, so its framing must go with it
             if framing == CONTENT_LENGTH:
                 append(name + b": " + value)
+            continue
+        if tokens and lname in tokens:
             continue
         if lname == b"via":
             via.append(value)
@@ -161,11 +163,12 @@ def response_head(
         lname = name.lower()
         if lname in HOP_BY_HOP:
             continue
-        if tokens and lname in tokens:
-            continue
         if lname == b"content-length":
+            # kept even if named in Connection (see request_head)
             if framing == CONTENT_LENGTH or framing == NO_BODY:
                 append(name + b": " + value)
+            continue
+        if tokens and lname in tokens:
             continue
         if lname == b"via":
             via.append(value)
@@ -198,3 +201,108 @@ def header_value(headers: Iterable[Tuple[bytes, bytes]], lname: bytes) -> Option
         if name.lower() == lname:
             return value
     return None
+
+
+def _forwarded_node(client_ip: str) -> bytes:
+    if ":" in client_ip:
+        return b'"[' + client_ip.encode("ascii") + b']"'
+    return client_ip.encode("ascii")
+
+
+def reverse_request_head(
+    method: bytes,
+    target: bytes,
+    headers: Sequence[Tuple[bytes, bytes]],
+    host: bytes,
+    client_host: Optional[bytes],
+    client_ip: str,
+    scheme: bytes,
+    trusted: bool,
+    framing: int,
+    add_via: bool,
+    forwarded: bool,
+    upgrade: Optional[bytes] = None,
+    drop_expect: bool = False,
+    strip: FrozenSet[bytes] = frozenset(),
+) -> bytes:
+    """
+    Serialise the request head a reverse proxy sends to a backend.
+
+    C{X-Forwarded-For} gets the client address appended (to what a trusted
+    client sent; an untrusted client's forwarding headers are removed
+    first), C{X-Forwarded-Proto} and C{X-Forwarded-Host} say how the client
+    reached the proxy, and, when C{forwarded}, an RFC 7239 C{Forwarded}
+    element is appended too.
+
+    @param host: the C{Host} value to send.
+    @param client_host: the C{Host} the client asked for (for
+        C{X-Forwarded-Host}).
+    @param trusted: the client is a trusted proxy: its forwarding headers
+        are kept and extended.
+    @param strip: lower-cased names of further client headers to remove
+        (headers the proxy sets itself).
+    """
+    tokens = connection_tokens(headers)
+    lines = [method + b" " + target + b" HTTP/1.1", b"Host: " + host]
+    append = lines.append
+    xff: List[bytes] = []
+    fwd: List[bytes] = []
+    via: List[bytes] = []
+    proto: Optional[bytes] = None
+    xhost: Optional[bytes] = None
+    for name, value in headers:
+        lname = name.lower()
+        if lname in HOP_BY_HOP or lname == b"host":
+            continue
+        if tokens and lname in tokens:
+            continue
+        if lname == b"content-length":
+            if framing == CONTENT_LENGTH:
+                append(name + b": " + value)
+            continue
+        if lname == b"via":
+            via.append(value)
+            continue
+        if lname in FORWARDING:
+            if trusted:
+                if lname == b"x-forwarded-for":
+                    xff.append(value)
+                elif lname == b"forwarded":
+                    fwd.append(value)
+                elif lname == b"x-forwarded-proto":
+                    proto = value
+                elif lname == b"x-forwarded-host":
+                    xhost = value
+                else:
+                    append(name + b": " + value)
+            continue
+        if strip and lname in strip:
+            continue
+        if drop_expect and lname == b"expect":
+            continue
+        append(name + b": " + value)
+    client = client_ip.encode("ascii")
+    xff.append(client)
+    append(b"X-Forwarded-For: " + b", ".join(xff))
+    append(b"X-Forwarded-Proto: " + (proto if proto is not None else scheme))
+    if xhost is not None:
+        append(b"X-Forwarded-Host: " + xhost)
+    elif client_host is not None:
+        append(b"X-Forwarded-Host: " + client_host)
+    if forwarded:
+        element = b"for=" + _forwarded_node(client_ip) + b";proto=" + scheme
+        if client_host is not None:
+            element += b';host="' + client_host.replace(b'"', b"") + b'"'
+        fwd.append(element)
+        append(b"Forwarded: " + b", ".join(fwd))
+    if add_via:
+        via.append(VIA_TOKEN)
+    if via:
+        append(b"Via: " + b", ".join(via))
+    if upgrade is not None:
+        append(b"Connection: Upgrade")
+        append(b"Upgrade: " + upgrade)
+    if framing == CHUNKED:
+        append(b"Transfer-Encoding: chunked")
+    append(b"\r\n")
+    return b"\r\n".join(lines)

@@ -1,0 +1,782 @@
+"""
+Integration tests for the forward proxy: real sockets on 127.0.0.1, an
+in-process origin (L{tests.helpers.Origin}), byte-exact raw clients.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import sys
+from typing import Any, Generator, List
+
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.protocol import Factory, Protocol
+from twisted.trial.unittest import TestCase
+
+from twisted_proxy.accesslog import FIELDS
+from twisted_proxy.config import parse_config
+from twisted_proxy.service import make_service
+from tests.helpers import (
+    EchoServer,
+    Harness,
+    IncompleteResponse,
+    Origin,
+    RawClient,
+    Response,
+    RunningProxy,
+    pattern,
+    proxy_config,
+)
+
+Gen = Generator[Deferred, Any, None]
+
+
+def get(url: bytes, host: bytes, extra: bytes = b"", method: bytes = b"GET") -> bytes:
+    """
+    An absolute-form HTTP/1.1 request head.
+    """
+    return method + b" " + url + b" HTTP/1.1\r\nHost: " + host + b"\r\n" + extra + b"\r\n"
+
+
+class IntegrationCase(TestCase):
+    """
+    Each test gets a L{Harness} and an origin server.
+    """
+
+    timeout = 15
+
+    def setUp(self) -> None:
+        self.h = Harness(self)
+        self.origin: Origin = self.h.origin()
+
+    @inlineCallbacks
+    def fetch(self, proxy: RunningProxy, path: str, extra: bytes = b"") -> Gen:
+        """
+        One GET of the origin's C{path} on a new connection; the response.
+        """
+        client: RawClient = yield self.h.client(proxy.port)
+        client.send(get(self.origin.url(path), self.origin.authority, extra))
+        response: Response = yield client.response()
+        client.transport.loseConnection()
+        yield client.closed()
+        return response
+
+
+class HeaderPolicyTests(IntegrationCase):
+    """
+    What the origin sees of the client's request head, per anonymity level.
+    """
+
+    CLIENT_HEADERS = (
+        b"Proxy-Authorization: Basic dXNlcjpwYXNz\r\n"
+        b"Proxy-Connection: keep-alive\r\n"
+        b"Connection: keep-alive, X-Secret\r\n"
+        b"X-Secret: hop-by-hop\r\n"
+        b"Keep-Alive: timeout=5\r\n"
+        b"X-Forwarded-For: 10.9.9.9\r\n"
+        b"X-Kept: end-to-end\r\n"
+    )
+
+    @inlineCallbacks
+    def echoed(self, anonymity: str) -> Gen:
+        proxy = self.h.proxy({"anonymity": anonymity})
+        client: RawClient = yield self.h.client(proxy.port)
+        # the Host header disagrees with the URI: the URI's authority wins
+        client.send(
+            b"GET " + self.origin.url("/echo?q=1") + b" HTTP/1.1\r\n"
+            b"Host: elsewhere.invalid\r\n" + self.CLIENT_HEADERS + b"\r\n"
+        )
+        response: Response = yield client.response()
+        self.assertEqual(response.status, 200)
+        return response
+
+    def assert_hop_by_hop_removed(self, echoed: Any) -> None:
+        names = echoed.names()
+        for name in (
+            b"proxy-authorization",
+            b"proxy-connection",
+            b"x-secret",
+            b"keep-alive",
+            b"connection",
+        ):
+            self.assertNotIn(name, names)
+        self.assertEqual(echoed.values(b"x-kept"), [b"end-to-end"])
+        self.assertEqual(echoed.values(b"host"), [self.origin.authority])
+        self.assertEqual(echoed.target, "/echo?q=1")
+
+    @inlineCallbacks
+    def test_anonymous(self) -> Gen:
+        """
+        The default level adds Via, hides the client (no X-Forwarded-For,
+        not even the client's own), and removes Proxy-Authorization,
+        Proxy-Connection and the headers Connection lists; Host comes from
+        the absolute URI.
+        """
+        response = yield self.echoed("anonymous")
+        echoed = response.echo()
+        self.assert_hop_by_hop_removed(echoed)
+        self.assertEqual(len(echoed.values(b"via")), 1)
+        self.assertIn(b"twisted-proxy", echoed.values(b"via")[0])
+        self.assertNotIn(b"x-forwarded-for", echoed.names())
+        self.assertIn(b"twisted-proxy", response.header(b"via") or b"")
+
+    @inlineCallbacks
+    def test_transparent(self) -> Gen:
+        """
+        Transparent adds the client's address to X-Forwarded-For.
+        """
+        response = yield self.echoed("transparent")
+        echoed = response.echo()
+        self.assert_hop_by_hop_removed(echoed)
+        self.assertEqual(len(echoed.values(b"via")), 1)
+        self.assertEqual(echoed.values(b"x-forwarded-for"), [b"10.9.9.9, 127.0.0.1"])
+
+    @inlineCallbacks
+    def test_elite(self) -> Gen:
+        """
+        Elite sends neither Via nor X-Forwarded-For, in either direction.
+        """
+        response = yield self.echoed("elite")
+        echoed = response.echo()
+        self.assert_hop_by_hop_removed(echoed)
+        self.assertNotIn(b"via", echoed.names())
+        self.assertNotIn(b"x-forwarded-for", echoed.names())
+        self.assertIsNone(response.header(b"via"))
+
+
+class BodyTests(IntegrationCase):
+    """
+    Request and response bodies cross the proxy intact whatever their
+    framing.
+    """
+
+    @inlineCallbacks
+    def test_post_content_length(self) -> Gen:
+        """
+        A 1 MB body with Content-Length reaches the origin intact.
+        """
+        proxy = self.h.proxy()
+        body = os.urandom(1 << 20)
+        client: RawClient = yield self.h.client(proxy.port)
+        client.send(
+            get(
+                self.origin.url("/echo"),
+                self.origin.authority,
+                b"Content-Length: %d\r\n" % len(body),
+                b"POST",
+            )
+            + body
+        )
+        response: Response = yield client.response()
+        self.assertEqual(response.status, 200)
+        self.assertEqual(len(response.body), len(body))
+        self.assertEqual(
+            hashlib.sha256(response.body).hexdigest(), hashlib.sha256(body).hexdigest()
+        )
+        self.assertEqual(response.echo().values(b"content-length"), [b"1048576"])
+
+    @inlineCallbacks
+    def test_post_chunked(self) -> Gen:
+        """
+        A 1 MB chunked body (chunks of odd sizes) reaches the origin intact.
+        """
+        proxy = self.h.proxy()
+        body = os.urandom(1 << 20)
+        pieces = []
+        pos = 0
+        size = 1
+        while pos < len(body):
+            piece = body[pos : pos + size]
+            pieces.append(b"%x\r\n%s\r\n" % (len(piece), piece))
+            pos += len(piece)
+            size = size * 3 + 7
+        client: RawClient = yield self.h.client(proxy.port)
+        client.send(
+            get(
+                self.origin.url("/echo"),
+                self.origin.authority,
+                b"Transfer-Encoding: chunked\r\n",
+                b"POST",
+            )
+        )
+        for piece in pieces:
+            client.send(piece)
+        client.send(b"0\r\n\r\n")
+        response: Response = yield client.response()
+        self.assertEqual(response.status, 200)
+        self.assertEqual(
+            hashlib.sha256(response.body).hexdigest(), hashlib.sha256(body).hexdigest()
+        )
+        self.assertEqual(response.echo().values(b"transfer-encoding"), [b"chunked"])
+
+    @inlineCallbacks
+    def test_chunked_response(self) -> Gen:
+        """
+        A chunked response reaches an HTTP/1.1 client chunked and complete.
+        """
+        proxy = self.h.proxy()
+        response = yield self.fetch(proxy, "/chunked?size=100000&chunk=777")
+        self.assertEqual(response.status, 200)
+        self.assertTrue(response.chunked)
+        self.assertEqual(response.body, pattern(0, 100000))
+
+    @inlineCallbacks
+    def test_close_delimited_response(self) -> Gen:
+        """
+        An origin's HTTP/1.0 response without a length (ended by the close)
+        reaches an HTTP/1.1 client complete, re-framed as chunked.
+        """
+        proxy = self.h.proxy()
+        response = yield self.fetch(proxy, "/close?size=20000")
+        self.assertEqual(response.status, 200)
+        self.assertEqual(response.body, pattern(0, 20000))
+        self.assertTrue(response.chunked)
+
+    @inlineCallbacks
+    def test_http10_client_chunked_origin(self) -> Gen:
+        """
+        An HTTP/1.0 client gets a chunked origin response de-chunked, ended
+        by the proxy closing the connection.
+        """
+        proxy = self.h.proxy()
+        client: RawClient = yield self.h.client(proxy.port)
+        client.send(b"GET " + self.origin.url("/chunked?size=5000&chunk=300") + b" HTTP/1.0\r\n\r\n")
+        rest = yield client.closed()
+        head, _, body = rest.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 200 "), head)
+        self.assertNotIn(b"transfer-encoding", head.lower())
+        self.assertNotIn(b"content-length", head.lower())
+        self.assertEqual(body, pattern(0, 5000))
+
+    @inlineCallbacks
+    def test_expect_continue(self) -> Gen:
+        """
+        A client sending Expect: 100-continue gets "100 Continue" before it
+        sends the body, then the final response.
+        """
+        proxy = self.h.proxy()
+        client: RawClient = yield self.h.client(proxy.port)
+        client.send(
+            get(
+                self.origin.url("/echo"),
+                self.origin.authority,
+                b"Content-Length: 5\r\nExpect: 100-continue\r\n",
+                b"POST",
+            )
+        )
+        interim = yield client.until(b"\r\n\r\n")
+        self.assertEqual(interim, b"HTTP/1.1 100 Continue\r\n\r\n")
+        client.send(b"hello")
+        response: Response = yield client.response()
+        self.assertEqual(response.status, 200)
+        self.assertEqual(response.body, b"hello")
+
+
+class ConnectionReuseTests(IntegrationCase):
+    """
+    Client keep-alive, pipelining and the upstream pool.
+    """
+
+    @inlineCallbacks
+    def test_keep_alive_reuses_upstream(self) -> Gen:
+        """
+        Several requests on one client connection are served over one
+        pooled upstream connection.
+        """
+        proxy = self.h.proxy()
+        client: RawClient = yield self.h.client(proxy.port)
+        for word in ("one", "two", "three"):
+            client.send(get(self.origin.url("/text/" + word), self.origin.authority))
+            response: Response = yield client.response()
+            self.assertEqual((response.status, response.body), (200, word.encode()))
+        self.assertEqual(self.origin.connections_made, 1)
+        self.assertEqual(len(self.origin.requests), 3)
+
+    @inlineCallbacks
+    def test_pool_shared_across_clients(self) -> Gen:
+        """
+        A second client connection after the first has finished reuses the
+        idle upstream connection.
+        """
+        proxy = self.h.proxy()
+        first = yield self.fetch(proxy, "/fixed")
+        second = yield self.fetch(proxy, "/fixed")
+        self.assertEqual((first.body, second.body), (b"hello, world\n", b"hello, world\n"))
+        self.assertEqual(self.origin.connections_made, 1)
+
+    @inlineCallbacks
+    def test_pipelined(self) -> Gen:
+        """
+        Two requests in one write are answered in order.
+        """
+        proxy = self.h.proxy()
+        client: RawClient = yield self.h.client(proxy.port)
+        client.send(
+            get(self.origin.url("/chunked?size=50000&chunk=5000"), self.origin.authority)
+            + get(self.origin.url("/text/second"), self.origin.authority)
+        )
+        first: Response = yield client.response()
+        second: Response = yield client.response()
+        self.assertEqual(first.body, pattern(0, 50000))
+        self.assertEqual(second.body, b"second")
+
+    @inlineCallbacks
+    def test_head_then_get(self) -> Gen:
+        """
+        A HEAD answered with a Content-Length and no body leaves the pooled
+        connection in sync: a GET after it on the same connections works.
+        """
+        proxy = self.h.proxy()
+        client: RawClient = yield self.h.client(proxy.port)
+        client.send(get(self.origin.url("/fixed?size=1234"), self.origin.authority, method=b"HEAD"))
+        head: Response = yield client.response(b"HEAD")
+        self.assertEqual(head.status, 200)
+        self.assertEqual(head.header(b"content-length"), b"1234")
+        client.send(get(self.origin.url("/fixed?size=1234"), self.origin.authority))
+        response: Response = yield client.response()
+        self.assertEqual(response.status, 200)
+        self.assertEqual(response.body, b"x" * 1234)
+        client.send(get(self.origin.url("/text/after"), self.origin.authority))
+        response = yield client.response()
+        self.assertEqual(response.body, b"after")
+        self.assertEqual(client.buffer, b"")
+        self.assertEqual(self.origin.connections_made, 1)
+
+    @inlineCallbacks
+    def test_retry_after_close_following_response(self) -> Gen:
+        """
+        An origin that closes each connection right after answering
+        (without Connection: close) costs the client nothing: every request
+        gets its 200.
+        """
+        proxy = self.h.proxy()
+        client: RawClient = yield self.h.client(proxy.port)
+        for _ in range(3):
+            client.send(get(self.origin.url("/once"), self.origin.authority))
+            response: Response = yield client.response()
+            self.assertEqual((response.status, response.body), (200, b"once\n"))
+        self.assertEqual(self.origin.connections_made, 3)
+
+    @inlineCallbacks
+    def test_retry_when_reused_connection_closes(self) -> Gen:
+        """
+        A request sent on a pooled connection that the origin then closes
+        without any response byte is retried once on a fresh connection:
+        the client gets 200, not 502.
+        """
+        proxy = self.h.proxy()
+        client: RawClient = yield self.h.client(proxy.port)
+        for _ in range(2):
+            client.send(get(self.origin.url("/flaky"), self.origin.authority))
+            response: Response = yield client.response()
+            self.assertEqual((response.status, response.body), (200, b"flaky\n"))
+        # the second request reached the origin twice: on the reused
+        # connection (dropped) and on a fresh one
+        self.assertEqual(self.origin.connections_made, 2)
+        self.assertEqual(len(self.origin.requests), 3)
+
+    @inlineCallbacks
+    def test_retry_replays_body(self) -> Gen:
+        """
+        The retried request carries its whole body again.
+        """
+        proxy = self.h.proxy()
+        client: RawClient = yield self.h.client(proxy.port)
+        client.send(get(self.origin.url("/flaky"), self.origin.authority))
+        response: Response = yield client.response()
+        self.assertEqual(response.status, 200)
+        client.send(
+            get(self.origin.url("/flaky"), self.origin.authority, b"Content-Length: 7\r\n", b"POST")
+            + b"payload"
+        )
+        response = yield client.response()
+        self.assertEqual((response.status, response.body), (200, b"flaky\n"))
+        self.assertEqual(self.origin.requests[-1].body, b"payload")
+        self.assertEqual(self.origin.requests[-1].method, b"POST")
+
+
+class ErrorTests(IntegrationCase):
+    """
+    Failures become clear responses (or a visibly broken connection once a
+    response has started).
+    """
+
+    @inlineCallbacks
+    def test_origin_refused(self) -> Gen:
+        """
+        An origin that refuses the connection is a 502.
+        """
+        proxy = self.h.proxy()
+        port = yield self.h.free_port()
+        client: RawClient = yield self.h.client(proxy.port)
+        authority = b"127.0.0.1:%d" % port
+        client.send(get(b"http://" + authority + b"/", authority))
+        response: Response = yield client.response()
+        self.assertEqual(response.status, 502)
+        self.assertIn(b"refused", response.body)
+
+    @inlineCallbacks
+    def test_first_byte_timeout(self) -> Gen:
+        """
+        An origin that does not start its response within
+        first_byte_timeout is a 504, and the connection closes.
+        """
+        proxy = self.h.proxy(proxy={"first_byte_timeout": 0.3})
+        client: RawClient = yield self.h.client(proxy.port)
+        client.send(get(self.origin.url("/slow"), self.origin.authority))
+        response: Response = yield client.response()
+        self.assertEqual(response.status, 504)
+        self.assertEqual(response.header(b"connection"), b"close")
+        yield client.closed()
+
+    @inlineCallbacks
+    def test_header_timeout(self) -> Gen:
+        """
+        A request head that does not arrive whole within header_timeout is a
+        408, and the connection closes.
+        """
+        proxy = self.h.proxy(proxy={"header_timeout": 0.3})
+        client: RawClient = yield self.h.client(proxy.port)
+        client.send(b"GET " + self.origin.url("/fixed") + b" HTTP/1.1\r\nHost: x\r\n")
+        response: Response = yield client.response()
+        self.assertEqual(response.status, 408)
+        yield client.closed()
+        self.assertEqual(self.origin.requests, [])
+
+    @inlineCallbacks
+    def test_head_too_large(self) -> Gen:
+        """
+        A request head beyond max_head_size is a 431, and the connection
+        closes.
+        """
+        proxy = self.h.proxy(proxy={"max_head_size": 1024})
+        client: RawClient = yield self.h.client(proxy.port)
+        client.send(
+            get(self.origin.url("/fixed"), self.origin.authority, b"X-Big: " + b"a" * 3000 + b"\r\n")
+        )
+        response: Response = yield client.response()
+        self.assertEqual(response.status, 431)
+        yield client.closed()
+        self.assertEqual(self.origin.requests, [])
+
+    @inlineCallbacks
+    def test_smuggling_cl_te(self) -> Gen:
+        """
+        A request with both Content-Length and Transfer-Encoding is a 400,
+        the connection closes, and nothing reaches the origin.
+        """
+        proxy = self.h.proxy()
+        client: RawClient = yield self.h.client(proxy.port)
+        client.send(
+            get(
+                self.origin.url("/echo"),
+                self.origin.authority,
+                b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+                b"POST",
+            )
+            + b"0\r\n\r\n"
+            + get(self.origin.url("/text/smuggled"), self.origin.authority)
+        )
+        response: Response = yield client.response()
+        self.assertEqual(response.status, 400)
+        rest = yield client.closed()
+        self.assertEqual(rest, b"")
+        self.assertEqual(self.origin.requests, [])
+
+    @inlineCallbacks
+    def test_origin_closes_mid_body(self) -> Gen:
+        """
+        An origin closing before the announced length is sent makes the
+        proxy close the client connection before the end of the body.
+        """
+        proxy = self.h.proxy()
+        client: RawClient = yield self.h.client(proxy.port)
+        client.send(get(self.origin.url("/truncate?size=1000&sent=100"), self.origin.authority))
+        failure = yield self.assertFailure(client.response(), IncompleteResponse)
+        head, _, body = failure.data.partition(b"\r\n\r\n")
+        self.assertIn(b"Content-Length: 1000", head)
+        self.assertEqual(body, b"y" * 100)
+
+    @inlineCallbacks
+    def test_origin_closes_mid_chunked_body(self) -> Gen:
+        """
+        An origin closing inside a chunked body: the client never sees the
+        last chunk, the connection just ends.
+        """
+        proxy = self.h.proxy()
+        client: RawClient = yield self.h.client(proxy.port)
+        client.send(get(self.origin.url("/truncate-chunked"), self.origin.authority))
+        failure = yield self.assertFailure(client.response(), IncompleteResponse)
+        self.assertIn(b"z" * 16, failure.data)
+        self.assertFalse(failure.data.endswith(b"0\r\n\r\n"))
+
+
+class ConnectTests(IntegrationCase):
+    """
+    CONNECT tunnels.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.echo: EchoServer = self.h.echo_server()
+
+    def connect_request(self, port: int) -> bytes:
+        authority = b"127.0.0.1:%d" % port
+        return b"CONNECT " + authority + b" HTTP/1.1\r\nHost: " + authority + b"\r\n\r\n"
+
+    @inlineCallbacks
+    def open_tunnel(self, proxy: RunningProxy) -> Gen:
+        client: RawClient = yield self.h.client(proxy.port)
+        client.send(self.connect_request(self.echo.port))
+        response: Response = yield client.response(b"CONNECT")
+        self.assertEqual(response.status, 200)
+        return client
+
+    @inlineCallbacks
+    def test_connect_allowed(self) -> Gen:
+        """
+        CONNECT to a port in connect_ports opens a tunnel carrying bytes
+        both ways.
+        """
+        proxy = self.h.proxy({"connect_ports": [self.echo.port]})
+        client = yield self.open_tunnel(proxy)
+        client.send(b"ping")
+        echoed = yield client.nbytes(4)
+        self.assertEqual(echoed, b"ping")
+        big = pattern(0, 300000)
+        client.send(big)
+        echoed = yield client.nbytes(len(big))
+        self.assertEqual(echoed, big)
+
+    @inlineCallbacks
+    def test_connect_bytes_with_head(self) -> Gen:
+        """
+        Bytes sent right behind the CONNECT head (same write) go through the
+        tunnel.
+        """
+        proxy = self.h.proxy({"connect_ports": [self.echo.port]})
+        client: RawClient = yield self.h.client(proxy.port)
+        client.send(self.connect_request(self.echo.port) + b"early bytes")
+        response: Response = yield client.response(b"CONNECT")
+        self.assertEqual(response.status, 200)
+        echoed = yield client.nbytes(11)
+        self.assertEqual(echoed, b"early bytes")
+
+    @inlineCallbacks
+    def test_connect_disallowed_port(self) -> Gen:
+        """
+        CONNECT to a port outside connect_ports is a 403 and no connection
+        to it is made.
+        """
+        proxy = self.h.proxy()
+        client: RawClient = yield self.h.client(proxy.port)
+        client.send(self.connect_request(self.echo.port))
+        response: Response = yield client.response(b"CONNECT")
+        self.assertEqual(response.status, 403)
+        self.assertIn(b"port %d" % self.echo.port, response.body)
+        yield client.closed()
+        self.assertEqual(self.echo.connections_made, 0)
+
+    @inlineCallbacks
+    def test_connect_half_close(self) -> Gen:
+        """
+        A client half-closing its side of a tunnel still receives what the
+        server sends after it saw the end of the client's data.
+        """
+        proxy = self.h.proxy({"connect_ports": [self.echo.port]}, access_log=True)
+        client = yield self.open_tunnel(proxy)
+        client.send(b"last words")
+        client.transport.loseWriteConnection()
+        rest = yield client.closed()
+        self.assertEqual(rest, b"last words" + EchoServer.goodbye)
+        self.assertEqual(self.echo.half_closes, 1)
+        [line] = proxy.access_log()
+        self.assertEqual(line["method"], "CONNECT")
+        self.assertEqual(line["url"], f"127.0.0.1:{self.echo.port}")
+        self.assertEqual(line["status"], 200)
+        self.assertEqual(line["bytes_in"], len(b"last words"))
+        self.assertEqual(
+            line["bytes_out"],
+            len(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            + len(b"last words" + EchoServer.goodbye),
+        )
+
+
+class PolicyTests(IntegrationCase):
+    """
+    The listener's client check and filters, and what the access log says
+    about them.
+    """
+
+    @inlineCallbacks
+    def test_allow_clients(self) -> Gen:
+        """
+        A client outside allow_clients is a 403, logged as denied by
+        "listener.allow_clients".
+        """
+        proxy = self.h.proxy({"allow_clients": ["10.0.0.0/8"]}, access_log=True)
+        response = yield self.fetch(proxy, "/fixed")
+        self.assertEqual(response.status, 403)
+        self.assertEqual(self.origin.requests, [])
+        [line] = proxy.access_log()
+        self.assertEqual(line["status"], 403)
+        self.assertEqual(line["decision"], "deny")
+        self.assertEqual(line["rule"], "listener.allow_clients")
+
+    @inlineCallbacks
+    def test_acl_block_domains(self) -> Gen:
+        """
+        A request for a blocked domain is a 403 naming the filter, logged as
+        denied by that filter; the domain is never resolved.
+        """
+        proxy = self.h.proxy(
+            {"filters": ["no-social"]},
+            filters={"no-social": {"type": "acl", "block_domains": ["blocked.test"]}},
+            access_log=True,
+        )
+        client: RawClient = yield self.h.client(proxy.port)
+        client.send(get(b"http://www.blocked.test/page", b"www.blocked.test"))
+        response: Response = yield client.response()
+        self.assertEqual(response.status, 403)
+        self.assertIn(b"no-social", response.body)
+        # the connection stays usable
+        client.send(get(self.origin.url("/text/allowed"), self.origin.authority))
+        response = yield client.response()
+        self.assertEqual((response.status, response.body), (200, b"allowed"))
+        blocked, allowed = proxy.access_log()
+        self.assertEqual(blocked["status"], 403)
+        self.assertEqual(blocked["decision"], "deny")
+        self.assertEqual(blocked["rule"], "no-social")
+        self.assertEqual(blocked["url"], "http://www.blocked.test/page")
+        self.assertEqual(blocked["upstream"], "")
+        self.assertEqual((allowed["decision"], allowed["rule"]), ("allow", ""))
+
+    @inlineCallbacks
+    def test_access_log_fields(self) -> Gen:
+        """
+        An access log line has every field, in order, with its type.
+        """
+        proxy = self.h.proxy(access_log=True)
+        client: RawClient = yield self.h.client(proxy.port)
+        client.send(
+            get(self.origin.url("/echo"), self.origin.authority, b"Content-Length: 3\r\n", b"POST")
+            + b"abc"
+        )
+        response: Response = yield client.response()
+        self.assertEqual(response.status, 200)
+        [line] = proxy.access_log()
+        self.assertEqual(list(line), list(FIELDS))
+        self.assertRegex(line["time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+        self.assertEqual(line["listener"], "fwd")
+        self.assertEqual(line["client"], "127.0.0.1")
+        self.assertEqual(line["method"], "POST")
+        self.assertEqual(line["url"], self.origin.url("/echo").decode())
+        self.assertEqual(line["status"], 200)
+        self.assertEqual(line["bytes_in"], 3)
+        self.assertEqual(line["bytes_out"], len(response.head) + len(response.raw_body))
+        self.assertIsInstance(line["duration_ms"], float)
+        self.assertGreaterEqual(line["duration_ms"], 0.0)
+        self.assertEqual(line["upstream"], self.origin.authority.decode())
+        self.assertEqual(line["decision"], "allow")
+        self.assertEqual(line["rule"], "")
+        for key in ("status", "bytes_in", "bytes_out"):
+            self.assertIs(type(line[key]), int)
+
+    @inlineCallbacks
+    def test_error_logged(self) -> Gen:
+        """
+        A 502 is logged with decision "error".
+        """
+        proxy = self.h.proxy(access_log=True)
+        port = yield self.h.free_port()
+        client: RawClient = yield self.h.client(proxy.port)
+        authority = b"127.0.0.1:%d" % port
+        client.send(get(b"http://" + authority + b"/x", authority))
+        response: Response = yield client.response()
+        self.assertEqual(response.status, 502)
+        [line] = proxy.access_log()
+        self.assertEqual((line["status"], line["decision"]), (502, "error"))
+
+
+class ParentProxyTests(IntegrationCase):
+    """
+    Requests for a parent's domains go through that parent.
+    """
+
+    @inlineCallbacks
+    def test_through_parent(self) -> Gen:
+        """
+        A request for a parent's domain reaches the origin through the
+        parent: two Via entries, and the child's upstream is the parent.
+        """
+        parent = self.h.proxy(access_log=True)
+        child = self.h.proxy(
+            {"parents": [{"domains": ["localhost"], "proxy": f"http://127.0.0.1:{parent.port}"}]},
+            access_log=True,
+        )
+        client: RawClient = yield self.h.client(child.port)
+        url = self.origin.url("/echo", host="localhost")
+        client.send(get(url, b"localhost:%d" % self.origin.port))
+        response: Response = yield client.response()
+        self.assertEqual(response.status, 200)
+        echoed = response.echo()
+        self.assertEqual(echoed.target, "/echo")
+        self.assertEqual(echoed.values(b"host"), [b"localhost:%d" % self.origin.port])
+        [via] = echoed.values(b"via")
+        self.assertEqual(via.count(b"twisted-proxy"), 2)
+        [child_line] = child.access_log()
+        self.assertEqual(child_line["upstream"], f"127.0.0.1:{parent.port}")
+        [parent_line] = parent.access_log()
+        self.assertEqual(parent_line["url"], url.decode())
+        self.assertEqual(parent_line["status"], 200)
+
+    @inlineCallbacks
+    def test_other_domains_direct(self) -> Gen:
+        """
+        A request outside the parent's domains goes direct.
+        """
+        parent = self.h.proxy(access_log=True)
+        child = self.h.proxy(
+            {"parents": [{"domains": ["localhost"], "proxy": f"http://127.0.0.1:{parent.port}"}]}
+        )
+        response = yield self.fetch(child, "/echo")
+        self.assertEqual(len(response.echo().values(b"via")), 1)
+        self.assertEqual(parent.access_log(), [])
+
+
+class ListenerFailureTests(TestCase):
+    """
+    A listener that cannot bind stops the process.
+    """
+
+    def test_port_in_use(self) -> None:
+        """
+        A listener whose port is taken calls the service's exit hook with
+        status 1 and says which listener and endpoint failed.
+        """
+        from twisted.internet import reactor
+
+        h = Harness(self)
+        taken = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        h.ports.append(taken)
+        port = taken.getHost().port
+        endpoint = f"tcp:{port}:interface=127.0.0.1"
+        config = parse_config(
+            proxy_config({"name": "busy", "endpoint": endpoint}), "test.toml", os.getcwd()
+        )
+        top = make_service(config, reactor)
+        codes: List[int] = []
+        top.exit_process = codes.append  # type: ignore[attr-defined]
+        stderr = io.StringIO()
+        self.patch(sys, "__stderr__", stderr)
+        top.startService()
+        h.proxies.append(RunningProxy(top, None))
+        self.assertEqual(codes, [1])
+        [message] = top.failures
+        self.assertIn("listener busy", message)
+        self.assertIn(endpoint, message)
+        self.assertTrue(re.search("in use", message, re.I), message)
+        self.assertIn(message, stderr.getvalue())

@@ -1,0 +1,286 @@
+# -*- test-case-name: tests.test_reverse -*-
+"""
+Target choice for reverse listeners: routes (host and path prefix) to
+backends.
+
+Pure: no sockets, no clock. A route's host is exact or C{*.example.com}
+(subdomains at any depth, not the apex) or absent (any host); its path is a
+prefix. The longest matching prefix wins; on a tie the more specific host
+wins (exact, then the longest wildcard, then any host). An absolute-form
+request is routed by its URI's authority (RFC 9112 §3.2.2), to configured
+backends only, so a reverse listener is never an open proxy; CONNECT is
+refused with 405.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from twisted_proxy.forward import Target, parse_authority
+from twisted_proxy.http import policy
+from twisted_proxy.http.parser import BadRequest, RequestHead
+
+
+class Route:
+    """
+    A compiled C{[[listener.route]]}.
+    """
+
+    __slots__ = (
+        "host",
+        "path",
+        "backend",
+        "filters",
+        "strip_prefix",
+        "rewrite_prefix",
+        "preserve_host",
+        "name",
+    )
+
+    def __init__(
+        self,
+        backend: Any,
+        host: Optional[str] = None,
+        path: str = "/",
+        filters: Sequence[Any] = (),
+        strip_prefix: bool = False,
+        rewrite_prefix: Optional[str] = None,
+        preserve_host: bool = True,
+        name: str = "",
+    ) -> None:
+        self.backend = backend
+        self.host = host.lower().rstrip(".") if host else None
+        self.path = path.encode("utf-8")
+        self.filters = tuple(filters)
+        self.strip_prefix = strip_prefix
+        self.rewrite_prefix = rewrite_prefix.encode("utf-8") if rewrite_prefix is not None else None
+        self.preserve_host = preserve_host
+        self.name = name or f"{host or '*'}{path}"
+
+    def rewrite(self, path: bytes) -> bytes:
+        """
+        The path the backend gets for C{path} (which this route matched).
+        """
+        if self.rewrite_prefix is not None:
+            return self.rewrite_prefix + path[len(self.path):]
+        if self.strip_prefix:
+            rest = path[len(self.path):]
+            if not rest.startswith(b"/"):
+                rest = b"/" + rest
+            return rest
+        return path
+
+    def __repr__(self) -> str:
+        return f"<Route {self.name} -> {getattr(self.backend, 'name', self.backend)}>"
+
+
+class RoutingTable:
+    """
+    Routes indexed by host: exact hosts in a dict, wildcards by suffix,
+    then the routes for any host.
+    """
+
+    def __init__(self, routes: Sequence[Route]) -> None:
+        self.exact: Dict[str, List[Route]] = {}
+        self.wildcard: Dict[str, List[Route]] = {}
+        self.any: List[Route] = []
+        for route in routes:
+            if route.host is None:
+                group = self.any
+            elif route.host.startswith("*."):
+                group = self.wildcard.setdefault(route.host[2:], [])
+            else:
+                group = self.exact.setdefault(route.host, [])
+            group.append(route)
+        for group in [self.any, *self.exact.values(), *self.wildcard.values()]:
+            group.sort(key=lambda r: len(r.path), reverse=True)
+
+    def _groups(self, host: str) -> List[List[Route]]:
+        groups = []
+        exact = self.exact.get(host)
+        if exact:
+            groups.append(exact)
+        if self.wildcard:
+            labels = host.split(".")
+            # the longest proper suffix first: the most specific wildcard
+            for i in range(1, len(labels)):
+                group = self.wildcard.get(".".join(labels[i:]))
+                if group:
+                    groups.append(group)
+        if self.any:
+            groups.append(self.any)
+        return groups
+
+    def match(self, host: str, path: bytes) -> Optional[Route]:
+        """
+        The route for C{host} (lower case, no port) and C{path}.
+        """
+        best: Optional[Route] = None
+        best_len = -1
+        for group in self._groups(host):
+            for route in group:
+                plen = len(route.path)
+                if plen <= best_len:
+                    break
+                if path.startswith(route.path):
+                    best = route
+                    best_len = plen
+                    break
+        return best
+
+
+def normalize_path(path: bytes) -> bytes:
+    """
+    Resolve C{.} and C{..} segments (also percent-encoded) so that a route
+    prefix (and the filters on it) cannot be sidestepped with
+    C{/public/../admin}. The query is kept as is.
+    """
+    query = b""
+    q = path.find(b"?")
+    if q >= 0:
+        path, query = path[:q], path[q:]
+    if b"/." not in path and (b"%" not in path or b"%2e" not in path.lower()):
+        return path + query
+    segments = path.split(b"/")
+    out: List[bytes] = []
+    for segment in segments[1:]:
+        decoded = segment.lower().replace(b"%2e", b".")
+        if decoded == b".":
+            continue
+        if decoded == b"..":
+            if out:
+                out.pop()
+            continue
+        out.append(segment)
+    trailing = segments[-1].lower().replace(b"%2e", b".") in (b".", b"..")
+    result = b"/" + b"/".join(out)
+    if trailing and not result.endswith(b"/"):
+        result += b"/"
+    return result + query
+
+
+class ReverseRouter:
+    """
+    Chooses the route (and so the backend) of requests on a reverse
+    listener, and writes the head the backend gets.
+    """
+
+    def __init__(
+        self,
+        routes: Sequence[Route],
+        trusted_proxies: Sequence[Any] = (),
+        hide_headers: Sequence[str] = ("Server", "X-Powered-By"),
+        forwarded: bool = False,
+        add_via: bool = True,
+        scheme: str = "http",
+        default_port: int = 80,
+        strip_headers: Sequence[str] = (),
+    ) -> None:
+        self.table = RoutingTable(routes)
+        self.trusted_proxies = tuple(trusted_proxies)
+        self.hide = frozenset(h.lower().encode("latin-1") for h in hide_headers)
+        self.forwarded = forwarded
+        self.add_via = add_via
+        self.scheme = scheme
+        self.bscheme = scheme.encode("ascii")
+        self.default_port = default_port
+        self.strip = frozenset(h.lower().encode("latin-1") for h in strip_headers)
+        self._trusted_cache: Dict[str, bool] = {}
+
+    def is_trusted(self, client_ip: str) -> bool:
+        if not self.trusted_proxies:
+            return False
+        cache = self._trusted_cache
+        trusted = cache.get(client_ip)
+        if trusted is None:
+            import ipaddress
+
+            try:
+                address = ipaddress.ip_address(client_ip)
+            except ValueError:
+                trusted = False
+            else:
+                mapped = getattr(address, "ipv4_mapped", None)
+                if mapped is not None:
+                    address = mapped
+                trusted = any(address in net for net in self.trusted_proxies)
+            if len(cache) > 4096:
+                cache.clear()
+            cache[client_ip] = trusted
+        return trusted
+
+    def route(self, head: RequestHead) -> Target:
+        """
+        The target of C{head}: a route and its backend (the server is
+        chosen later, per attempt).
+
+        @raise BadRequest: 405 for CONNECT, 404 when no route matches, 400
+            for a malformed target.
+        """
+        if head.method == b"CONNECT":
+            raise BadRequest(405, "CONNECT is not allowed here")
+        raw = head.target
+        if raw.startswith(b"/"):
+            authority = head.host
+            path = raw
+        elif raw[:7].lower() == b"http://" or raw[:8].lower() == b"https://":
+            start = raw.find(b"//") + 2
+            slash = raw.find(b"/", start)
+            question = raw.find(b"?", start)
+            ends = [i for i in (slash, question) if i >= 0]
+            end = min(ends) if ends else len(raw)
+            authority = raw[start:end]
+            path = raw[end:] if slash == end else b"/" + raw[end:]
+        elif raw == b"*" and head.method == b"OPTIONS":
+            authority = head.host
+            path = b"*"
+        else:
+            raise BadRequest(400, "invalid request target")
+        if b"#" in path:
+            path = path[: path.find(b"#")] or b"/"
+        if authority:
+            host, port = parse_authority(authority, self.default_port)
+        else:
+            host, port = "", self.default_port
+        if path != b"*":
+            path = normalize_path(path)
+        route = self.table.match(host, path if path != b"*" else b"/")
+        if route is None:
+            raise BadRequest(404, "no route for this host and path")
+        target = Target(
+            host,
+            port,
+            authority or b"",
+            route.rewrite(path) if path != b"*" else path,
+            f"{self.scheme}://{(authority or b'').decode('latin-1')}{path.decode('latin-1')}",
+            scheme=self.scheme,
+        )
+        target.route = route
+        target.backend = route.backend
+        target.filters = route.filters
+        return target
+
+    def request_head(
+        self, head: RequestHead, target: Target, client_ip: str, server: Any
+    ) -> bytes:
+        route = target.route
+        if route.preserve_host and target.authority:
+            host = target.authority
+        else:
+            host = server.label.encode("ascii")
+        return policy.reverse_request_head(
+            head.method,
+            target.path,
+            head.headers,
+            host,
+            target.authority or None,
+            client_ip,
+            self.bscheme,
+            self.is_trusted(client_ip),
+            head.framing,
+            self.add_via,
+            self.forwarded,
+            head.upgrade,
+            head.expect_continue,
+            self.strip,
+        )

@@ -1,0 +1,244 @@
+# -*- test-case-name: tests.test_tcp -*-
+"""
+Raw TCP listeners: each client connection is spliced to a server of a
+backend (C{tcp://} URLs), chosen by the backend's balancer, with the same
+health checks, passive ejection and retries as HTTP backends.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+from zope.interface import implementer
+from twisted.internet import error as ierror
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twisted_proxy.filters import Deny, RequestInfo
+from twisted_proxy.tunnel import Splice
+from twisted_proxy.upstream.backend import BUSY, Backend
+from twisted_proxy.upstream.pool import Pool, UpstreamProtocol, set_no_delay
+
+log = Logger()
+
+
+class TcpContext:
+    """
+    What the connections of one tcp listener share.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        reactor: Any,
+        settings: Any,
+        pool: Pool,
+        access_log: Any,
+        backend: Backend,
+        filters: Sequence[Any] = (),
+        allow_clients: Sequence[Any] = (),
+    ) -> None:
+        from twisted_proxy.exchange import ListenerContext
+
+        self.name = name
+        self.reactor = reactor
+        self.settings = settings
+        self.pool = pool
+        self.access_log = access_log
+        self.backend = backend
+        self.filters = tuple(filters)
+        # reuse the HTTP listener's client check
+        self._clients = ListenerContext(
+            name, reactor, settings, pool, access_log, None, (), allow_clients,
+            allow_all=not allow_clients,
+        )
+
+    def client_allowed(self, client_ip: str) -> bool:
+        return self._clients.client_allowed(client_ip)
+
+
+@implementer(IHalfCloseableProtocol)
+class TcpFrontProtocol(Protocol):
+    """
+    One client connection of a tcp listener: reading waits until the
+    server connection is up, then the two are spliced.
+    """
+
+    def __init__(self, ctx: TcpContext) -> None:
+        self.ctx = ctx
+        self.splice: Optional[Splice] = None
+        self.server: Any = None
+        self.tried: tuple = ()
+        self.waiter: Any = None
+        self.lost = False
+        self.client_ip = ""
+        self.start_time = 0.0
+        self.upstream = ""
+        self.status = 0
+        self.decision = "allow"
+        self.rule = ""
+        self.logged = False
+
+    def connectionMade(self) -> None:
+        ctx = self.ctx
+        self.start_time = ctx.reactor.seconds()
+        self.client_ip = getattr(self.transport.getPeer(), "host", "") or ""
+        self.transport.pauseProducing()
+        set_no_delay(self.transport)
+        if not ctx.client_allowed(self.client_ip):
+            self.refuse("listener.allow_clients")
+            return
+        if ctx.filters:
+            info = RequestInfo(ctx.name, self.client_ip, "", "", "", 0, "", [], connect=True)
+            for flt in ctx.filters:
+                try:
+                    verdict = flt.filter_request(info)
+                except Exception:
+                    log.failure("filter {name} failed", name=getattr(flt, "name", ""))
+                    self.refuse(getattr(flt, "name", ""))
+                    return
+                if isinstance(verdict, Deny):
+                    self.refuse(verdict.rule)
+                    return
+        self.choose()
+
+    def refuse(self, rule: str) -> None:
+        self.decision = "deny"
+        self.rule = rule
+        self.status = 403
+        self.transport.loseConnection()
+
+    def choose(self) -> None:
+        backend = self.ctx.backend
+        key = self.client_ip.encode("ascii", "replace") if backend.key_kind else b""
+        server = backend.choose(key, self.tried)
+        if server is None:
+            self.status = 503
+            self.decision = "error"
+            self.transport.loseConnection()
+            return
+        if server is BUSY:
+            self.waiter = backend.wait(self._slot_free, self._queue_timeout)
+            return
+        backend.acquire(server)
+        self.server = server
+        self.upstream = server.label
+        self.ctx.pool.connect(server.address, self)
+
+    def _slot_free(self) -> None:
+        self.waiter = None
+        if not self.lost:
+            self.choose()
+
+    def _queue_timeout(self) -> None:
+        self.waiter = None
+        self.status = 503
+        self.decision = "error"
+        self.transport.loseConnection()
+
+    def release(self) -> None:
+        if self.server is not None:
+            server, self.server = self.server, None
+            self.ctx.backend.release(server)
+        if self.waiter is not None:
+            self.waiter.cancel()
+            self.waiter = None
+
+    # the pool's requester interface
+
+    def upstream_ready(self, conn: UpstreamProtocol) -> None:
+        if self.lost:
+            conn.transport.loseConnection()
+            self.release()
+            return
+        self.ctx.backend.report_success(self.server)
+        conn.relay.switch(None)
+        splice = Splice(self.ctx.reactor, self.ctx.settings.tunnel_idle_timeout, self._closed)
+        self.splice = splice
+        conn.splice = splice
+        self.status = 200
+        self.transport.unregisterProducer()
+        conn.transport.unregisterProducer()
+        self.transport.resumeProducing()
+        splice.start(self.transport, conn.transport)
+
+    def upstream_connect_failed(self, status: int, message: str) -> None:
+        server = self.server
+        if server is not None:
+            self.ctx.backend.report_failure(server, message)
+            self.tried = self.tried + (server,)
+        self.release()
+        if self.lost:
+            return
+        if len(self.tried) <= self.ctx.backend.retries:
+            self.choose()
+            return
+        self.status = status
+        self.decision = "error"
+        self.transport.loseConnection()
+
+    # Protocol
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.splice is not None:
+            self.splice.data_from_front(data)
+
+    def readConnectionLost(self) -> None:
+        if self.splice is not None:
+            self.splice.read_closed_front()
+        else:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = ierror.ConnectionDone()) -> None:  # type: ignore[assignment]
+        self.lost = True
+        if self.splice is not None:
+            self.splice.lost_front()
+            return
+        self.release()
+        self._log(0, 0)
+
+    def _closed(self, splice: Splice, why: str) -> None:
+        self.release()
+        self._log(splice.bytes_in, splice.bytes_out)
+
+    def _log(self, bytes_in: int, bytes_out: int) -> None:
+        if self.logged:
+            return
+        self.logged = True
+        access_log = self.ctx.access_log
+        if access_log.enabled:
+            access_log.log(
+                self.ctx.name,
+                self.client_ip,
+                "TCP",
+                self.upstream,
+                self.status,
+                bytes_in,
+                bytes_out,
+                (self.ctx.reactor.seconds() - self.start_time) * 1000.0,
+                self.upstream,
+                self.decision,
+                self.rule,
+            )
+
+
+class TcpFactory(Factory):
+    """
+    Builds a L{TcpFrontProtocol} per client connection.
+    """
+
+    noisy = False
+
+    def __init__(self, ctx: TcpContext) -> None:
+        self.ctx = ctx
+        self.connections: set = set()
+
+    def buildProtocol(self, addr: Any) -> TcpFrontProtocol:
+        proto = TcpFrontProtocol(self.ctx)
+        proto.factory = self  # type: ignore[attr-defined]
+        return proto

@@ -1,0 +1,194 @@
+# -*- test-case-name: tests.test_health -*-
+"""
+Active health checks.
+
+One L{HealthChecker} per backend with a C{health} table runs a
+C{LoopingCall} on the injected clock; each round probes every server at once.
+A probe that hangs is cut by its timeout; a probe that raises counts as a
+failure and never stops the loop. A server goes down after C{fall}
+consecutive failures and comes back after C{rise} consecutive successes.
+
+Probe traffic uses its own client (treq over an C{Agent} with a pool of its
+own), so it never shows in the access log or the balancers' counts.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+from zope.interface import implementer
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twisted_proxy.interfaces import IHealthProbe
+from twisted_proxy.model import HealthConfig
+from twisted_proxy.upstream.backend import Backend, Server
+
+log = Logger()
+
+USER_AGENT = b"twisted-proxy-health/1"
+
+
+def status_ok(code: int, expect: tuple) -> bool:
+    """
+    Whether a probe's status counts as healthy.
+    """
+    if expect:
+        return code in expect
+    return 200 <= code < 400
+
+
+@implementer(IHealthProbe)
+class HTTPProbe:
+    """
+    C{GET path} on the server; healthy when the status is expected.
+    """
+
+    def __init__(self, reactor: Any, config: HealthConfig, tls_policy: Any = None) -> None:
+        from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
+        from treq.client import HTTPClient
+
+        class QuietFactory(_HTTP11ClientFactory):
+            noisy = False
+
+        self.reactor = reactor
+        self.config = config
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        pool._factory = QuietFactory  # no "Starting factory" line per probe
+        kwargs: Dict[str, Any] = {"pool": pool, "connectTimeout": config.timeout}
+        if tls_policy is not None:
+            kwargs["contextFactory"] = tls_policy
+        self.client = HTTPClient(Agent(reactor, **kwargs))
+
+    def probe(self, server: Server) -> "defer.Deferred[bool]":
+        scheme = "https" if server.scheme == "https" else "http"
+        host = f"[{server.host}]" if ":" in server.host else server.host
+        url = f"{scheme}://{host}:{server.port}{self.config.path}"
+        d = self.client.get(url, headers={b"User-Agent": [USER_AGENT]})
+
+        def got(response: Any) -> Any:
+            from treq import content
+
+            code = response.code
+            # read (and drop) the body so the connection ends cleanly
+            return content(response).addCallback(
+                lambda _: status_ok(code, self.config.expect)
+            )
+
+        d.addCallback(got)
+        return d
+
+
+class _Closer(Protocol):
+    def connectionMade(self) -> None:
+        self.transport.loseConnection()
+
+
+@implementer(IHealthProbe)
+class TCPProbe:
+    """
+    A TCP connection that opens: healthy.
+    """
+
+    def __init__(self, reactor: Any, config: HealthConfig) -> None:
+        self.reactor = reactor
+        self.config = config
+
+    def probe(self, server: Server) -> "defer.Deferred[bool]":
+        from twisted.internet.endpoints import HostnameEndpoint
+
+        endpoint = HostnameEndpoint(
+            self.reactor, server.host, server.port, timeout=self.config.timeout
+        )
+        d = endpoint.connect(Factory.forProtocol(_Closer))
+        d.addCallback(lambda _: True)
+        return d
+
+
+class HealthChecker(service.Service):
+    """
+    Runs a backend's active health checks while the service runs.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        config: HealthConfig,
+        clock: Any,
+        probe: Optional[Any] = None,
+    ) -> None:
+        self.backend = backend
+        self.config = config
+        self.clock = clock
+        if probe is None:
+            probe = HTTPProbe(clock, config) if config.path else TCPProbe(clock, config)
+        self.probe = probe
+        self.successes: Dict[int, int] = {id(s): 0 for s in backend.servers}
+        self.failures: Dict[int, int] = {id(s): 0 for s in backend.servers}
+        self.loop: Optional[LoopingCall] = None
+        self.rounds = 0
+
+    def startService(self) -> None:
+        service.Service.startService(self)
+        loop = LoopingCall(self.check_all)
+        loop.clock = self.clock
+        self.loop = loop
+        d = loop.start(self.config.interval, now=True)
+        d.addErrback(self._loop_died)
+
+    def stopService(self) -> None:
+        service.Service.stopService(self)
+        if self.loop is not None and self.loop.running:
+            self.loop.stop()
+        self.loop = None
+
+    def _loop_died(self, failure: Failure) -> None:
+        # check_all never fails; this is a last resort
+        log.failure("health checks of backend {backend} stopped", failure, backend=self.backend.name)
+
+    def check_all(self) -> "defer.Deferred[Any]":
+        """
+        One round: probe every server, wait for all (each has a timeout).
+        """
+        self.rounds += 1
+        return defer.gatherResults(
+            [self.check(server) for server in self.backend.servers], consumeErrors=True
+        ).addErrback(lambda _: None)
+
+    def check(self, server: Server) -> "defer.Deferred[None]":
+        """
+        Probe C{server} once and update its state; never fails.
+        """
+        try:
+            d = defer.maybeDeferred(self.probe.probe, server)
+        except Exception:
+            d = defer.fail(Failure())
+        d.addTimeout(self.config.timeout, self.clock)
+        d.addCallbacks(
+            lambda ok: self.record(server, bool(ok), "" if ok else "unexpected status"),
+            lambda f: self.record(server, False, _why(f, self.config.timeout)),
+        )
+        return d
+
+    def record(self, server: Server, ok: bool, why: str) -> None:
+        sid = id(server)
+        if ok:
+            self.failures[sid] = 0
+            self.successes[sid] = self.successes.get(sid, 0) + 1
+            if not server.up and self.successes[sid] >= self.config.rise:
+                self.backend.set_up(server, True)
+        else:
+            self.successes[sid] = 0
+            self.failures[sid] = self.failures.get(sid, 0) + 1
+            if server.up and self.failures[sid] >= self.config.fall:
+                self.backend.set_up(server, False, why)
+
+
+def _why(failure: Failure, timeout: float) -> str:
+    if failure.check(defer.TimeoutError, defer.CancelledError):
+        return f"no answer within {timeout:g}s"
+    return failure.getErrorMessage() or failure.type.__name__  # type: ignore[union-attr]
