@@ -1,0 +1,3 @@
+"""
+Small complete extensions, used by the README and the C{etc/} examples.
+"""
