@@ -455,6 +455,11 @@ class OriginProtocol(Protocol):
         /once                    answers with keep-alive, then closes the connection at once
         /flaky                   answers the first request of a connection; closes the
                                  connection without an answer on any later one
+        /status/NNN              status NNN (no body for 204 and 304)
+        /close-header            answers with Connection: close, then closes
+        /early                   answers as soon as the head is in, before any body
+        /garbage                 sends something that is not HTTP
+        /bighead?size=N          a response head with an N-byte header
 
     HEAD gets the GET head without a body. Every request is recorded in
     C{factory.requests}.
@@ -468,6 +473,7 @@ class OriginProtocol(Protocol):
         self._headers: Headers = []
         self._url = b""
         self._body: List[bytes] = []
+        self._early = False
 
     def connectionMade(self) -> None:
         self.factory.connection_made(self)
@@ -500,11 +506,33 @@ class OriginProtocol(Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
 
+    def on_headers_complete(self) -> None:
+        self._early = self._url.startswith(b"/early")
+        if self._early and not self.dead:
+            # the answer goes out before the request body is read
+            self.send(
+                OriginRequest(self.parser.get_method(), self._url, "1.1", self._headers, b""),
+                True,
+                b"early\n",
+            )
+
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
 
     def on_message_complete(self) -> None:
         if self.dead:
+            return
+        if self._early:
+            self.factory.requests.append(
+                OriginRequest(
+                    self.parser.get_method(),
+                    self._url,
+                    self.parser.get_http_version(),
+                    self._headers,
+                    b"".join(self._body),
+                )
+            )
+            self.served += 1
             return
         request = OriginRequest(
             self.parser.get_method(),
@@ -615,6 +643,21 @@ class OriginProtocol(Protocol):
                 transport.loseConnection()
             else:
                 self.send(request, keep_alive, b"flaky\n")
+        elif path.startswith("/status/"):
+            code = int(path[8:])
+            if code in (204, 304):
+                transport.write(b"HTTP/1.1 %d Status\r\nX-Status: %d\r\n\r\n" % (code, code))
+            else:
+                self.send(request, keep_alive, b"status %d\n" % code, status=b"%d Status" % code)
+        elif path == "/close-header":
+            self.send(request, False, b"closing\n")
+        elif path == "/garbage":
+            self.dead = True
+            transport.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+            transport.loseConnection()
+        elif path == "/bighead":
+            size = 100000 if size < 0 else size
+            self.send(request, keep_alive, b"big\n", [(b"X-Big", b"b" * size)])
         else:
             self.send(request, keep_alive, b"not found\n", status=b"404 Not Found")
 

@@ -695,21 +695,47 @@ class MalformedRequestTests(SynchronousTestCase):
 
     def test_transfer_encoding_not_ending_in_chunked(self) -> None:
         """
-        A request whose transfer coding is not chunked (or not last) has
-        no determinable length and is refused.
+        A request whose final transfer coding is not chunked has no
+        determinable length and is refused with 400.
         """
         self.refused(
             b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"
         )
-        parser, sink = request_parser()
-        self.assertEqual(
-            self.assertRaises(
-                BadRequest,
-                parser.feed,
-                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
-            ).status,
-            400,
+
+    def test_duplicate_transfer_encoding(self) -> None:
+        """
+        Two C{Transfer-Encoding: chunked} headers (chunked applied twice)
+        are refused.
+        """
+        self.refused(
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
         )
+
+    def test_other_transfer_codings(self) -> None:
+        """
+        Transfer codings other than chunked alone (gzip, identity, or gzip
+        before chunked) are answered with 501 before the head is reported:
+        the proxy relays bodies re-chunked and would lose the other coding.
+        """
+        for te in (b"gzip", b"identity", b"gzip, chunked", b"deflate,chunked"):
+            self.refused(
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: " + te
+                + b"\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+                status=501,
+            )
+
+    def test_chunked_any_case(self) -> None:
+        """
+        C{chunked} is matched case-insensitively.
+        """
+        parser, sink = request_parser()
+        parser.feed(
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n"
+            b"3\r\nabc\r\n0\r\n\r\n"
+        )
+        self.assertEqual(sink.heads[0].framing, 2)
+        self.assertEqual(sink.body(), b"abc")
 
     def test_obs_fold(self) -> None:
         """
@@ -1104,7 +1130,7 @@ class ResponseParserTests(SynchronousTestCase):
         """
         parser, sink = response_parser(max_head_size=200)
         parser.feed(
-            b"HTTP/1.1 100 Continue\r\nX-Pad: " + b"p" * 120 + b"\r\n\r\n"
+            b"HTTP/1.1 100 Continue\r\nX-Pad: " + b"p" * 170 + b"\r\n\r\n"
             b"HTTP/1.1 200 OK\r\nX-A: b"
         )
         parser.feed(b"\r\nContent-Length: 0\r\n\r\n")

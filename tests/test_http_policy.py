@@ -585,3 +585,184 @@ class ResponseHeadTests(SynchronousTestCase):
             hide=frozenset([b"server", b"x-powered-by"]),
         )
         self.assertEqual(headers, [(b"X-Kept", b"1")])
+
+
+def reverse(
+    headers: Sequence[Tuple[bytes, bytes]],
+    trusted: bool = False,
+    forwarded: bool = False,
+    add_via: bool = True,
+    framing: int = NO_BODY,
+    client_host: Optional[bytes] = b"www.example.com",
+    client_ip: str = "192.0.2.7",
+    scheme: bytes = b"https",
+    upgrade: Optional[bytes] = None,
+    drop_expect: bool = False,
+    strip: frozenset = frozenset(),
+) -> Tuple[bytes, Headers]:
+    return split_head(
+        policy.reverse_request_head(
+            b"GET",
+            b"/api/x?y",
+            headers,
+            b"10.0.0.9:5001",
+            client_host,
+            client_ip,
+            scheme,
+            trusted,
+            framing,
+            add_via,
+            forwarded,
+            upgrade,
+            drop_expect,
+            strip,
+        )
+    )
+
+
+class ReverseRequestHeadTests(SynchronousTestCase):
+    """
+    L{policy.reverse_request_head} serialises what a reverse proxy sends a
+    backend: the client's identity, added by the proxy, never forged by the
+    client.
+    """
+
+    SPOOFED: Headers = [
+        (b"X-Forwarded-For", b"6.6.6.6"),
+        (b"Forwarded", b"for=6.6.6.6"),
+        (b"X-Real-IP", b"6.6.6.6"),
+        (b"X-Forwarded-Host", b"evil.example"),
+        (b"X-Forwarded-Proto", b"http"),
+        (b"X-Forwarded-Port", b"1"),
+        (b"Client-IP", b"6.6.6.6"),
+        (b"True-Client-IP", b"6.6.6.6"),
+    ]
+
+    def test_request_line_and_host(self) -> None:
+        """
+        The request line carries the given target; Host is the given one,
+        replacing the client's.
+        """
+        first, headers = reverse([(b"Host", b"www.example.com"), (b"Accept", b"*/*")])
+        self.assertEqual(first, b"GET /api/x?y HTTP/1.1")
+        self.assertEqual(values(headers, b"host"), [b"10.0.0.9:5001"])
+        self.assertIn((b"Accept", b"*/*"), headers)
+
+    def test_untrusted_client_cannot_forge(self) -> None:
+        """
+        An untrusted client's forwarding headers are all removed; the proxy
+        sets C{X-Forwarded-For} to the client address, C{X-Forwarded-Proto}
+        to the scheme the client used and C{X-Forwarded-Host} to the Host it
+        asked for.
+        """
+        first, headers = reverse(self.SPOOFED)
+        self.assertEqual(values(headers, b"x-forwarded-for"), [b"192.0.2.7"])
+        self.assertEqual(values(headers, b"x-forwarded-proto"), [b"https"])
+        self.assertEqual(values(headers, b"x-forwarded-host"), [b"www.example.com"])
+        for name in (b"forwarded", b"x-real-ip", b"x-forwarded-port", b"client-ip",
+                     b"true-client-ip"):
+            self.assertNotIn(name, names(headers))
+        self.assertNotIn(b"6.6.6.6", b"".join(v for _, v in headers))
+
+    def test_trusted_client_extended(self) -> None:
+        """
+        A trusted proxy's C{X-Forwarded-For} is kept and the client address
+        appended; its proto and host are kept; other forwarding headers pass.
+        """
+        first, headers = reverse(self.SPOOFED, trusted=True)
+        self.assertEqual(values(headers, b"x-forwarded-for"), [b"6.6.6.6, 192.0.2.7"])
+        self.assertEqual(values(headers, b"x-forwarded-proto"), [b"http"])
+        self.assertEqual(values(headers, b"x-forwarded-host"), [b"evil.example"])
+        self.assertEqual(values(headers, b"x-real-ip"), [b"6.6.6.6"])
+
+    def test_forwarded_element(self) -> None:
+        """
+        With C{forwarded}, an RFC 7239 element names the client, the scheme
+        and the host; an IPv6 client is bracketed and quoted.
+        """
+        first, headers = reverse([], forwarded=True)
+        self.assertEqual(
+            values(headers, b"forwarded"), [b'for=192.0.2.7;proto=https;host="www.example.com"']
+        )
+        first, headers = reverse([], forwarded=True, client_ip="2001:db8::7", client_host=None)
+        self.assertEqual(values(headers, b"forwarded"), [b'for="[2001:db8::7]";proto=https'])
+
+    def test_forwarded_appended_for_trusted(self) -> None:
+        """
+        A trusted proxy's C{Forwarded} is kept and this hop's element
+        appended.
+        """
+        first, headers = reverse([(b"Forwarded", b"for=10.0.0.1")], trusted=True, forwarded=True)
+        self.assertEqual(
+            values(headers, b"forwarded"),
+            [b'for=10.0.0.1, for=192.0.2.7;proto=https;host="www.example.com"'],
+        )
+
+    def test_hop_by_hop_removed(self) -> None:
+        """
+        Hop-by-hop headers and those named in C{Connection} are removed.
+        """
+        first, headers = reverse(
+            HOP_HEADERS + [(b"Connection", b"X-Hop"), (b"X-Hop", b"1"), (b"X-Kept", b"2")]
+        )
+        present = names(headers)
+        for name, _ in HOP_HEADERS:
+            self.assertNotIn(name.lower(), present)
+        self.assertNotIn(b"x-hop", present)
+        self.assertIn((b"X-Kept", b"2"), headers)
+
+    def test_connection_cannot_remove_content_length(self) -> None:
+        """
+        A client listing C{Content-Length} in C{Connection} cannot strip it
+        (the backend would read the body as the next request).
+        """
+        first, headers = reverse(
+            [(b"Connection", b"content-length"), (b"Content-Length", b"5")],
+            framing=CONTENT_LENGTH,
+        )
+        self.assertEqual(values(headers, b"content-length"), [b"5"])
+
+    def test_framing(self) -> None:
+        """
+        Content-Length is kept for C{CONTENT_LENGTH}; C{CHUNKED} sends one
+        C{Transfer-Encoding: chunked}.
+        """
+        first, headers = reverse([(b"Content-Length", b"5")], framing=CONTENT_LENGTH)
+        self.assertEqual(values(headers, b"content-length"), [b"5"])
+        first, headers = reverse([(b"Transfer-Encoding", b"chunked")], framing=CHUNKED)
+        self.assertEqual(values(headers, b"transfer-encoding"), [b"chunked"])
+        self.assertNotIn(b"content-length", names(headers))
+
+    def test_via(self) -> None:
+        """
+        C{add_via} appends this proxy's token to the client's Via.
+        """
+        first, headers = reverse([(b"Via", b"1.1 cdn")])
+        self.assertEqual(values(headers, b"via"), [b"1.1 cdn, " + VIA_TOKEN])
+        first, headers = reverse([], add_via=False)
+        self.assertNotIn(b"via", names(headers))
+
+    def test_strip(self) -> None:
+        """
+        Names in C{strip} (claim headers the proxy sets itself) are removed
+        from client input.
+        """
+        first, headers = reverse(
+            [(b"X-User", b"admin"), (b"X-Kept", b"1")], strip=frozenset([b"x-user"])
+        )
+        self.assertNotIn(b"x-user", names(headers))
+        self.assertIn((b"X-Kept", b"1"), headers)
+
+    def test_upgrade_and_expect(self) -> None:
+        """
+        An upgrade is passed as C{Connection: Upgrade} and C{Upgrade};
+        C{Expect} is dropped with C{drop_expect}.
+        """
+        first, headers = reverse(
+            [(b"Expect", b"100-continue"), (b"Upgrade", b"websocket")],
+            upgrade=b"websocket",
+            drop_expect=True,
+        )
+        self.assertEqual(values(headers, b"connection"), [b"Upgrade"])
+        self.assertEqual(values(headers, b"upgrade"), [b"websocket"])
+        self.assertNotIn(b"expect", names(headers))

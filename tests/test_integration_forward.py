@@ -27,6 +27,7 @@ from tests.helpers import (
     RawClient,
     Response,
     RunningProxy,
+    parse_response,
     pattern,
     proxy_config,
 )
@@ -514,6 +515,250 @@ class ErrorTests(IntegrationCase):
         self.assertFalse(failure.data.endswith(b"0\r\n\r\n"))
 
 
+class MalformedRequestTests(IntegrationCase):
+    """
+    A corpus of malformed and smuggling-prone requests: each is refused
+    with a 400 (505 for an unknown version, 501 for an unsupported transfer
+    coding), the connection closes, and the
+    origin never gets a complete request.
+    """
+
+    def corpus(self) -> List[Any]:
+        url = self.origin.url("/echo")
+        host = self.origin.authority
+        post = b"POST " + url + b" HTTP/1.1\r\nHost: " + host + b"\r\n"
+        chunked = post + b"Transfer-Encoding: chunked\r\n\r\n"
+        return [
+            ("CL+TE", post + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+            ("TE+CL", post + b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n", 400),
+            ("duplicate CL", post + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400),
+            ("signed CL +", post + b"Content-Length: +5\r\n\r\nhello", 400),
+            ("signed CL -", post + b"Content-Length: -5\r\n\r\nhello", 400),
+            ("space before colon", post + b"Content-Length : 5\r\n\r\nhello", 400),
+            ("TE not chunked last", post + b"Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n", (400, 501)),
+            ("TE in HTTP/1.0", b"POST " + url + b" HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+            ("HTTP/1.1 without Host", b"GET " + url + b" HTTP/1.1\r\n\r\n", 400),
+            ("two Host headers", b"GET " + url + b" HTTP/1.1\r\nHost: " + host + b"\r\nHost: evil.test\r\n\r\n", 400),
+            ("obs-fold", b"GET " + url + b" HTTP/1.1\r\nHost: " + host + b"\r\nX-A: b\r\n c\r\n\r\n", 400),
+            ("bare LF", b"GET " + url + b" HTTP/1.1\nHost: " + host + b"\n\n", 400),
+            ("NUL in a value", b"GET " + url + b" HTTP/1.1\r\nHost: " + host + b"\r\nX-A: a\x00b\r\n\r\n", 400),
+            ("HTTP/1.2", b"GET " + url + b" HTTP/1.2\r\nHost: " + host + b"\r\n\r\n", (400, 505)),
+            # errors in the body, after a head the proxy has already acted on
+            ("0x chunk size", chunked + b"0x5\r\nhello\r\n0\r\n\r\n", 400),
+            ("unknown TE", post + b"Transfer-Encoding: xchunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", (400, 501)),
+            ("control byte in chunk extension", chunked + b"5;\x01\r\nhello\r\n0\r\n\r\n", 400),
+            ("chunk longer than its size", chunked + b"5\r\nhelloXX\r\n0\r\n\r\n", 400),
+        ]
+
+    @inlineCallbacks
+    def test_corpus(self) -> Gen:
+        """
+        Every sample gets its error status and a closed connection, never a
+        hang, and nothing reaches the origin as a request.
+        """
+        proxy = self.h.proxy()
+        for name, data, expected in self.corpus():
+            client: RawClient = yield self.h.client(proxy.port)
+            client.send(data + get(self.origin.url("/text/smuggled"), self.origin.authority))
+            response: Response = yield client.response()
+            statuses = expected if isinstance(expected, tuple) else (expected,)
+            self.assertIn(response.status, statuses, name)
+            self.assertEqual(response.header(b"connection"), b"close", name)
+            rest = yield client.closed()
+            self.assertEqual(rest, b"", name)
+            self.assertEqual(self.origin.requests, [], name)
+
+    @inlineCallbacks
+    def test_bad_body_behind_good_request(self) -> Gen:
+        """
+        A request pipelined behind a good one and malformed in its body:
+        the good one is answered, then the 400, then the connection closes.
+        """
+        proxy = self.h.proxy()
+        client: RawClient = yield self.h.client(proxy.port)
+        client.send(
+            get(self.origin.url("/text/first"), self.origin.authority)
+            + get(self.origin.url("/echo"), self.origin.authority, b"Transfer-Encoding: chunked\r\n", b"POST")
+            + b"0x5\r\nhello\r\n0\r\n\r\n"
+        )
+        first: Response = yield client.response()
+        self.assertEqual((first.status, first.body), (200, b"first"))
+        second: Response = yield client.response()
+        self.assertEqual(second.status, 400)
+        yield client.closed()
+        self.assertEqual([r.path for r in self.origin.requests], ["/text/first"])
+
+    @inlineCallbacks
+    def test_bad_body_after_response_started(self) -> Gen:
+        """
+        A body that turns malformed after the origin has already answered
+        (early) ends the connection; the upstream connection is not reused.
+        """
+        proxy = self.h.proxy()
+        client: RawClient = yield self.h.client(proxy.port)
+        client.send(get(self.origin.url("/early"), self.origin.authority, b"Transfer-Encoding: chunked\r\n", b"POST"))
+        response: Response = yield client.response()
+        self.assertEqual((response.status, response.body), (200, b"early\n"))
+        client.send(b"5\r\nhello\r\nnot a chunk size\r\n")
+        yield client.closed()
+
+
+class ClientBehaviourTests(IntegrationCase):
+    """
+    Clients that are HTTP/1.0, half-close, or ask for the wrong thing.
+    """
+
+    @inlineCallbacks
+    def test_http10_keep_alive(self) -> Gen:
+        """
+        An HTTP/1.0 client asking for keep-alive gets it, announced.
+        """
+        proxy = self.h.proxy()
+        client: RawClient = yield self.h.client(proxy.port)
+        request = b"GET " + self.origin.url("/fixed") + b" HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+        client.send(request)
+        response: Response = yield client.response()
+        self.assertEqual((response.status, response.body), (200, b"hello, world\n"))
+        self.assertEqual(response.header(b"connection"), b"keep-alive")
+        client.send(request)
+        response = yield client.response()
+        self.assertEqual(response.status, 200)
+
+    @inlineCallbacks
+    def test_client_half_close(self) -> Gen:
+        """
+        A client that half-closes after its request still gets the whole
+        response, then the connection closes.
+        """
+        proxy = self.h.proxy()
+        client: RawClient = yield self.h.client(proxy.port)
+        client.send(get(self.origin.url("/chunked?size=30000"), self.origin.authority))
+        client.transport.loseWriteConnection()
+        rest = yield client.closed()
+        parsed = parse_response(rest, b"GET", True)
+        assert parsed is not None
+        response, used = parsed
+        self.assertEqual(response.body, pattern(0, 30000))
+        self.assertEqual(used, len(rest))
+
+    @inlineCallbacks
+    def test_bad_targets(self) -> Gen:
+        """
+        A forward proxy refuses origin-form targets, https:// URIs and
+        requests for itself with a 400.
+        """
+        proxy = self.h.proxy()
+        own = b"127.0.0.1:%d" % proxy.port
+        for target in (b"/fixed", b"https://" + self.origin.authority + b"/", b"http://" + own + b"/"):
+            client: RawClient = yield self.h.client(proxy.port)
+            client.send(get(target, self.origin.authority))
+            response: Response = yield client.response()
+            self.assertEqual(response.status, 400, target)
+            client.transport.loseConnection()
+            yield client.closed()
+        self.assertEqual(self.origin.requests, [])
+
+    @inlineCallbacks
+    def test_denied_with_body(self) -> Gen:
+        """
+        A request with a body denied by a filter is answered at once with
+        Connection: close and the connection closes: the proxy does not read
+        a body it will not forward, and nothing behind it is taken for a
+        request.
+        """
+        proxy = self.h.proxy(
+            {"filters": ["acl"]}, filters={"acl": {"type": "acl", "block_domains": ["blocked.test"]}}
+        )
+        client: RawClient = yield self.h.client(proxy.port)
+        body = get(self.origin.url("/text/smuggled"), self.origin.authority)
+        client.send(
+            get(b"http://blocked.test/", b"blocked.test", b"Content-Length: %d\r\n" % len(body), b"POST")
+            + body
+        )
+        denied: Response = yield client.response()
+        self.assertEqual(denied.status, 403)
+        self.assertEqual(denied.header(b"connection"), b"close")
+        rest = yield client.closed()
+        self.assertEqual(rest, b"")
+        self.assertEqual(self.origin.requests, [])
+
+
+class OriginBehaviourTests(IntegrationCase):
+    """
+    Origins that answer without a body, close, answer early, or break the
+    protocol.
+    """
+
+    @inlineCallbacks
+    def test_no_body_statuses(self) -> Gen:
+        """
+        204 and 304 end with their head and keep the pooled connection in
+        sync.
+        """
+        proxy = self.h.proxy()
+        client: RawClient = yield self.h.client(proxy.port)
+        for path, status in (("/status/204", 204), ("/status/304", 304), ("/text/after", 200)):
+            client.send(get(self.origin.url(path), self.origin.authority))
+            response: Response = yield client.response()
+            self.assertEqual(response.status, status)
+        self.assertEqual(response.body, b"after")
+        self.assertEqual(self.origin.connections_made, 1)
+
+    @inlineCallbacks
+    def test_origin_connection_close(self) -> Gen:
+        """
+        An origin's Connection: close ends that upstream connection only:
+        the client's connection stays open and the next request opens a new
+        upstream connection.
+        """
+        proxy = self.h.proxy()
+        client: RawClient = yield self.h.client(proxy.port)
+        client.send(get(self.origin.url("/close-header"), self.origin.authority))
+        response: Response = yield client.response()
+        self.assertEqual((response.status, response.body), (200, b"closing\n"))
+        self.assertIsNone(response.header(b"connection"))
+        client.send(get(self.origin.url("/text/again"), self.origin.authority))
+        response = yield client.response()
+        self.assertEqual(response.body, b"again")
+        self.assertEqual(self.origin.connections_made, 2)
+
+    @inlineCallbacks
+    def test_early_response(self) -> Gen:
+        """
+        An origin answering before the request body is complete: the client
+        gets the answer, its body is still accepted (and dropped), and the
+        connection serves the next request.
+        """
+        proxy = self.h.proxy()
+        client: RawClient = yield self.h.client(proxy.port)
+        client.send(
+            get(self.origin.url("/early"), self.origin.authority, b"Content-Length: 200000\r\n", b"POST")
+        )
+        response: Response = yield client.response()
+        self.assertEqual((response.status, response.body), (200, b"early\n"))
+        client.send(b"e" * 200000 + get(self.origin.url("/text/next"), self.origin.authority))
+        response = yield client.response()
+        self.assertEqual((response.status, response.body), (200, b"next"))
+
+    @inlineCallbacks
+    def test_not_http(self) -> Gen:
+        """
+        An origin that does not speak HTTP is a 502.
+        """
+        proxy = self.h.proxy()
+        response = yield self.fetch(proxy, "/garbage")
+        self.assertEqual(response.status, 502)
+
+    @inlineCallbacks
+    def test_response_head_too_large(self) -> Gen:
+        """
+        A response head beyond max_head_size is a 502.
+        """
+        proxy = self.h.proxy(proxy={"max_head_size": 4096})
+        response = yield self.fetch(proxy, "/bighead?size=10000")
+        self.assertEqual(response.status, 502)
+
+
 class ConnectTests(IntegrationCase):
     """
     CONNECT tunnels.
@@ -603,6 +848,64 @@ class ConnectTests(IntegrationCase):
             len(b"HTTP/1.1 200 Connection established\r\n\r\n")
             + len(b"last words" + EchoServer.goodbye),
         )
+
+    @inlineCallbacks
+    def test_connect_refused(self) -> Gen:
+        """
+        CONNECT to an allowed port where nothing listens is a 502.
+        """
+        port = yield self.h.free_port()
+        proxy = self.h.proxy({"connect_ports": [port]})
+        client: RawClient = yield self.h.client(proxy.port)
+        client.send(self.connect_request(port))
+        response: Response = yield client.response(b"CONNECT")
+        self.assertEqual(response.status, 502)
+        yield client.closed()
+
+    @inlineCallbacks
+    def test_connect_through_parent(self) -> Gen:
+        """
+        CONNECT for a parent's domain is tunnelled through the parent.
+        """
+        ports = [self.echo.port]
+        parent = self.h.proxy({"connect_ports": ports}, access_log=True)
+        child = self.h.proxy(
+            {
+                "connect_ports": ports,
+                "parents": [{"domains": ["localhost"], "proxy": f"http://127.0.0.1:{parent.port}"}],
+            }
+        )
+        client: RawClient = yield self.h.client(child.port)
+        authority = b"localhost:%d" % self.echo.port
+        client.send(b"CONNECT " + authority + b" HTTP/1.1\r\nHost: " + authority + b"\r\n\r\n")
+        response: Response = yield client.response(b"CONNECT")
+        self.assertEqual(response.status, 200)
+        client.send(b"through two proxies")
+        echoed = yield client.nbytes(19)
+        self.assertEqual(echoed, b"through two proxies")
+        client.transport.loseConnection()
+        yield client.closed()
+        self.assertEqual(self.echo.connections_made, 1)
+
+    @inlineCallbacks
+    def test_connect_parent_refuses(self) -> Gen:
+        """
+        A parent refusing the CONNECT (its own 403) makes the child answer 502.
+        """
+        parent = self.h.proxy()  # connect_ports = [443] only
+        child = self.h.proxy(
+            {
+                "connect_ports": [self.echo.port],
+                "parents": [{"domains": ["localhost"], "proxy": f"http://127.0.0.1:{parent.port}"}],
+            }
+        )
+        client: RawClient = yield self.h.client(child.port)
+        authority = b"localhost:%d" % self.echo.port
+        client.send(b"CONNECT " + authority + b" HTTP/1.1\r\nHost: " + authority + b"\r\n\r\n")
+        response: Response = yield client.response(b"CONNECT")
+        self.assertEqual(response.status, 502)
+        self.assertIn(b"403", response.body)
+        yield client.closed()
 
 
 class PolicyTests(IntegrationCase):

@@ -343,6 +343,14 @@ class FrontProtocol(Protocol):
         """
         self.closing = True
         self.gate.pause(QUEUED)
+        receiving = self.receiving
+        if receiving is not None:
+            # a malformed request body: that request can never complete
+            self.receiving = None
+            if receiving is self.current:
+                receiving.request_failed(error)
+                return
+            self.queue.remove(receiving)
         if self.current is not None:
             self.pending_error = error
             return
@@ -954,6 +962,17 @@ class Exchange:
         conn.transport.loseConnection()
         self.close_after = True
         self.respond(502, message, "error")
+
+    def request_failed(self, error: BadRequest) -> None:
+        """
+        The client's request body turned out malformed: answer with the
+        error (or cut the response short) and close both connections.
+        """
+        if self.finished:
+            return
+        self._unlink(close=True)
+        self.close_after = True
+        self.respond(error.status, error.message, "error")
 
     def timed_out(self, status: int, message: str) -> None:
         """

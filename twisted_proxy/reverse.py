@@ -230,6 +230,9 @@ class ReverseRouter:
             ends = [i for i in (slash, question) if i >= 0]
             end = min(ends) if ends else len(raw)
             authority = raw[start:end]
+            if not authority:
+                # RFC 9110 §4.2.1: an http(s) URI with an empty host is invalid
+                raise BadRequest(400, "invalid request target")
             path = raw[end:] if slash == end else b"/" + raw[end:]
         elif raw == b"*" and head.method == b"OPTIONS":
             authority = head.host

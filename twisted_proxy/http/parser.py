@@ -192,6 +192,10 @@ class RequestParser:
             elif lname == b"transfer-encoding":
                 if bversion == b"1.0":
                     raise BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
+                if value.strip().lower() != b"chunked":
+                    # the body is relayed re-chunked: any other coding
+                    # would be lost on the way (RFC 9112 section 6.1)
+                    raise BadRequest(501, "only chunked transfer coding is supported")
                 framing = 2
             elif lname == b"expect":
                 if value.strip().lower() == b"100-continue":

@@ -254,11 +254,12 @@ def reverse_request_head(
         lname = name.lower()
         if lname in HOP_BY_HOP or lname == b"host":
             continue
-        if tokens and lname in tokens:
-            continue
         if lname == b"content-length":
+            # kept even if named in Connection (see request_head)
             if framing == CONTENT_LENGTH:
                 append(name + b": " + value)
+            continue
+        if tokens and lname in tokens:
             continue
         if lname == b"via":
             via.append(value)
