@@ -457,12 +457,14 @@ class OriginProtocol(Protocol):
                                  connection without an answer on any later one
         /status/NNN              status NNN (no body for 204 and 304)
         /close-header            answers with Connection: close, then closes
+        /interim                 100 Continue and 103 Early Hints before the 200
+        /stall                   a chunked head and one chunk, then nothing
         /early                   answers as soon as the head is in, before any body
         /garbage                 sends something that is not HTTP
         /bighead?size=N          a response head with an N-byte header
 
     HEAD gets the GET head without a body. Every request is recorded in
-    C{factory.requests}.
+    C{factory.requests}; C{lost} fires when the connection has closed.
     """
 
     factory: "Origin"
@@ -476,12 +478,14 @@ class OriginProtocol(Protocol):
         self._early = False
 
     def connectionMade(self) -> None:
+        self.lost: Deferred = Deferred()
         self.factory.connection_made(self)
         self.parser = HttpRequestParser(self)
 
     def connectionLost(self, reason: Failure = Failure(ierror.ConnectionDone())) -> None:
         self.dead = True
         self.factory.connection_lost(self)
+        self.lost.callback(None)
 
     def dataReceived(self, data: bytes) -> None:
         if self.dead:
@@ -523,7 +527,7 @@ class OriginProtocol(Protocol):
         if self.dead:
             return
         if self._early:
-            self.factory.requests.append(
+            self.factory.record(
                 OriginRequest(
                     self.parser.get_method(),
                     self._url,
@@ -541,7 +545,7 @@ class OriginProtocol(Protocol):
             self._headers,
             b"".join(self._body),
         )
-        self.factory.requests.append(request)
+        self.factory.record(request)
         keep_alive = self.parser.should_keep_alive()
         self.served += 1
         self.handle(request, keep_alive)
@@ -649,6 +653,15 @@ class OriginProtocol(Protocol):
                 transport.write(b"HTTP/1.1 %d Status\r\nX-Status: %d\r\n\r\n" % (code, code))
             else:
                 self.send(request, keep_alive, b"status %d\n" % code, status=b"%d Status" % code)
+        elif path == "/interim":
+            transport.write(
+                b"HTTP/1.1 100 Continue\r\n\r\n"
+                b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+            )
+            self.send(request, keep_alive, b"final\n")
+        elif path == "/stall":
+            self.dead = True
+            transport.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nstall\r\n")
         elif path == "/close-header":
             self.send(request, False, b"closing\n")
         elif path == "/garbage":
@@ -688,8 +701,23 @@ class Origin(Factory):
         self.connections_made = 0
         self.connections: List[OriginProtocol] = []
         self.requests: List[OriginRequest] = []
+        self._request_waiters: List[Deferred] = []
         self.listening: Any = None
         self.port = 0
+
+    def record(self, request: OriginRequest) -> None:
+        self.requests.append(request)
+        waiters, self._request_waiters = self._request_waiters, []
+        for d in waiters:
+            d.callback(request)
+
+    def next_request(self) -> Deferred:
+        """
+        Fires with the next request the origin receives.
+        """
+        d: Deferred = Deferred()
+        self._request_waiters.append(d)
+        return d
 
     def connection_made(self, proto: OriginProtocol) -> None:
         self.connections_made += 1

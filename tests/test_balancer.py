@@ -41,6 +41,15 @@ def names(servers: Sequence[Any]) -> List[str]:
     return [s.name for s in servers]
 
 
+def pick(balancer: Any, candidates: Sequence[Any], key: bytes = b"") -> Any:
+    """
+    C{balancer.pick}, which must choose a server.
+    """
+    server = balancer.pick(candidates, key)
+    assert server is not None
+    return server
+
+
 def picks(balancer: Any, candidates: Sequence[Any], count: int, key: bytes = b"") -> List[str]:
     return [balancer.pick(candidates, key).name for _ in range(count)]
 
@@ -246,7 +255,7 @@ class LeastConnTests(SynchronousTestCase):
         balancer = LeastConn(servers)
         chosen = []
         for _ in range(6):
-            server = balancer.pick(servers, b"")
+            server = pick(balancer, servers)
             server.in_flight += 1
             chosen.append(server)
         self.assertEqual([s.in_flight for s in servers], [3, 3])
@@ -362,7 +371,7 @@ class ConsistentHashTests(SynchronousTestCase):
         The in-flight count does not move a key.
         """
         key = b"sticky"
-        first = self.balancer.pick(self.servers, key)
+        first = pick(self.balancer, self.servers, key)
         first.in_flight = 1000
         self.assertIs(self.balancer.pick(self.servers, key), first)
 
@@ -370,7 +379,7 @@ class ConsistentHashTests(SynchronousTestCase):
         """
         Keys spread over every server.
         """
-        counts = Counter(self.balancer.pick(self.servers, k).name for k in self.keys)
+        counts = Counter(pick(self.balancer, self.servers, k).name for k in self.keys)
         self.assertEqual(len(counts), 5)
         for count in counts.values():
             self.assertTrue(100 < count < 320, counts)
@@ -412,7 +421,7 @@ class ConsistentHashTests(SynchronousTestCase):
         heavy, light = FakeServer("heavy", weight=3), FakeServer("light", weight=1)
         balancer = ConsistentHash([heavy, light])
         keys = [b"k%d" % i for i in range(4000)]
-        counts = Counter(balancer.pick([heavy, light], k).name for k in keys)
+        counts = Counter(pick(balancer, [heavy, light], k).name for k in keys)
         ratio = counts["heavy"] / counts["light"]
         self.assertTrue(2.2 < ratio < 4.0, counts)
 

@@ -682,6 +682,77 @@ class ClientBehaviourTests(IntegrationCase):
         self.assertEqual(rest, b"")
         self.assertEqual(self.origin.requests, [])
 
+    @inlineCallbacks
+    def test_target_forms(self) -> Gen:
+        """
+        The origin gets the origin-form of the absolute URI: "/" for an
+        empty path, the query kept, the fragment dropped, whatever the case
+        of the scheme.
+        """
+        proxy = self.h.proxy()
+        client: RawClient = yield self.h.client(proxy.port)
+        base = b"http://" + self.origin.authority
+        cases = [
+            (base, "/"),
+            (base + b"?q=1", "/?q=1"),
+            (base + b"/a/b?x=1&y=2", "/a/b?x=1&y=2"),
+            (base + b"/page#fragment", "/page"),
+            (b"HTTP://" + self.origin.authority + b"/upper", "/upper"),
+        ]
+        for url, expected in cases:
+            client.send(get(url, self.origin.authority))
+            response: Response = yield client.response()
+            self.assertEqual(response.status, 404, url)
+            self.assertEqual(self.origin.requests[-1].target.decode(), expected, url)
+
+    @inlineCallbacks
+    def test_chunked_trailers(self) -> Gen:
+        """
+        A chunked request body with trailers arrives intact and leaves the
+        connections in sync.
+        """
+        proxy = self.h.proxy()
+        client: RawClient = yield self.h.client(proxy.port)
+        client.send(
+            get(self.origin.url("/echo"), self.origin.authority, b"Transfer-Encoding: chunked\r\n", b"POST")
+            + b"3\r\nabc\r\n4\r\ndefg\r\n0\r\nX-Checksum: 42\r\n\r\n"
+            + get(self.origin.url("/text/next"), self.origin.authority)
+        )
+        response: Response = yield client.response()
+        self.assertEqual((response.status, response.body), (200, b"abcdefg"))
+        response = yield client.response()
+        self.assertEqual((response.status, response.body), (200, b"next"))
+        self.assertEqual(self.origin.connections_made, 1)
+
+    @inlineCallbacks
+    def test_expect_continue_denied(self) -> Gen:
+        """
+        A denied request that expected 100-continue gets the final answer
+        and no 100 Continue.
+        """
+        proxy = self.h.proxy(
+            {"filters": ["acl"]}, filters={"acl": {"type": "acl", "block_domains": ["blocked.test"]}}
+        )
+        client: RawClient = yield self.h.client(proxy.port)
+        client.send(
+            get(b"http://blocked.test/", b"blocked.test", b"Content-Length: 5\r\nExpect: 100-continue\r\n", b"POST")
+        )
+        response: Response = yield client.response(interim=True)
+        self.assertEqual(response.status, 403)
+
+    @inlineCallbacks
+    def test_idle_client_closed(self) -> Gen:
+        """
+        A keep-alive client connection idle for idle_timeout is closed.
+        """
+        proxy = self.h.proxy(proxy={"idle_timeout": 0.3})
+        client: RawClient = yield self.h.client(proxy.port)
+        client.send(get(self.origin.url("/fixed"), self.origin.authority))
+        response: Response = yield client.response()
+        self.assertEqual(response.status, 200)
+        rest = yield client.closed()
+        self.assertEqual(rest, b"")
+
 
 class OriginBehaviourTests(IntegrationCase):
     """
@@ -757,6 +828,106 @@ class OriginBehaviourTests(IntegrationCase):
         proxy = self.h.proxy(proxy={"max_head_size": 4096})
         response = yield self.fetch(proxy, "/bighead?size=10000")
         self.assertEqual(response.status, 502)
+
+    @inlineCallbacks
+    def test_interim_responses_dropped(self) -> Gen:
+        """
+        1xx responses from the origin (100, 103) that the client did not
+        ask for do not reach it; the final response does.
+        """
+        proxy = self.h.proxy()
+        client: RawClient = yield self.h.client(proxy.port)
+        client.send(get(self.origin.url("/interim"), self.origin.authority))
+        response: Response = yield client.response(interim=True)
+        self.assertEqual((response.status, response.body), (200, b"final\n"))
+
+    @inlineCallbacks
+    def test_head_chunked(self) -> Gen:
+        """
+        HEAD on a chunked resource ends with the head: the next request on
+        the same connections gets its own response.
+        """
+        proxy = self.h.proxy()
+        client: RawClient = yield self.h.client(proxy.port)
+        client.send(get(self.origin.url("/chunked"), self.origin.authority, method=b"HEAD"))
+        head: Response = yield client.response(b"HEAD")
+        self.assertEqual(head.status, 200)
+        client.send(get(self.origin.url("/text/next"), self.origin.authority))
+        response: Response = yield client.response()
+        self.assertEqual(response.body, b"next")
+        self.assertEqual(client.buffer, b"")
+        self.assertEqual(self.origin.connections_made, 1)
+
+    @inlineCallbacks
+    def test_pool_idle_timeout(self) -> Gen:
+        """
+        A pooled upstream connection unused for pool_idle_timeout is closed.
+        """
+        proxy = self.h.proxy(proxy={"pool_idle_timeout": 0.3})
+        response = yield self.fetch(proxy, "/fixed")
+        self.assertEqual(response.status, 200)
+        [conn] = self.origin.connections
+        yield conn.lost
+        self.assertEqual(self.origin.connections, [])
+
+    @inlineCallbacks
+    def test_pipelined_with_bodies(self) -> Gen:
+        """
+        Requests with bodies pipelined behind a long response are answered
+        in order with their bodies intact.
+        """
+        proxy = self.h.proxy()
+        client: RawClient = yield self.h.client(proxy.port)
+        body = os.urandom(50000)
+        client.send(
+            get(self.origin.url("/chunked?size=200000&chunk=4096"), self.origin.authority)
+            + get(self.origin.url("/echo"), self.origin.authority, b"Content-Length: 50000\r\n", b"POST")
+            + body
+            + get(self.origin.url("/echo"), self.origin.authority, b"Transfer-Encoding: chunked\r\n", b"POST")
+            + b"5\r\nhello\r\n0\r\n\r\n"
+            + get(self.origin.url("/text/last"), self.origin.authority)
+        )
+        first: Response = yield client.response()
+        self.assertEqual(first.body, pattern(0, 200000))
+        second: Response = yield client.response()
+        self.assertEqual(second.body, body)
+        third: Response = yield client.response()
+        self.assertEqual(third.body, b"hello")
+        last: Response = yield client.response()
+        self.assertEqual(last.body, b"last")
+
+    @inlineCallbacks
+    def test_client_gone_mid_response(self) -> Gen:
+        """
+        A client leaving in the middle of a response closes the upstream
+        connection (it is not pooled half-read), logged as an error.
+        """
+        proxy = self.h.proxy(access_log=True)
+        client: RawClient = yield self.h.client(proxy.port)
+        client.send(get(self.origin.url("/stall"), self.origin.authority))
+        yield client.until(b"stall\r\n")
+        [conn] = self.origin.connections
+        client.transport.abortConnection()
+        yield conn.lost
+        [line] = proxy.access_log()
+        self.assertEqual((line["status"], line["decision"]), (200, "error"))
+
+    @inlineCallbacks
+    def test_client_gone_before_response(self) -> Gen:
+        """
+        A client leaving while the origin has not answered closes the
+        upstream connection; the log says 499.
+        """
+        proxy = self.h.proxy(access_log=True)
+        client: RawClient = yield self.h.client(proxy.port)
+        client.send(get(self.origin.url("/slow"), self.origin.authority))
+        while not self.origin.requests:
+            yield self.origin.next_request()
+        [conn] = self.origin.connections
+        client.transport.abortConnection()
+        yield conn.lost
+        [line] = proxy.access_log()
+        self.assertEqual((line["status"], line["decision"]), (499, "error"))
 
 
 class ConnectTests(IntegrationCase):
@@ -906,6 +1077,21 @@ class ConnectTests(IntegrationCase):
         self.assertEqual(response.status, 502)
         self.assertIn(b"403", response.body)
         yield client.closed()
+
+    @inlineCallbacks
+    def test_tunnel_idle_timeout(self) -> Gen:
+        """
+        A tunnel where no byte moves for tunnel_idle_timeout is closed.
+        """
+        proxy = self.h.proxy(
+            {"connect_ports": [self.echo.port]}, proxy={"tunnel_idle_timeout": 0.3}
+        )
+        client = yield self.open_tunnel(proxy)
+        client.send(b"x")
+        echoed = yield client.nbytes(1)
+        self.assertEqual(echoed, b"x")
+        rest = yield client.closed()
+        self.assertEqual(rest, b"")
 
 
 class PolicyTests(IntegrationCase):

@@ -219,6 +219,18 @@ class NormalizePathTests(SynchronousTestCase):
         self.assertEqual(normalize_path(b"/public/.%2e/admin"), b"/admin")
         self.assertEqual(normalize_path(b"/a/%2e/b"), b"/a/b")
 
+    def test_unreserved_decoded(self) -> None:
+        """
+        Percent-encoded unreserved characters are decoded (they mean the
+        same), so C{/%61dmin} is C{/admin}; reserved ones, and malformed
+        escapes, stay as they are.
+        """
+        self.assertEqual(normalize_path(b"/%61dmin/%7Euser"), b"/admin/~user")
+        self.assertEqual(normalize_path(b"/a%2Fb%3f%25%20c"), b"/a%2Fb%3f%25%20c")
+        self.assertEqual(normalize_path(b"/a%2/b%zz%"), b"/a%2/b%zz%")
+        self.assertEqual(normalize_path(b"/%2541"), b"/%2541")
+        self.assertEqual(normalize_path(b"/x?q=%61"), b"/x?q=%61")
+
     def test_trailing_dot_segments(self) -> None:
         """
         A trailing C{.} or C{..} leaves a directory: the result ends in a
@@ -434,6 +446,15 @@ class RouteTests(SynchronousTestCase):
         self.assertEqual(target.path, b"/admin/x")
         target = self.router.route(head(b"/api/%2e%2e/admin", b"other.org"))
         self.assertEqual(target.path, b"/admin")
+
+    def test_encoded_prefix_still_routed(self) -> None:
+        """
+        A percent-encoded prefix (C{/%61dmin}) reaches the route (and the
+        filters) of the prefix it spells.
+        """
+        target = self.router.route(head(b"/%61%64min/x", b"other.org"))
+        self.assertEqual(target.backend.name, "admin")
+        self.assertEqual(target.path, b"/admin/x")
 
     def test_cannot_escape_route_prefix(self) -> None:
         """

@@ -129,30 +129,56 @@ class RoutingTable:
         return best
 
 
+_UNRESERVED = frozenset(
+    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
+)
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+def _decode_unreserved(path: bytes) -> bytes:
+    """
+    Decode percent-encoded unreserved characters (RFC 3986 §6.2.2.2: they
+    mean the same decoded), so C{/%61dmin} is C{/admin} to the routes as it
+    is to the backend. Reserved ones (C{%2F}, C{%3F}, ...) stay encoded.
+    """
+    pieces = path.split(b"%")
+    out = [pieces[0]]
+    for piece in pieces[1:]:
+        if len(piece) >= 2 and piece[0] in _HEX and piece[1] in _HEX:
+            char = int(piece[:2], 16)
+            if char in _UNRESERVED:
+                out.append(bytes((char,)) + piece[2:])
+                continue
+        out.append(b"%" + piece)
+    return b"".join(out)
+
+
 def normalize_path(path: bytes) -> bytes:
     """
-    Resolve C{.} and C{..} segments (also percent-encoded) so that a route
-    prefix (and the filters on it) cannot be sidestepped with
-    C{/public/../admin}. The query is kept as is.
+    Decode percent-encoded unreserved characters and resolve C{.} and C{..}
+    segments (also percent-encoded) so that a route prefix (and the filters
+    on it) cannot be sidestepped with C{/public/../admin} or C{/%61dmin}.
+    The query is kept as is.
     """
     query = b""
     q = path.find(b"?")
     if q >= 0:
         path, query = path[:q], path[q:]
-    if b"/." not in path and (b"%" not in path or b"%2e" not in path.lower()):
+    if b"%" in path:
+        path = _decode_unreserved(path)
+    if b"/." not in path:
         return path + query
     segments = path.split(b"/")
     out: List[bytes] = []
     for segment in segments[1:]:
-        decoded = segment.lower().replace(b"%2e", b".")
-        if decoded == b".":
+        if segment == b".":
             continue
-        if decoded == b"..":
+        if segment == b"..":
             if out:
                 out.pop()
             continue
         out.append(segment)
-    trailing = segments[-1].lower().replace(b"%2e", b".") in (b".", b"..")
+    trailing = segments[-1] in (b".", b"..")
     result = b"/" + b"/".join(out)
     if trailing and not result.endswith(b"/"):
         result += b"/"

@@ -104,10 +104,10 @@ class RequestParser:
         self._parser = HttpRequestParser(self)
         self._url: List[bytes] = []
         self._headers: Headers = []
-        self._head_size = 0
         self.in_head = False
         self._pending = 0
         self._ended = False
+        self._big = False
 
     def reset(self) -> None:
         """
@@ -119,6 +119,9 @@ class RequestParser:
 
     def feed(self, data: bytes) -> Optional[bytes]:
         self._ended = False
+        # a complete head inside one read larger than the limit is measured
+        # when it completes; smaller reads are bounded below
+        self._big = len(data) > self.max_head_size
         try:
             self._parser.feed_data(data)
         except HttpParserUpgrade as e:
@@ -137,7 +140,7 @@ class RequestParser:
             if self._ended:
                 # it began after an earlier message in this read: only
                 # what was parsed of it is known to be its own
-                self._pending = self._head_size
+                self._pending = self._measure()
             else:
                 self._pending += len(data)
             if self._pending > self.max_head_size:
@@ -146,28 +149,34 @@ class RequestParser:
 
     # llhttp callbacks
 
+    def _measure(self) -> int:
+        """
+        The size of the head parsed so far.
+        """
+        size = 0
+        for piece in self._url:
+            size += len(piece)
+        for name, value in self._headers:
+            size += len(name) + len(value) + 4
+        return size
+
     def on_message_begin(self) -> None:
         self._url = []
         self._headers = []
-        self._head_size = 0
         self.in_head = True
         self._pending = 0
 
     def on_url(self, url: bytes) -> None:
         self._url.append(url)
-        self._head_size += len(url)
-        if self._head_size > self.max_head_size:
-            raise BadRequest(431, "request target too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
-        self._head_size += len(name) + len(value) + 4
-        if self._head_size > self.max_head_size:
-            raise BadRequest(431, "request head too large")
 
     def on_headers_complete(self) -> None:
         self.in_head = False
         self._pending = 0
+        if self._big and self._measure() > self.max_head_size:
+            raise BadRequest(431, "request head too large")
         parser = self._parser
         version = parser.get_http_version()
         if version == "1.1":
@@ -251,7 +260,16 @@ class ResponseHead:
     A parsed response head.
     """
 
-    __slots__ = ("status", "reason", "version", "headers", "keep_alive", "framing")
+    __slots__ = (
+        "status",
+        "reason",
+        "version",
+        "headers",
+        "keep_alive",
+        "framing",
+        "lnames",
+        "tokens",
+    )
 
     def __init__(
         self,
@@ -268,6 +286,10 @@ class ResponseHead:
         self.headers = headers
         self.keep_alive = keep_alive
         self.framing = framing
+        #: lower-cased names, parallel to headers (None: not computed)
+        self.lnames: Optional[List[bytes]] = None
+        #: the options named in Connection headers (None: none)
+        self.tokens: Optional[set] = None
 
 
 class BadResponse(Exception):
@@ -299,12 +321,12 @@ class ResponseParser:
         self.started = False
         self._headers: Headers = []
         self._reason: List[bytes] = []
-        self._head_size = 0
         self._interim = False
         self._in_head = False
         self._stale = False
         self._pending = 0
         self._ended = False
+        self._big = False
         self.framing = 0
 
     def expect(self, no_body: bool) -> None:
@@ -322,6 +344,7 @@ class ResponseParser:
 
     def feed(self, data: bytes) -> Optional[bytes]:
         self._ended = False
+        self._big = len(data) > self.max_head_size
         try:
             self._parser.feed_data(data)
         except HttpParserUpgrade as e:
@@ -339,7 +362,7 @@ class ResponseParser:
         if self._in_head:
             if self._ended:
                 # it began after an interim response in this read
-                self._pending = self._head_size
+                self._pending = self._measure()
             else:
                 self._pending += len(data)
             if self._pending > self.max_head_size:
@@ -349,30 +372,35 @@ class ResponseParser:
     def on_message_begin(self) -> None:
         if self.done:
             self.extra = True
+            self._headers = []  # absorbs what follows; the head was handed on
             return
         self.started = True
         self.framing = 0
         self._headers = []
         self._reason = []
-        self._head_size = 0
         self._pending = 0
         self._in_head = True
+
+    def _measure(self) -> int:
+        size = 0
+        for piece in self._reason:
+            size += len(piece)
+        for name, value in self._headers:
+            size += len(name) + len(value) + 4
+        return size
 
     def on_status(self, reason: bytes) -> None:
         self._reason.append(reason)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.done:
-            return
         self._headers.append((name, value))
-        self._head_size += len(name) + len(value) + 4
-        if self._head_size > self.max_head_size:
-            raise BadResponse("response head too large")
 
     def on_headers_complete(self) -> None:
         if self.done:
             return
         self._in_head = False
+        if self._big and self._measure() > self.max_head_size:
+            raise BadResponse("response head too large")
         parser = self._parser
         status = parser.get_status_code()
         if 100 <= status < 200 and status != 101:
@@ -385,26 +413,37 @@ class ResponseParser:
         version = parser.get_http_version()
         bversion = b"1.1" if version == "1.1" else b"1.0"
         framing = 3
+        te = None
+        tokens = None
+        lnames = []
+        for name, value in self._headers:
+            lname = name.lower()
+            lnames.append(lname)
+            if lname == b"transfer-encoding":
+                te = value
+            elif lname == b"content-length":
+                framing = 1
+            elif lname == b"connection" or lname == b"proxy-connection":
+                if tokens is None:
+                    tokens = set()
+                for token in value.split(b","):
+                    token = token.strip().lower()
+                    if token:
+                        tokens.add(token)
+        if te is not None:
+            # chunked only if it is the final coding (RFC 9112 §6.3);
+            # otherwise llhttp reads the body until the connection closes
+            last = te.rsplit(b",", 1)[-1].strip().lower()
+            framing = 2 if last == b"chunked" else 3
         if self.no_body or status in (204, 304):
             framing = 0
-        else:
-            te = None
-            for name, value in self._headers:
-                lname = name.lower()
-                if lname == b"transfer-encoding":
-                    te = value
-                elif lname == b"content-length":
-                    framing = 1
-            if te is not None:
-                # chunked only if it is the final coding (RFC 9112 §6.3);
-                # otherwise llhttp reads the body until the connection closes
-                last = te.rsplit(b",", 1)[-1].strip().lower()
-                framing = 2 if last == b"chunked" else 3
-        reason = b"".join(self._reason)
+        reason = self._reason[0] if len(self._reason) == 1 else b"".join(self._reason)
         self.framing = framing
         head = ResponseHead(
             status, reason, bversion, self._headers, parser.should_keep_alive(), framing
         )
+        head.lnames = lnames
+        head.tokens = tokens
         self.sink.response_head(head)
         if framing == 0 or status == 101:
             self.done = True

@@ -131,6 +131,18 @@ def request_head(
     return b"\r\n".join(lines)
 
 
+#: response header names the serialiser must look at (the rest pass as is)
+RESPONSE_SPECIAL: FrozenSet[bytes] = HOP_BY_HOP | {b"via", b"content-length"}
+
+
+def response_skip(hide: Iterable[bytes] = ()) -> FrozenSet[bytes]:
+    """
+    The names L{response_head} treats specially, plus C{hide} (lower-cased
+    names of further headers to remove); computed once per listener.
+    """
+    return RESPONSE_SPECIAL | frozenset(hide)
+
+
 def response_head(
     status: int,
     reason: bytes,
@@ -141,6 +153,9 @@ def response_head(
     keep_alive_header: bool = False,
     upgrade: Optional[bytes] = None,
     hide: FrozenSet[bytes] = frozenset(),
+    lnames: Optional[Sequence[bytes]] = None,
+    tokens: Optional[Iterable[bytes]] = None,
+    skip: Optional[FrozenSet[bytes]] = None,
 ) -> bytes:
     """
     Serialise the response head the proxy sends to its client.
@@ -154,26 +169,32 @@ def response_head(
         clients that asked for it).
     @param upgrade: for a 101, the C{Upgrade} value to relay.
     @param hide: lower-cased names of further headers to remove.
+    @param lnames: the lower-cased names, parallel to C{headers}, with
+        C{tokens} the options named in C{Connection} (the parser has both);
+        computed here when absent.
+    @param skip: L{response_skip}C{(hide)}, precomputed.
     """
-    tokens = connection_tokens(headers)
+    if lnames is None:
+        lnames = [name.lower() for name, _ in headers]
+        tokens = connection_tokens(headers)
+    if skip is None:
+        skip = response_skip(hide)
+    if tokens and not HOP_BY_HOP.issuperset(tokens):
+        skip = skip | frozenset(tokens)
     lines = [b"HTTP/1.1 %d %s" % (status, reason)]
     append = lines.append
     via: List[bytes] = []
+    i = 0
     for name, value in headers:
-        lname = name.lower()
-        if lname in HOP_BY_HOP:
-            continue
-        if lname == b"content-length":
-            # kept even if named in Connection (see request_head)
-            if framing == CONTENT_LENGTH or framing == NO_BODY:
-                append(name + b": " + value)
-            continue
-        if tokens and lname in tokens:
-            continue
-        if lname == b"via":
-            via.append(value)
-            continue
-        if hide and lname in hide:
+        lname = lnames[i]
+        i += 1
+        if lname in skip:
+            if lname == b"content-length":
+                # kept even if named in Connection (see request_head)
+                if framing == CONTENT_LENGTH or framing == NO_BODY:
+                    append(name + b": " + value)
+            elif lname == b"via" and lname not in hide:
+                via.append(value)
             continue
         append(name + b": " + value)
     if add_via:
