@@ -22,10 +22,14 @@ import os
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 from urllib.parse import parse_qs, urlsplit
 
-from httptools import HttpParserError, HttpRequestParser  # type: ignore[attr-defined]
+from httptools import (  # type: ignore[attr-defined]
+    HttpParserError,
+    HttpParserUpgrade,
+    HttpRequestParser,
+)
 from zope.interface import implementer
 from twisted.internet import error as ierror
-from twisted.internet.defer import Deferred, DeferredList, gatherResults, succeed
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
@@ -210,7 +214,7 @@ def _dechunk(data: bytes, start: int) -> Optional[Tuple[bytes, int]]:
     The de-chunked body starting at C{start} and the index just after it,
     or L{None} if it is not complete yet.
     """
-    pieces = []
+    pieces: List[bytes] = []
     pos = start
     while True:
         line_end = data.find(b"\r\n", pos)
@@ -288,6 +292,8 @@ class RawClient(Protocol):
     @ivar received: every byte received, for inspection.
     @ivar interim: the 1xx responses skipped by L{response}.
     """
+
+    transport: Any
 
     def __init__(self, tracker: Optional[Tracker] = None) -> None:
         self.tracker = tracker
@@ -459,6 +465,7 @@ class OriginProtocol(Protocol):
         /close-header            answers with Connection: close, then closes
         /interim                 100 Continue and 103 Early Hints before the 200
         /stall                   a chunked head and one chunk, then nothing
+        /upgrade                 101 Switching Protocols, then echoes raw bytes
         /early                   answers as soon as the head is in, before any body
         /garbage                 sends something that is not HTTP
         /bighead?size=N          a response head with an N-byte header
@@ -468,6 +475,7 @@ class OriginProtocol(Protocol):
     """
 
     factory: "Origin"
+    transport: Any
 
     def __init__(self) -> None:
         self.served = 0
@@ -476,6 +484,7 @@ class OriginProtocol(Protocol):
         self._url = b""
         self._body: List[bytes] = []
         self._early = False
+        self.echoing = False
 
     def connectionMade(self) -> None:
         self.lost: Deferred = Deferred()
@@ -488,10 +497,25 @@ class OriginProtocol(Protocol):
         self.lost.callback(None)
 
     def dataReceived(self, data: bytes) -> None:
+        if self.echoing:
+            self.transport.write(data)
+            return
         if self.dead:
             return
         try:
             self.parser.feed_data(data)
+        except HttpParserUpgrade as e:
+            if self.echoing:
+                rest = data[e.args[0] :]
+                if rest:
+                    self.transport.write(rest)
+            else:
+                # an upgrade request this endpoint does not switch for
+                # (httptools stops after it): parse on as HTTP
+                self.parser = HttpRequestParser(self)
+                rest = data[e.args[0] :]
+                if rest:
+                    self.dataReceived(rest)
         except HttpParserError:
             self.dead = True
             self.transport.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
@@ -659,6 +683,13 @@ class OriginProtocol(Protocol):
                 b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
             )
             self.send(request, keep_alive, b"final\n")
+        elif path == "/upgrade":
+            # switch to a raw echo protocol
+            self.echoing = True
+            transport.write(
+                b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
+                b"Upgrade: " + (request.values(b"upgrade") or [b"echo"])[0] + b"\r\n\r\n"
+            )
         elif path == "/stall":
             self.dead = True
             transport.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nstall\r\n")
@@ -693,7 +724,7 @@ class Origin(Factory):
     it received.
     """
 
-    protocol = OriginProtocol
+    protocol = OriginProtocol  # type: ignore[assignment]
     noisy = False
 
     def __init__(self, tracker: Tracker) -> None:
@@ -748,6 +779,7 @@ class EchoProtocol(Protocol):
     """
 
     factory: "EchoServer"
+    transport: Any
 
     def connectionMade(self) -> None:
         self.factory.connections_made += 1
@@ -772,7 +804,7 @@ class EchoProtocol(Protocol):
 
 
 class EchoServer(Factory):
-    protocol = EchoProtocol
+    protocol = EchoProtocol  # type: ignore[assignment]
     noisy = False
     goodbye = b"[goodbye]"
 
@@ -797,7 +829,7 @@ class RunningProxy:
         self.service = service
         self.access_log_path = access_log
         self.listeners: Dict[str, ListenerService] = {
-            s.name: s for s in service if isinstance(s, ListenerService)
+            str(s.name): s for s in service if isinstance(s, ListenerService)
         }
         self.ports: Dict[str, int] = {}
         for name, listener in self.listeners.items():
@@ -974,7 +1006,6 @@ __all__ = [
     "RawClient",
     "Response",
     "Tracker",
-    "gatherResults",
     "parse_response",
     "pattern",
     "proxy_config",

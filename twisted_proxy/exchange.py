@@ -85,6 +85,14 @@ class ListenerContext:
         self.connect_ports = frozenset(connect_ports)
         self.allow_all = allow_all
         self.hide = getattr(router, "hide", frozenset())
+        self.skip = policy.response_skip(self.hide)
+        # the front timer never sleeps longer than the shortest timeout, so
+        # a new deadline is never earlier than the scheduled wake-up
+        self.timer_step = min(
+            settings.header_timeout,
+            settings.idle_timeout,
+            settings.first_byte_timeout,
+        )
         self._allowed_cache: dict = {}
 
     def client_allowed(self, client_ip: str) -> bool:
@@ -160,13 +168,11 @@ class FrontProtocol(Protocol):
 
     def set_timer(self, kind: int, seconds: float) -> None:
         self.timer_kind = kind
-        deadline = self.clock.seconds() + seconds
-        self.deadline = deadline
-        timer = self.timer
-        if timer is None:
-            self.timer = self.clock.callLater(seconds, self._timer_fired)
-        elif timer.getTime() > deadline:
-            timer.reset(seconds)
+        self.deadline = self.clock.seconds() + seconds
+        if self.timer is None:
+            self.timer = self.clock.callLater(
+                min(seconds, self.ctx.timer_step), self._timer_fired
+            )
 
     def touch(self) -> None:
         """
@@ -189,7 +195,9 @@ class FrontProtocol(Protocol):
             return
         remaining = self.deadline - self.clock.seconds()
         if remaining > 0:
-            self.timer = self.clock.callLater(remaining, self._timer_fired)
+            self.timer = self.clock.callLater(
+                min(remaining, self.ctx.timer_step), self._timer_fired
+            )
             return
         self.timer_kind = NO_TIMER
         settings = self.ctx.settings
@@ -238,18 +246,19 @@ class FrontProtocol(Protocol):
             self.held += data
             self.gate.pause(UPGRADING)
             return
-        kind = self.timer_kind
-        if kind == IDLE:
-            self.set_timer(HEADER, self.ctx.settings.header_timeout)
-        elif kind == BODY:
+        if self.timer_kind == BODY:
             self.deadline = self.clock.seconds() + self.ctx.settings.idle_timeout
+        parser = self.parser
         try:
-            rest = self.parser.feed(data)
+            rest = parser.feed(data)
         except BadRequest as e:
             self.reject(e)
             return
         if rest is not None:
             self._upgrade_head_done(rest)
+        elif parser.in_head and self.timer_kind == IDLE:
+            # a head has begun on an idle connection: it has header_timeout
+            self.set_timer(HEADER, self.ctx.settings.header_timeout)
 
     def readConnectionLost(self) -> None:
         if self.splice is not None:
@@ -830,6 +839,9 @@ class Exchange:
             head.version == b"1.0" and not close,
             upgrade,
             self.ctx.hide,
+            response.lnames,
+            response.tokens,
+            self.ctx.skip,
         )
         self.response_started = True
         self.bytes_out += len(data)

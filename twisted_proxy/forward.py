@@ -8,6 +8,7 @@ Pure: no sockets, no clock.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 from typing import Any, Optional, Sequence, Tuple
@@ -91,12 +92,28 @@ def _host_text(raw: bytes) -> str:
     return host
 
 
+_AUTHORITIES: dict = {}
+
+
 def parse_authority(authority: bytes, default_port: Optional[int]) -> Tuple[str, int]:
     """
-    Split C{host:port} (C{[v6]:port}) into a host and a port.
+    Split C{host:port} (C{[v6]:port}) into a host and a port (remembering
+    the answer for the authorities seen most).
 
     @raise BadRequest: if it is not a valid authority.
     """
+    key = (authority, default_port)
+    found = _AUTHORITIES.get(key)
+    if found is not None:
+        return found  # type: ignore[no-any-return]
+    result = _parse_authority(authority, default_port)
+    if len(_AUTHORITIES) >= 4096:
+        _AUTHORITIES.clear()
+    _AUTHORITIES[key] = result
+    return result
+
+
+def _parse_authority(authority: bytes, default_port: Optional[int]) -> Tuple[str, int]:
     try:
         text = authority.decode("ascii")
     except UnicodeDecodeError:
@@ -178,6 +195,7 @@ class ForwardRouter:
             head.framing,
             head.upgrade,
             head.expect_continue,
+            head.tokens,
         )
 
     def parent_for(self, host: str) -> Optional[Tuple[str, int]]:
@@ -237,7 +255,7 @@ class ForwardRouter:
         own = self.own_addresses
         if own and (
             (host, port) in own
-            or (_is_local(host) and any(p == port for _, p in own))
+            or (any(p == port for _, p in own) and _is_local(host))
         ):
             raise BadRequest(400, "refusing to proxy a request to the proxy itself")
         if self.parents:
@@ -251,6 +269,7 @@ def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+@functools.lru_cache(maxsize=1024)
 def _is_local(host: str) -> bool:
     """
     Whether C{host} names this machine: C{localhost}, a loopback or the

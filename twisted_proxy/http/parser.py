@@ -59,6 +59,7 @@ class RequestHead:
         "framing",
         "expect_continue",
         "upgrade",
+        "tokens",
     )
 
     def __init__(
@@ -82,6 +83,8 @@ class RequestHead:
         self.framing = framing
         self.expect_continue = expect_continue
         self.upgrade = upgrade
+        #: options named in Connection headers (None: no such header)
+        self.tokens: Optional[set] = None
 
     def __repr__(self) -> str:
         return f"<RequestHead {self.method!r} {self.target!r} HTTP/{self.version.decode()}>"
@@ -185,40 +188,53 @@ class RequestParser:
             bversion = b"1.0"
         else:
             raise BadRequest(505, f"HTTP/{version} is not supported")
-        host = None
-        hosts = 0
+        headers = self._headers
+        lnames = [name.lower() for name, _ in headers]
+        hosts = lnames.count(b"host")
+        if hosts != 1:
+            if hosts > 1:
+                raise BadRequest(400, "several Host headers")
+            if bversion == b"1.1":
+                raise BadRequest(400, "HTTP/1.1 request without Host")
+            host = None
+        else:
+            host = headers[lnames.index(b"host")][1]
         framing = 0
         expect = False
         upgrade = None
-        for name, value in self._headers:
-            lname = name.lower()
-            if lname == b"host":
-                hosts += 1
-                host = value
-            elif lname == b"content-length":
-                if framing == 0:
-                    framing = 1
-            elif lname == b"transfer-encoding":
-                if bversion == b"1.0":
-                    raise BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
-                if value.strip().lower() != b"chunked":
-                    # the body is relayed re-chunked: any other coding
-                    # would be lost on the way (RFC 9112 section 6.1)
-                    raise BadRequest(501, "only chunked transfer coding is supported")
-                framing = 2
-            elif lname == b"expect":
-                if value.strip().lower() == b"100-continue":
-                    expect = True
-                else:
-                    raise BadRequest(417, "only 100-continue is expected")
-            elif lname == b"upgrade":
-                upgrade = value
-        if hosts > 1:
-            raise BadRequest(400, "several Host headers")
-        if hosts == 0 and bversion == b"1.1":
-            raise BadRequest(400, "HTTP/1.1 request without Host")
-        if framing == 1 and _content_length_is_zero(self._headers):
-            framing = 0
+        tokens = None
+        if not _SPECIAL_REQUEST_NAMES.isdisjoint(lnames):
+            for i, lname in enumerate(lnames):
+                if lname not in _SPECIAL_REQUEST_NAMES:
+                    continue
+                value = headers[i][1]
+                if lname == b"content-length":
+                    if framing == 0:
+                        framing = 1
+                elif lname == b"transfer-encoding":
+                    if bversion == b"1.0":
+                        raise BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
+                    if value.strip().lower() != b"chunked":
+                        # the body is relayed re-chunked: any other coding
+                        # would be lost on the way (RFC 9112 section 6.1)
+                        raise BadRequest(501, "only chunked transfer coding is supported")
+                    framing = 2
+                elif lname == b"expect":
+                    if value.strip().lower() == b"100-continue":
+                        expect = True
+                    else:
+                        raise BadRequest(417, "only 100-continue is expected")
+                elif lname == b"upgrade":
+                    upgrade = value
+                else:  # connection, proxy-connection
+                    if tokens is None:
+                        tokens = set()
+                    for token in value.split(b","):
+                        token = token.strip().lower()
+                        if token:
+                            tokens.add(token)
+            if framing == 1 and _content_length_is_zero(headers):
+                framing = 0
         if not parser.should_upgrade():
             upgrade = None
         url = self._url[0] if len(self._url) == 1 else b"".join(self._url)
@@ -233,6 +249,7 @@ class RequestParser:
             expect,
             upgrade,
         )
+        head.tokens = tokens
         self.sink.request_head(head)
 
     def on_body(self, data: bytes) -> None:
@@ -241,6 +258,18 @@ class RequestParser:
     def on_message_complete(self) -> None:
         self._ended = True
         self.sink.request_end()
+
+
+_SPECIAL_REQUEST_NAMES = frozenset(
+    [
+        b"content-length",
+        b"transfer-encoding",
+        b"expect",
+        b"upgrade",
+        b"connection",
+        b"proxy-connection",
+    ]
+)
 
 
 def _content_length_is_zero(headers: Headers) -> bool:
@@ -412,24 +441,23 @@ class ResponseParser:
             raise BadResponse("101 without Connection: upgrade")
         version = parser.get_http_version()
         bversion = b"1.1" if version == "1.1" else b"1.0"
-        framing = 3
+        headers = self._headers
+        lnames = [name.lower() for name, _ in headers]
+        framing = 1 if b"content-length" in lnames else 3
         te = None
+        if b"transfer-encoding" in lnames:
+            for i, lname in enumerate(lnames):
+                if lname == b"transfer-encoding":
+                    te = headers[i][1]
         tokens = None
-        lnames = []
-        for name, value in self._headers:
-            lname = name.lower()
-            lnames.append(lname)
-            if lname == b"transfer-encoding":
-                te = value
-            elif lname == b"content-length":
-                framing = 1
-            elif lname == b"connection" or lname == b"proxy-connection":
-                if tokens is None:
-                    tokens = set()
-                for token in value.split(b","):
-                    token = token.strip().lower()
-                    if token:
-                        tokens.add(token)
+        if b"connection" in lnames or b"proxy-connection" in lnames:
+            tokens = set()
+            for i, lname in enumerate(lnames):
+                if lname == b"connection" or lname == b"proxy-connection":
+                    for token in headers[i][1].split(b","):
+                        token = token.strip().lower()
+                        if token:
+                            tokens.add(token)
         if te is not None:
             # chunked only if it is the final coding (RFC 9112 §6.3);
             # otherwise llhttp reads the body until the connection closes

@@ -9,7 +9,7 @@ their case and are compared lower-cased.
 
 from __future__ import annotations
 
-from typing import FrozenSet, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 Headers = List[Tuple[bytes, bytes]]
 
@@ -63,6 +63,14 @@ def connection_tokens(headers: Iterable[Tuple[bytes, bytes]]) -> FrozenSet[bytes
     return frozenset(tokens)
 
 
+#: request header names the serialisers must look at (the rest pass as is)
+REQUEST_SPECIAL: FrozenSet[bytes] = (
+    HOP_BY_HOP | FORWARDING | {b"host", b"content-length", b"via", b"expect"}
+)
+
+_COMPUTE: Any = object()
+
+
 def request_head(
     method: bytes,
     target: bytes,
@@ -73,6 +81,7 @@ def request_head(
     framing: int,
     upgrade: Optional[bytes] = None,
     drop_expect: bool = False,
+    tokens: Any = _COMPUTE,
 ) -> bytes:
     """
     Serialise the request head the proxy sends upstream.
@@ -84,15 +93,22 @@ def request_head(
         C{Content-Length} header is kept) or L{CHUNKED}.
     @param upgrade: the C{Upgrade} value to pass through, if any.
     @param drop_expect: remove C{Expect} (the proxy answered 100 itself).
+    @param tokens: the options named in C{Connection} headers if the caller
+        knows them (the parser does), else they are found here.
     """
-    tokens = connection_tokens(headers)
+    if tokens is _COMPUTE:
+        tokens = connection_tokens(headers)
     lines = [method + b" " + target + b" HTTP/1.1", b"Host: " + host]
     append = lines.append
     xff: List[bytes] = []
     via: List[bytes] = []
     keep_forwarding = anonymity == TRANSPARENT
+    special = REQUEST_SPECIAL
     for name, value in headers:
         lname = name.lower()
+        if lname not in special and not (tokens and lname in tokens):
+            append(name + b": " + value)
+            continue
         if lname in HOP_BY_HOP or lname == b"host":
             continue
         if lname == b"content-length":
