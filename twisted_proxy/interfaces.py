@@ -72,3 +72,38 @@ class IHealthProbe(Interface):
         (failing or firing C{False} otherwise). The caller applies the
         timeout and survives any exception.
         """
+
+
+class IBodyTransform(Interface):
+    """
+    A filter that rewrites whole bodies (the C{transform} filter). Only such
+    a filter makes the proxy buffer a body, and only up to C{max_body}
+    bytes: a larger request body gets 413, a larger response body 502.
+    Every other request keeps streaming.
+    """
+
+    max_body = Attribute("The largest body, in bytes, this filter buffers.")
+
+    def wants_request(request):  # type: ignore[no-untyped-def]
+        """
+        Whether to buffer and transform this request's body (called before
+        any body byte is read, with the head's C{request.headers}).
+        """
+
+    def transform_request(request, body):  # type: ignore[no-untyped-def]
+        """
+        The new request body (bytes). C{request.headers} may be changed;
+        the proxy sets C{Content-Length} itself.
+        """
+
+    def wants_response(request, response):  # type: ignore[no-untyped-def]
+        """
+        Whether to buffer and transform this response's body
+        (C{response.status}, C{response.headers}).
+        """
+
+    def transform_response(request, response, body):  # type: ignore[no-untyped-def]
+        """
+        The new response body (bytes); C{response.headers} may be changed;
+        the proxy sets C{Content-Length} itself.
+        """

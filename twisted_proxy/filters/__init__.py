@@ -16,6 +16,8 @@ A filter type is a module with two functions::
 from __future__ import annotations
 
 import importlib
+import itertools
+import os
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import attrs
@@ -52,6 +54,14 @@ class RequestInfo:
     @ivar headers: the request's header list, C{(name, value)} bytes,
         mutable.
     @ivar connect: true for a CONNECT tunnel request.
+    @ivar kind: the listener's kind: C{"forward"} (authentication is
+        C{Proxy-Authorization}/407), C{"reverse"} (C{Authorization}/401) or
+        C{"tcp"}.
+    @ivar request_id: a short unique id for this request (for logs and
+        C{{request_id}} header placeholders).
+    @ivar claims: what an authentication filter learnt about the client
+        (the verified JWT claims, C{{"user": name}} after basic auth), for
+        the filters after it (e.g. a rate limit keyed by a claim).
     """
 
     __slots__ = (
@@ -64,6 +74,9 @@ class RequestInfo:
         "path",
         "headers",
         "connect",
+        "kind",
+        "request_id",
+        "claims",
     )
 
     def __init__(
@@ -77,6 +90,8 @@ class RequestInfo:
         path: str,
         headers: List[Tuple[bytes, bytes]],
         connect: bool = False,
+        kind: str = "reverse",
+        request_id: str = "",
     ) -> None:
         self.listener = listener
         self.client_ip = client_ip
@@ -87,12 +102,27 @@ class RequestInfo:
         self.path = path
         self.headers = headers
         self.connect = connect
+        self.kind = kind
+        self.request_id = request_id or new_request_id()
+        self.claims: Dict[str, Any] = {}
 
     def __repr__(self) -> str:
         return (
             f"<RequestInfo {self.method} {self.scheme}://{self.host}:{self.port}"
             f"{self.path} from {self.client_ip}>"
         )
+
+
+_ids = itertools.count(1)
+_prefix = os.urandom(4).hex()
+
+
+def new_request_id() -> str:
+    """
+    A request id unique within this process and unlikely to repeat across
+    processes: a random per-process prefix and a counter.
+    """
+    return f"{_prefix}-{next(_ids):x}"
 
 
 class ErrorList:
