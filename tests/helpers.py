@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Generator, List, Optional, Sequence, Set, Tuple
 from urllib.parse import parse_qs, urlsplit
 
 from httptools import (  # type: ignore[attr-defined]
@@ -27,9 +27,23 @@ from httptools import (  # type: ignore[attr-defined]
     HttpParserUpgrade,
     HttpRequestParser,
 )
+from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    AcceptConnection,
+    BytesMessage,
+    CloseConnection,
+    Message as WsMessage,
+    Ping,
+    RejectConnection,
+    RejectData,
+    Request as WsRequest,
+    TextMessage,
+)
 from zope.interface import implementer
 from twisted.internet import error as ierror
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, succeed
+from twisted.internet.task import deferLater
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
@@ -39,6 +53,7 @@ from twisted.trial.unittest import TestCase
 from twisted_proxy.config import parse_config
 from twisted_proxy.exchange import FrontProtocol
 from twisted_proxy.service import ListenerService, ProxyService, make_service
+from twisted_proxy.tcp import TcpFrontProtocol
 from twisted_proxy.upstream.pool import UpstreamProtocol
 
 Headers = List[Tuple[bytes, bytes]]
@@ -469,6 +484,13 @@ class OriginProtocol(Protocol):
         /early                   answers as soon as the head is in, before any body
         /garbage                 sends something that is not HTTP
         /bighead?size=N          a response head with an N-byte header
+        /health                  status C{factory.health_status} (200 unless a test changes it)
+        /hold                    held until the test calls C{factory.release()}
+        /with-headers?N=V&...    the query's pairs as response headers
+
+    Any other path is a 404, or, when C{factory.catch_all} is set, answered
+    as C{/echo} is. A test may set C{factory.handler(proto, request,
+    keep_alive)}: when it returns true it has dealt with the request itself.
 
     HEAD gets the GET head without a body. Every request is recorded in
     C{factory.requests}; C{lost} fires when the connection has closed.
@@ -597,11 +619,22 @@ class OriginProtocol(Protocol):
             self.transport.loseConnection()
 
     def handle(self, request: OriginRequest, keep_alive: bool) -> None:
+        handler = self.factory.handler
+        if handler is not None and handler(self, request, keep_alive):
+            return
         path = request.path
         query = request.query
         size = int(query.get("size", "-1"))
         transport = self.transport
-        if path == "/fixed":
+        if path == "/health":
+            status = self.factory.health_status
+            self.send(request, keep_alive, b"health %d\n" % status, status=b"%d Health" % status)
+        elif path == "/hold":
+            self.factory.hold(self, request, keep_alive)
+        elif path == "/with-headers":
+            headers = [(n.encode("latin-1"), v.encode("latin-1")) for n, v in query.items()]
+            self.send(request, keep_alive, b"with headers\n", headers)
+        elif path == "/fixed":
             body = DEFAULT_BODY if size < 0 else b"x" * size
             self.send(request, keep_alive, body, [(b"Content-Type", b"text/plain")])
         elif path.startswith("/text/"):
@@ -633,17 +666,7 @@ class OriginProtocol(Protocol):
             transport.write(data)
             transport.loseConnection()
         elif path == "/echo":
-            pairs = [[n.decode("latin-1"), v.decode("latin-1")] for n, v in request.headers]
-            self.send(
-                request,
-                keep_alive,
-                request.body,
-                [
-                    (b"X-Echo-Method", request.method),
-                    (b"X-Echo-Target", request.target),
-                    (b"X-Echo-Headers", json.dumps(pairs).encode("ascii")),
-                ],
-            )
+            self.echo(request, keep_alive)
         elif path == "/slow":
             self.dead = True  # never answers, ignores anything further
         elif path == "/truncate":
@@ -702,8 +725,25 @@ class OriginProtocol(Protocol):
         elif path == "/bighead":
             size = 100000 if size < 0 else size
             self.send(request, keep_alive, b"big\n", [(b"X-Big", b"b" * size)])
+        elif self.factory.catch_all:
+            self.echo(request, keep_alive)
         else:
             self.send(request, keep_alive, b"not found\n", status=b"404 Not Found")
+
+    def echo(self, request: OriginRequest, keep_alive: bool) -> None:
+        """
+        The request body back, with X-Echo-* headers describing the request
+        (and X-Origin naming the origin, if it has a name).
+        """
+        pairs = [[n.decode("latin-1"), v.decode("latin-1")] for n, v in request.headers]
+        headers = [
+            (b"X-Echo-Method", request.method),
+            (b"X-Echo-Target", request.target),
+            (b"X-Echo-Headers", json.dumps(pairs).encode("ascii")),
+        ]
+        if self.factory.name:
+            headers.append((b"X-Origin", self.factory.name.encode("ascii")))
+        self.send(request, keep_alive, request.body, headers)
 
 
 def pattern(offset: int, size: int) -> bytes:
@@ -727,14 +767,58 @@ class Origin(Factory):
     protocol = OriginProtocol  # type: ignore[assignment]
     noisy = False
 
-    def __init__(self, tracker: Tracker) -> None:
+    def __init__(self, tracker: Tracker, name: str = "") -> None:
         self.tracker = tracker
+        self.name = name
         self.connections_made = 0
         self.connections: List[OriginProtocol] = []
         self.requests: List[OriginRequest] = []
         self._request_waiters: List[Deferred] = []
         self.listening: Any = None
         self.port = 0
+        #: the status /health answers with
+        self.health_status = 200
+        #: unknown paths are echoed instead of 404
+        self.catch_all = False
+        #: a test's own request handler (see L{OriginProtocol})
+        self.handler: Optional[Callable[[OriginProtocol, OriginRequest, bool], bool]] = None
+        #: requests to /hold not answered yet
+        self.held: List[Tuple[OriginProtocol, OriginRequest, bool]] = []
+        self._held_waiters: List[Deferred] = []
+
+    def hold(self, proto: OriginProtocol, request: OriginRequest, keep_alive: bool) -> None:
+        self.held.append((proto, request, keep_alive))
+        waiters, self._held_waiters = self._held_waiters, []
+        for d in waiters:
+            d.callback(request)
+
+    def next_held(self) -> Deferred:
+        """
+        Fires when a request to /hold is waiting (at once if one is).
+        """
+        if self.held:
+            return succeed(self.held[0][1])
+        d: Deferred = Deferred()
+        self._held_waiters.append(d)
+        return d
+
+    def release(self, body: bytes = b"released\n") -> None:
+        """
+        Answer the oldest held request.
+        """
+        proto, request, keep_alive = self.held.pop(0)
+        if not proto.dead:
+            proto.send(request, keep_alive, body)
+
+    def user_requests(self) -> List[OriginRequest]:
+        """
+        The requests received, health probes left out.
+        """
+        return [r for r in self.requests if r.path != "/health"]
+
+    @property
+    def url_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def record(self, request: OriginRequest) -> None:
         self.requests.append(request)
@@ -817,6 +901,198 @@ class EchoServer(Factory):
         self.port = 0
 
 
+# --- a WebSocket echo server and client (wsproto) ----------------------------------
+
+
+def _merge_messages(events: List[Any], partial: List[Any]) -> List[Any]:
+    """
+    Complete wsproto events: fragments of a message (C{partial} holds those
+    seen so far) are joined into one message event.
+    """
+    out = []
+    for event in events:
+        if isinstance(event, (TextMessage, BytesMessage)):
+            partial.append(event)
+            if not event.message_finished:
+                continue
+            data: Any = ("" if isinstance(event, TextMessage) else b"").join(
+                e.data for e in partial
+            )
+            del partial[:]
+            out.append(type(event)(data=data, frame_finished=True, message_finished=True))
+        else:
+            out.append(event)
+    return out
+
+
+class WsOriginProtocol(Protocol):
+    """
+    A WebSocket server connection built on wsproto: it accepts the
+    handshake (a target starting with C{/reject} gets a 403 with a body
+    instead, then the connection closes), echoes text and binary messages,
+    answers pings, answers a close and closes the connection. A text
+    message C{"close please"} makes it start the closing handshake itself
+    (code 1001).
+    """
+
+    factory: "WsOrigin"
+    transport: Any
+
+    def connectionMade(self) -> None:
+        self.ws = WSConnection(ConnectionType.SERVER)
+        self.partial: List[Any] = []
+        self.lost: Deferred = Deferred()
+        self.factory.connections_made += 1
+        self.factory.connections.append(self)
+        self.factory.tracker.opened(self)
+
+    def connectionLost(self, reason: Failure = Failure(ierror.ConnectionDone())) -> None:
+        if self in self.factory.connections:
+            self.factory.connections.remove(self)
+        self.factory.tracker.closed(self)
+        self.lost.callback(None)
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            self.ws.receive_data(data)
+            events = _merge_messages(list(self.ws.events()), self.partial)
+        except Exception:  # a protocol error: the test sees the close
+            self.transport.loseConnection()
+            return
+        for event in events:
+            self.factory.events.append(event)
+            if isinstance(event, WsRequest):
+                self.factory.handshakes.append(event)
+                if event.target.startswith("/reject"):
+                    self.transport.write(
+                        self.ws.send(
+                            RejectConnection(
+                                status_code=403,
+                                headers=[(b"content-type", b"text/plain")],
+                                has_body=True,
+                            )
+                        )
+                        + self.ws.send(RejectData(data=b"no websocket here\n"))
+                    )
+                    self.transport.loseConnection()
+                    return
+                self.transport.write(self.ws.send(AcceptConnection()))
+            elif isinstance(event, TextMessage):
+                if event.data == "close please":
+                    self.transport.write(
+                        self.ws.send(CloseConnection(code=1001, reason="going away"))
+                    )
+                else:
+                    self.transport.write(self.ws.send(WsMessage(data=event.data)))
+            elif isinstance(event, BytesMessage):
+                self.transport.write(self.ws.send(WsMessage(data=event.data)))
+            elif isinstance(event, Ping):
+                self.transport.write(self.ws.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                self.factory.closes.append((event.code, event.reason))
+                if self.ws.state == ConnectionState.REMOTE_CLOSING:
+                    self.transport.write(self.ws.send(event.response()))
+                self.transport.loseConnection()
+                return
+
+
+class WsOrigin(Factory):
+    """
+    The WebSocket echo server's factory: its port, connections, and what
+    it received (C{handshakes}: the wsproto requests; C{closes}: the close
+    codes and reasons it got).
+    """
+
+    protocol = WsOriginProtocol  # type: ignore[assignment]
+    noisy = False
+
+    def __init__(self, tracker: Tracker, name: str = "") -> None:
+        self.tracker = tracker
+        self.name = name
+        self.connections_made = 0
+        self.connections: List[WsOriginProtocol] = []
+        self.handshakes: List[Any] = []
+        self.events: List[Any] = []
+        self.closes: List[Tuple[int, Optional[str]]] = []
+        self.listening: Any = None
+        self.port = 0
+
+    @property
+    def authority(self) -> bytes:
+        return b"127.0.0.1:%d" % self.port
+
+
+class WsClient:
+    """
+    The client side of a WebSocket over a L{RawClient} (so it can go
+    through a forward or a reverse proxy): wsproto makes the handshake and
+    the (masked) frames and parses what comes back.
+    """
+
+    def __init__(self, raw: RawClient) -> None:
+        self.raw = raw
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.partial: List[Any] = []
+        self.ready: List[Any] = []
+
+    def handshake(
+        self, host: str, target: str, absolute: Optional[bytes] = None
+    ) -> bytes:
+        """
+        The handshake request's bytes; with C{absolute}, its request line
+        carries that absolute URI (for a forward proxy).
+        """
+        data = self.ws.send(WsRequest(host=host, target=target))
+        if absolute is not None:
+            line_end = data.index(b"\r\n")
+            method, _, version = data[:line_end].split(b" ")
+            data = method + b" " + absolute + b" " + version + data[line_end:]
+        return data
+
+    @inlineCallbacks
+    def connect(
+        self, host: str, target: str, absolute: Optional[bytes] = None
+    ) -> Generator[Deferred, Any, Any]:
+        """
+        Send the handshake and read the answer; fires with the L{Response}
+        (a 101 has been fed to wsproto: messages can go).
+        """
+        self.raw.send(self.handshake(host, target, absolute))
+        response: Response = yield self.raw.response()
+        if response.status == 101:
+            self.ws.receive_data(response.head)
+            events = list(self.ws.events())
+            assert isinstance(events[0], AcceptConnection), events
+        return response
+
+    def send(self, event: Any) -> None:
+        self.raw.send(self.ws.send(event))
+
+    def send_text(self, text: str) -> None:
+        self.send(WsMessage(data=text))
+
+    def send_bytes(self, data: bytes) -> None:
+        self.send(WsMessage(data=data))
+
+    def event(self) -> Deferred:
+        """
+        The next complete event (messages joined from their fragments);
+        errback L{IncompleteResponse} if the connection ends first.
+        """
+
+        def check() -> Any:
+            raw = self.raw
+            if raw.buffer:
+                data, raw.buffer = raw.buffer, b""
+                self.ws.receive_data(data)
+                self.ready.extend(_merge_messages(list(self.ws.events()), self.partial))
+            if self.ready:
+                return self.ready.pop(0)
+            return None
+
+        return self.raw._wait(check)
+
+
 # --- the proxy -------------------------------------------------------------------
 
 
@@ -866,6 +1142,37 @@ def start_proxy(config: Dict[str, Any], reactor: Any = None) -> RunningProxy:
     return RunningProxy(top, None if access_log in ("-", "off") else access_log)
 
 
+def servers(*origins: Any, scheme: str = "http", **options: Any) -> List[Dict[str, Any]]:
+    """
+    Server entries for C{origins} (anything with a C{port}); C{options}
+    (C{weight}, C{max_connections}, ...) apply to each.
+    """
+    return [dict({"url": f"{scheme}://127.0.0.1:{o.port}"}, **options) for o in origins]
+
+
+def reverse_config(
+    routes: List[Dict[str, Any]],
+    backends: Dict[str, Dict[str, Any]],
+    listener: Optional[Dict[str, Any]] = None,
+    proxy: Optional[Dict[str, Any]] = None,
+) -> Dict[str, Any]:
+    """
+    A config with one reverse listener named C{"edge"} on a free loopback
+    port, with C{routes} and C{backends}; C{listener} and C{proxy} entries
+    override the defaults.
+    """
+    lconf: Dict[str, Any] = {
+        "name": "edge",
+        "kind": "reverse",
+        "endpoint": "tcp:0:interface=127.0.0.1",
+        "route": routes,
+    }
+    lconf.update(listener or {})
+    pconf: Dict[str, Any] = {"access_log": "off"}
+    pconf.update(proxy or {})
+    return {"proxy": pconf, "listener": [lconf], "backend": backends}
+
+
 def proxy_config(
     listener: Optional[Dict[str, Any]] = None,
     proxy: Optional[Dict[str, Any]] = None,
@@ -903,6 +1210,7 @@ class Harness:
         self.tracker = Tracker()
         _track_class(case, FrontProtocol, self.tracker)
         _track_class(case, UpstreamProtocol, self.tracker)
+        _track_class(case, TcpFrontProtocol, self.tracker)
         self.ports: List[Any] = []
         self.clients: List[RawClient] = []
         self.proxies: List[RunningProxy] = []
@@ -910,8 +1218,8 @@ class Harness:
         # registered after the patches: runs before they are undone
         case.addCleanup(self.cleanup)
 
-    def origin(self) -> Origin:
-        origin = Origin(self.tracker)
+    def origin(self, name: str = "") -> Origin:
+        origin = Origin(self.tracker, name)
         port = self.reactor.listenTCP(0, origin, interface="127.0.0.1")
         origin.listening = port
         origin.port = port.getHost().port
@@ -952,6 +1260,67 @@ class Harness:
         running = start_proxy(config, self.reactor)
         self.proxies.append(running)
         return running
+
+    def reverse(
+        self,
+        routes: List[Dict[str, Any]],
+        backends: Dict[str, Dict[str, Any]],
+        listener: Optional[Dict[str, Any]] = None,
+        proxy: Optional[Dict[str, Any]] = None,
+        access_log: bool = False,
+    ) -> RunningProxy:
+        """
+        Start a proxy with one reverse listener (see L{reverse_config}).
+        """
+        proxy = dict(proxy or {})
+        if access_log:
+            proxy["access_log"] = os.path.abspath(self.case.mktemp())
+        running = self.start(reverse_config(routes, backends, listener, proxy))
+        self.case.assertEqual(running.service.failures, [], "the proxy's listener did not start")
+        return running
+
+    def ws_origin(self, name: str = "") -> "WsOrigin":
+        """
+        A WebSocket echo server (see L{WsOriginProtocol}).
+        """
+        origin = WsOrigin(self.tracker, name)
+        port = self.reactor.listenTCP(0, origin, interface="127.0.0.1")
+        origin.listening = port
+        origin.port = port.getHost().port
+        self.ports.append(port)
+        self.servers.append(origin)
+        return origin
+
+    def kill(self, server: Any) -> Deferred:
+        """
+        Stop C{server} listening and abort its connections: as if its
+        process died. Fires when the port is closed.
+        """
+        for proto in list(server.connections):
+            proto.transport.abortConnection()
+        port = server.listening
+        if port in self.ports:
+            self.ports.remove(port)
+        return port.stopListening() or succeed(None)
+
+    def wait_for(
+        self, condition: Callable[[], Any], timeout: float = 5.0, step: float = 0.02
+    ) -> Deferred:
+        """
+        Fires with C{condition()}'s first true value, polled every C{step}
+        seconds on the real reactor; fails after C{timeout} seconds.
+        """
+        deadline = self.reactor.seconds() + timeout
+
+        def poll() -> Any:
+            value = condition()
+            if value:
+                return value
+            if self.reactor.seconds() > deadline:
+                raise AssertionError(f"condition not met within {timeout}s: {condition!r}")
+            return deferLater(self.reactor, step, poll)
+
+        return deferLater(self.reactor, 0, poll)
 
     def client(self, port: int) -> Deferred:
         """

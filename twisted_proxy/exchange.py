@@ -71,6 +71,7 @@ class ListenerContext:
         anonymity: str = policy.ANONYMOUS,
         connect_ports: FrozenSet[int] = frozenset([443]),
         allow_all: bool = False,
+        kind: str = "forward",
     ) -> None:
         self.name = name
         self.reactor = reactor
@@ -84,6 +85,7 @@ class ListenerContext:
         self.add_via = getattr(router, "add_via", anonymity != policy.ELITE)
         self.connect_ports = frozenset(connect_ports)
         self.allow_all = allow_all
+        self.kind = kind
         self.hide = getattr(router, "hide", frozenset())
         self.skip = policy.response_skip(self.hide)
         # the front timer never sleeps longer than the shortest timeout, so
@@ -163,6 +165,25 @@ class FrontProtocol(Protocol):
         self.allowed = False
         self.relay = Relay()
         self.gate: Any = None
+        # the upstream connection of the last exchange, kept for the next
+        # request to the same address (as a client keeps its connection)
+        self.sticky: Optional[UpstreamProtocol] = None
+
+    def keep_upstream(self, conn: UpstreamProtocol) -> None:
+        """
+        Hold C{conn} for this client's next request; the one held before
+        goes back to the pool.
+        """
+        old = self.sticky
+        if old is not None and old is not conn:
+            self.ctx.pool.release(old)
+        self.sticky = conn
+
+    def release_upstream(self) -> None:
+        conn = self.sticky
+        if conn is not None:
+            self.sticky = None
+            self.ctx.pool.release(conn)
 
     # timers: one DelayedCall, moved lazily
 
@@ -293,6 +314,7 @@ class FrontProtocol(Protocol):
         for ex in self.queue:
             ex.client_lost()
         self.queue.clear()
+        self.release_upstream()
 
     # request parser sink
 
@@ -452,6 +474,14 @@ class Exchange:
         "tried",
         "waiter",
         "filters",
+        "info",
+        "buffer",
+        "buffer_size",
+        "awaiting_body",
+        "transform",
+        "resp_buffer",
+        "resp_overflow",
+        "late_error",
     )
 
     def __init__(self, front: FrontProtocol, head: RequestHead) -> None:
@@ -485,6 +515,14 @@ class Exchange:
         self.tried: Any = ()
         self.waiter: Any = None
         self.filters: Tuple[Any, ...] = ()
+        self.info: Optional[RequestInfo] = None
+        self.buffer: Optional[list] = None
+        self.buffer_size = 0
+        self.awaiting_body = False
+        self.transform: Any = None
+        self.resp_buffer: Optional[list] = None
+        self.resp_overflow = False
+        self.late_error: Optional[Tuple[int, str]] = None
 
     # policy and target
 
@@ -509,7 +547,15 @@ class Exchange:
         filters = ctx.filters + target.filters if target.filters else ctx.filters
         self.filters = filters
         if filters:
-            self.run_filters(0)
+            info = self.info = self.request_info()
+            for flt in filters:
+                if hasattr(flt, "transform_request") or hasattr(flt, "transform_response"):
+                    self.transform = flt
+                    if self.head.framing != policy.NO_BODY and flt.wants_request(info):
+                        # this body is read whole (up to max_body) and rewritten
+                        self.buffer = []
+                    break
+            self.run_filters(0, info)
         else:
             self.proceed()
 
@@ -526,12 +572,13 @@ class Exchange:
             _origin_path(target.path),
             self.head.headers,
             target.connect,
+            self.ctx.kind,
         )
 
     def run_filters(self, index: int, info: Optional[RequestInfo] = None) -> None:
         filters = self.filters
         if info is None:
-            info = self.request_info()
+            info = self.info = self.request_info()
         while index < len(filters):
             flt = filters[index]
             index += 1
@@ -583,15 +630,59 @@ class Exchange:
         head = self.head
         if head.expect_continue and not self.request_done and head.version == b"1.1":
             self.front.transport.write(CONTINUE)
+        if self.buffer is not None:
+            if not self.request_done:
+                self.awaiting_body = True
+                return
+            if not self.transform_request_body():
+                return
         if target.backend is not None:
             self.choose_server()
             return
         self.dispatch(target.address)
 
+    def transform_request_body(self) -> bool:
+        """
+        Rewrite the buffered request body with the transform filter; false
+        when the request was answered instead.
+        """
+        body = b"".join(self.buffer or ())
+        self.buffer = None
+        flt = self.transform
+        try:
+            new = flt.transform_request(self.info, body)
+        except ValueError as e:
+            self.respond(400, f"request body refused by {flt.name}: {e}", "deny", flt.name)
+            return False
+        except Exception:
+            log.failure("transform {name} failed", name=getattr(flt, "name", ""))
+            self.respond(500, "request transform failed", "error", getattr(flt, "name", ""))
+            return False
+        head = self.head
+        head.headers[:] = [
+            (n, v)
+            for n, v in head.headers
+            if n.lower() not in (b"content-length", b"transfer-encoding")
+        ]
+        head.headers.append((b"Content-Length", b"%d" % len(new)))
+        head.framing = policy.CONTENT_LENGTH
+        head.tokens = None
+        self.pending = [new] if new else None
+        return True
+
     def dispatch(self, address: Tuple[str, int]) -> None:
         """
         Send the request on a pooled connection to C{address}, or a new one.
         """
+        front = self.front
+        conn = front.sticky
+        if conn is not None:
+            front.sticky = None
+            if conn.key == address and not conn.lost:
+                conn.reused = True
+                self.upstream_ready(conn)
+                return
+            self.ctx.pool.release(conn)
         conn = self.ctx.pool.acquire(address)
         if conn is not None:
             self.upstream_ready(conn)
@@ -765,6 +856,19 @@ class Exchange:
         self.bytes_in += len(data)
         if self.discard:
             return
+        buffer = self.buffer
+        if buffer is not None:
+            self.buffer_size += len(data)
+            if self.buffer_size > self.transform.max_body:
+                self.buffer = None
+                self.respond(
+                    413, f"request body over {self.transform.max_body} bytes", "deny",
+                    self.transform.name,
+                )
+                return
+            buffer.append(data)
+            self.front.touch()
+            return
         if self.head.framing == policy.CHUNKED:
             pieces = [b"%x\r\n" % len(data), data, b"\r\n"]
         else:
@@ -777,6 +881,16 @@ class Exchange:
         if self.discard:
             if self.response_done:
                 self.finish()
+            return
+        if self.buffer is not None:
+            if self.awaiting_body:
+                self.awaiting_body = False
+                if self.transform_request_body():
+                    target = self.target
+                    if target.backend is not None:
+                        self.choose_server()
+                    else:
+                        self.dispatch(target.address)
             return
         if self.head.framing == policy.CHUNKED:
             self._send([LAST_CHUNK], 5)
@@ -811,6 +925,35 @@ class Exchange:
             self.target.backend.report_success(self.server)
         status = response.status
         self.status = status
+        info = self.info
+        if info is not None and status != 101:
+            for flt in self.filters:
+                filter_response = getattr(flt, "filter_response", None)
+                if filter_response is not None:
+                    try:
+                        filter_response(info, response)
+                    except Exception:
+                        log.failure("filter {name} failed", name=getattr(flt, "name", ""))
+                        # hold the response back and answer 500 at its end
+                        self.late_error = (500, "response filter failed")
+                        self.resp_buffer = []
+                        self.resp_overflow = True
+                        return
+                    response.lnames = None  # headers may have changed
+            transform = self.transform
+            if (
+                transform is not None
+                and response.framing != policy.NO_BODY
+                and hasattr(transform, "transform_response")
+                and transform.wants_response(info, response)
+            ):
+                self.resp_buffer = []
+                self.buffer_size = 0
+                return
+        self.write_response_head(response)
+
+    def write_response_head(self, response: ResponseHead) -> None:
+        status = response.status
         head = self.head
         front = self.front
         upgrade = None
@@ -850,6 +993,20 @@ class Exchange:
             front.set_timer(BODY, self.ctx.settings.idle_timeout)
 
     def response_body(self, data: bytes) -> None:
+        resp_buffer = self.resp_buffer
+        if resp_buffer is not None:
+            if self.resp_overflow:
+                return
+            self.buffer_size += len(data)
+            if self.buffer_size > getattr(self.transform, "max_body", 0):
+                # too large to rewrite: give up on this upstream response
+                self.resp_overflow = True
+                resp_buffer.clear()
+                if self.conn is not None:
+                    self.conn.transport.loseConnection()
+                return
+            resp_buffer.append(data)
+            return
         self.bytes_out += len(data)
         if self.out_framing == policy.CHUNKED:
             self.front.transport.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
@@ -860,10 +1017,64 @@ class Exchange:
             front.deadline = front.clock.seconds() + self.ctx.settings.idle_timeout
 
     def response_end(self) -> None:
+        if self.resp_buffer is not None:
+            self.transform_response_body()
+            return
         if self.out_framing == policy.CHUNKED:
             self.front.transport.write(LAST_CHUNK)
             self.bytes_out += 5
         self.response_done = True
+
+    def transform_response_body(self) -> None:
+        """
+        The buffered response is complete: rewrite it and send it with a
+        Content-Length.
+        """
+        response = self.response
+        buffered = self.resp_buffer
+        self.resp_buffer = None
+        flt = self.transform
+        if self.resp_overflow or response is None or buffered is None or flt is None:
+            status, message = self.late_error or (
+                502, f"response body over {getattr(flt, 'max_body', 0)} bytes cannot be transformed"
+            )
+            self._late_error(status, message)
+            return
+        try:
+            body = flt.transform_response(self.info, response, b"".join(buffered))
+        except Exception:
+            log.failure("transform {name} failed", name=getattr(flt, "name", ""))
+            self._late_error(502, "response transform failed")
+            return
+        response.headers[:] = [
+            (n, v)
+            for n, v in response.headers
+            if n.lower() not in (b"content-length", b"transfer-encoding")
+        ]
+        response.headers.append((b"Content-Length", b"%d" % len(body)))
+        response.framing = policy.CONTENT_LENGTH
+        response.lnames = None
+        response.tokens = None
+        self.write_response_head(response)
+        self.bytes_out += len(body)
+        self.front.transport.write(body)
+        self.response_done = True
+
+    def _late_error(self, status: int, message: str) -> None:
+        """
+        An error found while the response was held back (inside the
+        upstream parser): answer the client, and let the upstream
+        connection go (it is not reused).
+        """
+        self.status = status
+        self.decision = "error"
+        data = error_response(status, message, self.close_after)
+        self.response_started = True
+        self.response_done = True
+        self.bytes_out += len(data)
+        self.front.transport.write(data)
+        if self.conn is not None:
+            self.conn.transport.loseConnection()
 
     def upstream_done(self, conn: UpstreamProtocol, extra: bool) -> None:
         """
@@ -876,12 +1087,17 @@ class Exchange:
             and response is not None
             and response.keep_alive
             and not conn.lost
+            and not conn.transport.disconnecting
         )
         self.conn = None
         self.front.relay.switch(None)
         conn.detach()
         if reusable:
-            self.ctx.pool.release(conn)
+            front = self.front
+            if front.closing or front.lost or self.close_after:
+                self.ctx.pool.release(conn)
+            else:
+                front.keep_upstream(conn)
         elif not conn.lost:
             conn.transport.loseConnection()
         if self.request_done:
@@ -919,6 +1135,16 @@ class Exchange:
             return
         if self.response_started:
             self.abort_client("upstream closed the connection mid-response")
+            return
+        if self.resp_buffer is not None:
+            self.resp_buffer = None
+            status, why = self.late_error or (
+                502,
+                "response body too large to transform"
+                if self.resp_overflow
+                else "upstream closed the connection mid-response",
+            )
+            self.respond(status, why, "error")
             return
         if conn.reused and not self.retried and self.replay is not None and not conn.parser.started:
             # the upstream closed a pooled connection as we reused it:

@@ -10,7 +10,6 @@ missing.
 
 from __future__ import annotations
 
-import gc
 import os
 import sys
 from typing import Any, Callable, List, Optional, Set, Tuple
@@ -144,9 +143,6 @@ class ProxyService(service.MultiService):
 
     def startService(self) -> None:
         service.MultiService.startService(self)
-        # long-lived objects made at start-up need no more GC scanning
-        if hasattr(gc, "freeze"):
-            gc.freeze()
 
     def listener_failed(self, message: str) -> None:
         """
@@ -279,6 +275,7 @@ def make_listener_factory(
                 lconf.anonymity,
                 frozenset(),
                 allow_all=not lconf.allow_clients,
+                kind="reverse",
             )
         )
     if lconf.kind != "forward":

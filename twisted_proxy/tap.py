@@ -60,8 +60,14 @@ def makeService(options: Options) -> IService:
     """
     Build the proxy service from validated options.
     """
+    import gc
+
     from twisted.internet import reactor
 
     from twisted_proxy.service import make_service
 
-    return make_service(options["config_obj"], reactor)
+    service = make_service(options["config_obj"], reactor)
+    # once running, the long-lived objects made at start-up (modules,
+    # config, listeners) are left out of every later garbage collection
+    reactor.callWhenRunning(gc.freeze)
+    return service
