@@ -9,10 +9,13 @@ Shared helpers for the integration tests: real sockets on 127.0.0.1, port 0.
   close-delimited, echo, slow, truncating and connection-dropping endpoints
   (see L{OriginProtocol}).
 - L{EchoServer}: a raw TCP echo server that answers a half-close.
+- L{WsOrigin} and L{WsClient}: a WebSocket echo server and a client, both
+  built on wsproto (real handshakes and framing).
 - L{RawClient}: a protocol that sends bytes as given and parses the
   responses it gets back byte-exactly.
 - L{start_proxy}: a proxy made from a config mapping through
-  L{twisted_proxy.config.parse_config} and L{twisted_proxy.service.make_service}.
+  L{twisted_proxy.config.parse_config} and L{twisted_proxy.service.make_service};
+  L{proxy_config} and L{reverse_config} make the config mappings.
 """
 
 from __future__ import annotations
