@@ -214,26 +214,28 @@ def start_nginx(
     tmp: str,
     cpu: int | None,
     name: str = "origin",
-    body: str | None = None,
-    port: int | None = None,
+    body: Callable[[int], str] | None = None,
 ) -> Nginx:
     """
-    One nginx, one worker, in C{tmp/nginx-NAME/}.  C{body} goes inside the
-    C{http} block (C{{port}} and C{{www}} are substituted); the default
-    serves C{tmp/www}.
+    One nginx, one worker, in C{tmp/nginx-NAME/}, on a free port.
+    C{body(port)} goes inside the C{http} block; the default serves
+    C{tmp/www}.
     """
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     if not os.path.exists(nginx):
         raise BenchError("nginx not found (apt-get install nginx-light)")
-    port = free_port() if port is None else port
+    port = free_port()
     directory = os.path.join(tmp, f"nginx-{name}")
     os.makedirs(directory, exist_ok=True)
     # Workers of a root master run as another user: let it read the files.
     user = "user root root;" if os.geteuid() == 0 else ""
-    body = (ORIGIN_SERVER if body is None else body).format(port=port, www=os.path.join(tmp, "www"))
+    if body is None:
+        text = ORIGIN_SERVER.format(port=port, www=os.path.join(tmp, "www"))
+    else:
+        text = body(port)
     conf = os.path.join(directory, "nginx.conf")
     with open(conf, "w") as f:
-        f.write(NGINX_CONF.format(dir=directory, user=user, body=body))
+        f.write(NGINX_CONF.format(dir=directory, user=user, body=text))
     log = os.path.join(directory, "stderr.log")
     error_log = os.path.join(directory, "error.log")
     with open(log, "wb") as out:
