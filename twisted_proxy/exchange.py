@@ -33,6 +33,7 @@ from twisted_proxy.flow import CONNECTING, FILTERING, QUEUED, UPGRADING, Gate, R
 from twisted_proxy.http import policy
 from twisted_proxy.http.errors import error_response
 from twisted_proxy.http.parser import BadRequest, RequestHead, RequestParser, ResponseHead
+from twisted_proxy.stats import ListenerStats
 from twisted_proxy.tunnel import Splice
 from twisted_proxy.upstream.pool import Pool, UpstreamProtocol, set_no_delay
 
@@ -86,6 +87,7 @@ class ListenerContext:
         self.connect_ports = frozenset(connect_ports)
         self.allow_all = allow_all
         self.kind = kind
+        self.stats = ListenerStats(name, kind)
         self.hide = getattr(router, "hide", frozenset())
         self.skip = policy.response_skip(self.hide)
         # the front timer never sleeps longer than the shortest timeout, so
@@ -390,6 +392,7 @@ class FrontProtocol(Protocol):
     def _send_rejection(self, error: BadRequest) -> None:
         data = error_response(error.status, error.message, close=True)
         self.transport.write(data)
+        self.ctx.stats.record(error.status, 0, len(data), "error")
         self.ctx.access_log.log(
             self.ctx.name,
             self.client_ip,
@@ -1340,6 +1343,7 @@ class Exchange:
         self.finished = True
         if self.server is not None or self.waiter is not None:
             self.release_server()
+        self.ctx.stats.record(self.status, self.bytes_in, self.bytes_out, self.decision)
         access_log = self.ctx.access_log
         if access_log.enabled:
             front = self.front

@@ -139,6 +139,8 @@ class ProxyService(service.MultiService):
         self.reactor = reactor
         self.own_addresses: Set[Tuple[str, int]] = set()
         self.backends: dict = {}
+        #: (ListenerStats, factory) per HTTP or tcp listener, for the admin
+        self.listener_stats: List[Tuple[Any, Any]] = []
         self.failures: List[str] = []
 
     def startService(self) -> None:
@@ -324,6 +326,10 @@ def make_service(config: Config, reactor: Any) -> ProxyService:
         factory = make_listener_factory(
             lconf, config, reactor, pool, access_log, filters, top.own_addresses, backends
         )
+        stats_holder = getattr(factory, "context", None) or getattr(factory, "ctx", None)
+        stats = getattr(stats_holder, "stats", None)
+        if stats is not None:
+            top.listener_stats.append((stats, factory))
         ListenerService(
             lconf.name,
             lconf.endpoint,
@@ -331,5 +337,15 @@ def make_service(config: Config, reactor: Any) -> ProxyService:
             reactor,
             top.listener_failed,
             top.listening,
+        ).setServiceParent(top)
+    if config.admin is not None:
+        from twisted_proxy.admin.site import admin_site
+
+        ListenerService(
+            "admin",
+            config.admin.endpoint,
+            admin_site(top),
+            reactor,
+            top.listener_failed,
         ).setServiceParent(top)
     return top

@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_proxy.filters import Deny, RequestInfo
+from twisted_proxy.stats import ListenerStats
 from twisted_proxy.tunnel import Splice
 from twisted_proxy.upstream.backend import BUSY, Backend
 from twisted_proxy.upstream.pool import Pool, UpstreamProtocol, set_no_delay
@@ -49,6 +50,7 @@ class TcpContext:
         self.access_log = access_log
         self.backend = backend
         self.filters = tuple(filters)
+        self.stats = ListenerStats(name, "tcp")
         # reuse the HTTP listener's client check
         self._clients = ListenerContext(
             name, reactor, settings, pool, access_log, None, (), allow_clients,
@@ -83,6 +85,9 @@ class TcpFrontProtocol(Protocol):
 
     def connectionMade(self) -> None:
         ctx = self.ctx
+        factory = getattr(self, "factory", None)
+        if factory is not None:
+            factory.connections.add(self)
         self.start_time = ctx.reactor.seconds()
         self.client_ip = getattr(self.transport.getPeer(), "host", "") or ""
         self.transport.pauseProducing()
@@ -196,6 +201,9 @@ class TcpFrontProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = ierror.ConnectionDone()) -> None:  # type: ignore[assignment]
         self.lost = True
+        factory = getattr(self, "factory", None)
+        if factory is not None:
+            factory.connections.discard(self)
         if self.splice is not None:
             self.splice.lost_front()
             return
@@ -210,6 +218,7 @@ class TcpFrontProtocol(Protocol):
         if self.logged:
             return
         self.logged = True
+        self.ctx.stats.record(self.status, bytes_in, bytes_out, self.decision)
         access_log = self.ctx.access_log
         if access_log.enabled:
             access_log.log(

@@ -1,0 +1,103 @@
+"""
+Tests for the admin listener (L{twisted_proxy.admin.site}) and the engine's
+counters (L{twisted_proxy.stats}).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.test.requesthelper import DummyRequest
+
+from twisted_proxy.admin.site import admin_site
+from twisted_proxy.config import parse_config
+from twisted_proxy.service import make_service
+from twisted_proxy.stats import ListenerStats
+
+CONFIG = {
+    "proxy": {"access_log": "off"},
+    "admin": {"endpoint": "tcp:0:interface=127.0.0.1"},
+    "listener": [
+        {"name": "out", "kind": "forward", "endpoint": "tcp:0:interface=127.0.0.1"},
+        {
+            "name": "edge",
+            "kind": "reverse",
+            "endpoint": "tcp:0:interface=127.0.0.1",
+            "route": [{"path": "/", "backend": "web"}],
+        },
+    ],
+    "backend": {"web": {"servers": [{"url": "http://127.0.0.1:9"}, {"url": "http://127.0.0.1:10", "backup": True}]}},
+}
+
+
+def render(site: Any, path: bytes, method: bytes = b"GET") -> bytes:
+    request = DummyRequest(path.strip(b"/").split(b"/") if path != b"/" else [b""])
+    request.method = method
+    resource = site.getResourceFor(request)
+    body = resource.render(request)
+    if isinstance(body, bytes):
+        request.write(body)
+    return b"".join(request.written)
+
+
+class StatsTests(SynchronousTestCase):
+    def test_record(self) -> None:
+        """
+        Each finished request counts by status, bytes and decision.
+        """
+        stats = ListenerStats("l", "forward")
+        stats.record(200, 10, 20, "allow")
+        stats.record(403, 0, 5, "deny")
+        stats.record(502, 0, 5, "error")
+        self.assertEqual(stats.requests, 3)
+        self.assertEqual(stats.by_status, {200: 1, 403: 1, 502: 1})
+        self.assertEqual((stats.bytes_in, stats.bytes_out), (10, 30))
+        self.assertEqual((stats.denied, stats.errors), (1, 1))
+
+
+class AdminSiteTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        config = parse_config(CONFIG, "admin.toml", ".")
+        self.proxy = make_service(config, MemoryReactorClock())
+        self.site = admin_site(self.proxy)
+        self.proxy.listener_stats[0][0].record(200, 1, 2, "allow")
+
+    def test_config_adds_admin_listener(self) -> None:
+        """
+        An [admin] table adds a listener named admin.
+        """
+        names = [s.name for s in self.proxy]
+        self.assertIn("admin", names)
+
+    def test_status(self) -> None:
+        """
+        /status is JSON with each listener's counters and each backend's
+        servers.
+        """
+        status = json.loads(render(self.site, b"/status"))
+        listeners = {item["name"]: item for item in status["listeners"]}
+        self.assertEqual(set(listeners), {"out", "edge"})
+        self.assertEqual(listeners["out"]["requests"], 1)
+        servers = status["backends"]["web"]
+        self.assertEqual([s["server"] for s in servers], ["http://127.0.0.1:9", "http://127.0.0.1:10"])
+        self.assertTrue(servers[1]["backup"])
+
+    def test_metrics(self) -> None:
+        """
+        /metrics is the Prometheus text format with request counters and
+        server states.
+        """
+        text = render(self.site, b"/metrics").decode()
+        self.assertIn('twisted_proxy_requests_total{listener="out",status="200"} 1.0', text)
+        self.assertIn('twisted_proxy_server_up{backend="web",server="http://127.0.0.1:9"} 1.0', text)
+
+    def test_dashboard(self) -> None:
+        """
+        / is an HTML page that reads /status.
+        """
+        page = render(self.site, b"/")
+        self.assertIn(b"<title>twisted-proxy</title>", page)
+        self.assertIn(b"fetch('/status')", page)
