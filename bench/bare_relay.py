@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from twisted.internet import protocol
-from twisted.internet.interfaces import IReactorTCP
+from twisted.python.failure import Failure
 
 
 def _nodelay(transport: object) -> None:
@@ -36,6 +37,8 @@ def _nodelay(transport: object) -> None:
 
 
 class Upstream(protocol.Protocol):
+    transport: Any
+
     def __init__(self, front: "Front") -> None:
         self.front = front
 
@@ -46,7 +49,7 @@ class Upstream(protocol.Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.front.transport.write(data)
 
-    def connectionLost(self, reason: object) -> None:
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self.front.transport.loseConnection()
 
 
@@ -62,6 +65,8 @@ class UpstreamFactory(protocol.ClientFactory):
 
 
 class Front(protocol.Protocol):
+    transport: Any
+    factory: Any
     upstream: Upstream | None = None
 
     def connectionMade(self) -> None:
@@ -81,7 +86,7 @@ class Front(protocol.Protocol):
         assert self.upstream is not None
         self.upstream.transport.write(data)
 
-    def connectionLost(self, reason: object) -> None:
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         if self.upstream is not None:
             self.upstream.transport.loseConnection()
             self.upstream = None
@@ -91,7 +96,7 @@ class RelayFactory(protocol.Factory):
     protocol = Front
     noisy = False
 
-    def __init__(self, reactor: IReactorTCP, upstream: tuple[str, int]) -> None:
+    def __init__(self, reactor: Any, upstream: tuple[str, int]) -> None:
         self.reactor = reactor
         self.upstream = upstream
 
@@ -102,8 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--upstream", required=True, metavar="HOST:PORT", help="where to relay to")
     args = p.parse_args(argv)
     host, _, port = args.upstream.rpartition(":")
-    from twisted.internet import reactor
+    from twisted.internet import reactor as _reactor
 
+    reactor: Any = _reactor
     reactor.listenTCP(args.port, RelayFactory(reactor, (host, int(port))), interface="127.0.0.1")
     print(f"bare relay on 127.0.0.1:{args.port} -> {host}:{port} ({type(reactor).__name__})", flush=True)
     reactor.run()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from typing import Any, Callable, Dict, Generator, List, Optional, Sequence, Set, Tuple
 from urllib.parse import parse_qs, urlsplit
 
@@ -30,19 +31,25 @@ from httptools import (  # type: ignore[attr-defined]
     HttpParserUpgrade,
     HttpRequestParser,
 )
-from wsproto import ConnectionType, WSConnection
-from wsproto.connection import ConnectionState
-from wsproto.events import (
-    AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Message as WsMessage,
-    Ping,
-    RejectConnection,
-    RejectData,
-    Request as WsRequest,
-    TextMessage,
-)
+try:
+    from wsproto import ConnectionType, WSConnection
+    from wsproto.connection import ConnectionState
+    from wsproto.events import (
+        AcceptConnection,
+        BytesMessage,
+        CloseConnection,
+        Message as WsMessage,
+        Ping,
+        RejectConnection,
+        RejectData,
+        Request as WsRequest,
+        TextMessage,
+    )
+except ImportError:  # pragma: no cover - wsproto is in the test extras
+    #: why the WebSocket tests cannot run, or None
+    WSPROTO_MISSING: Optional[str] = "wsproto is not installed (pip install '.[test]')"
+else:
+    WSPROTO_MISSING = None
 from zope.interface import implementer
 from twisted.internet import error as ierror
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks, succeed
@@ -1342,6 +1349,18 @@ class Harness:
         number = port.getHost().port
         d = port.stopListening() or succeed(None)
         return d.addCallback(lambda _: number)
+
+    def dead_port(self) -> int:
+        """
+        A port that refuses connections for the whole test: bound, never
+        listening, so no other socket can take it meanwhile (a port freed
+        after binding can be reused, even as the local port of the very
+        connection that tries to reach it).
+        """
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))
+        self.case.addCleanup(sock.close)
+        return int(sock.getsockname()[1])
 
     def cleanup(self) -> Deferred:
         for client in self.clients:

@@ -14,6 +14,7 @@ from typing import Any, List
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from twisted_proxy.filters import builtin_type_names
 from twisted_proxy.config import ConfigError, default_config, load_config, parse_config
 from twisted_proxy.model import (
     DEFAULT_ALLOW_CLIENTS,
@@ -761,8 +762,9 @@ class ErrorTests(ConfigTestMixin, SynchronousTestCase):
             lines,
             [
                 "p.toml: filter.a.type: required key is missing",
-                "p.toml: filter.b.type: unknown filter type 'nosuch' (built-in: acl;"
-                " a custom filter is 'package.module:name')",
+                "p.toml: filter.b.type: unknown filter type 'nosuch' (built-in: "
+                + ", ".join(builtin_type_names())
+                + "; a custom filter is 'package.module:name')",
                 "p.toml: filter.c.type: cannot load custom filter: cannot import"
                 " 'no_such_module_xyz': No module named 'no_such_module_xyz'",
                 "p.toml: filter.d.type: must be a string, not an integer",
@@ -1155,23 +1157,35 @@ class ReverseErrorTests(ConfigTestMixin, SynchronousTestCase):
 
     def test_reverse_unknown_keys(self) -> None:
         """
-        A reverse listener refuses forward-only keys and keys that are not
-        supported yet (C{tls}, C{redirect_to_https}).
+        A reverse listener refuses forward-only and tcp-only keys.
         """
         self.assertEqual(
             self.errors(
-                REVERSE
-                + "connect_ports = [443]\nparents = []\ntls = {}\nredirect_to_https = true\n"
-                + "backend = 'web'\n"
-                + ROUTE
-                + WEB
+                REVERSE + "connect_ports = [443]\nparents = []\n" + "backend = 'web'\n" + ROUTE + WEB
             ),
             [
                 "p.toml: listener[0].connect_ports: unknown key",
                 "p.toml: listener[0].parents: unknown key",
-                "p.toml: listener[0].tls: unknown key",
-                "p.toml: listener[0].redirect_to_https: unknown key",
                 "p.toml: listener[0].backend: unknown key",
+            ],
+        )
+
+    def test_reverse_tls_and_redirect(self) -> None:
+        """
+        C{tls} needs its C{certificates}; C{redirect_to_https} is only for a
+        plain listener, which then has no routes (tests.test_tls covers
+        every TLS key with real files).
+        """
+        self.assertEqual(
+            self.errors(
+                REVERSE + "tls = {}\nredirect_to_https = true\n" + ROUTE + WEB
+            ),
+            [
+                "p.toml: listener[0].tls.certificates: required key is missing",
+                "p.toml: listener[0].redirect_to_https: only on a plain listener"
+                " (this one speaks TLS itself)",
+                "p.toml: listener[0].route: not used on a listener with redirect_to_https"
+                " (every request is redirected)",
             ],
         )
 
@@ -1464,30 +1478,40 @@ class ReverseErrorTests(ConfigTestMixin, SynchronousTestCase):
     def test_server_keys(self) -> None:
         """
         A server needs a URL; C{weight} and C{max_connections} are integers
-        of at least 1, C{backup} a boolean; TLS keys are not supported yet.
+        of at least 1, C{backup} a boolean; TLS files must exist, and the
+        TLS keys are only for https:// servers.
         """
+        lines = self.errors(
+            LISTENER
+            + """
+            [backend.x]
+            servers = [
+              { weight = 1 },
+              { url = "http://127.0.0.1:1", weight = 0, max_connections = 0, backup = 1 },
+              { url = "https://127.0.0.1:2", weight = 1.5, ca = "ca.pem", verify = false },
+              { url = 5 },
+              { url = "http://127.0.0.1:3", verify = false, server_name = "a.example" },
+            ]
+            """
+        )
+        # the message ends with the resolved path, in a fresh folder
+        missing = "p.toml: backend.x.servers[2].ca: file 'ca.pem' not found ("
+        self.assertTrue(lines[5].startswith(missing) and lines[5].endswith("ca.pem)"), lines[5])
+        lines[5] = missing + "...)"
         self.assertEqual(
-            self.errors(
-                LISTENER
-                + """
-                [backend.x]
-                servers = [
-                  { weight = 1 },
-                  { url = "http://127.0.0.1:1", weight = 0, max_connections = 0, backup = 1 },
-                  { url = "https://127.0.0.1:2", weight = 1.5, ca = "ca.pem", verify = false },
-                  { url = 5 },
-                ]
-                """
-            ),
+            lines,
             [
                 "p.toml: backend.x.servers[0].url: required key is missing",
                 "p.toml: backend.x.servers[1].weight: must be an integer >= 1, not 0",
                 "p.toml: backend.x.servers[1].max_connections: must be an integer >= 1, not 0",
                 "p.toml: backend.x.servers[1].backup: must be true or false, not an integer",
                 "p.toml: backend.x.servers[2].weight: must be an integer, not a float",
-                "p.toml: backend.x.servers[2].ca: unknown key",
-                "p.toml: backend.x.servers[2].verify: unknown key",
+                missing + "...)",
                 "p.toml: backend.x.servers[3].url: must be a string, not an integer",
+                "p.toml: backend.x.servers[4].verify: only for https:// servers"
+                " (this one is http://)",
+                "p.toml: backend.x.servers[4].server_name: only for https:// servers"
+                " (this one is http://)",
             ],
         )
 
@@ -1682,15 +1706,48 @@ class ReverseErrorTests(ConfigTestMixin, SynchronousTestCase):
         )
 
 
+def example_copy(path: str) -> str:
+    """
+    C{path} itself, or, when it names certificate files (C{"tls/DIR/..."},
+    as trustme's command line writes them; none is committed), a copy in a
+    temporary folder next to fresh files made by trustme.
+    """
+    import re
+
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    dirs = sorted(set(re.findall(r'"tls/([^"/]+)/(?:server\.pem|server\.key|client\.pem)"', text)))
+    if not dirs:
+        return path
+    import trustme
+
+    base = tempfile.mkdtemp(prefix="twisted-proxy-etc-")
+    for name in dirs:
+        folder = os.path.join(base, "tls", name)
+        os.makedirs(folder)
+        ca = trustme.CA()
+        leaf = ca.issue_cert(f"{name}.example")
+        leaf.cert_chain_pems[0].write_to_path(os.path.join(folder, "server.pem"))
+        leaf.private_key_pem.write_to_path(os.path.join(folder, "server.key"))
+        ca.cert_pem.write_to_path(os.path.join(folder, "client.pem"))
+    copy = os.path.join(base, os.path.basename(path))
+    shutil.copyfile(path, copy)
+    return copy
+
+
 class ExampleConfigTests(SynchronousTestCase):
     def test_examples_load(self) -> None:
         """
-        Every C{etc/*.toml} example loads without any error.
+        Every C{etc/*.toml} example loads without any error (with test
+        certificates made for those that name some).
         """
         paths = sorted(glob.glob(os.path.join(ETC, "*.toml")))
         self.assertTrue(paths, f"no examples in {ETC}")
         for path in paths:
+            copy = example_copy(path)
+            if copy != path:
+                self.addCleanup(shutil.rmtree, os.path.dirname(copy), True)
             try:
-                load_config(path)
+                load_config(copy)
             except ConfigError as e:
                 self.fail("\n".join(e.lines()))

@@ -54,6 +54,8 @@ from twisted_proxy.model import (
     ProxySettings,
     RouteConfig,
     ServerConfig,
+    CertificateConfig,
+    TLSConfig,
 )
 
 if sys.version_info >= (3, 11):
@@ -85,7 +87,15 @@ _LISTENER_COMMON_KEYS: Tuple[str, ...] = ("name", "kind", "endpoint")
 # the keys each kind of listener takes besides name, kind and endpoint
 _KIND_KEYS: Mapping[str, FrozenSet[str]] = {
     "forward": frozenset(
-        {"allow_clients", "anonymity", "connect_ports", "filters", "parents"}
+        {
+            "allow_clients",
+            "anonymity",
+            "connect_ports",
+            "filters",
+            "parents",
+            "tls",
+            "redirect_to_https",
+        }
     ),
     "reverse": frozenset(
         {
@@ -96,6 +106,8 @@ _KIND_KEYS: Mapping[str, FrozenSet[str]] = {
             "hide_headers",
             "forwarded",
             "route",
+            "tls",
+            "redirect_to_https",
         }
     ),
     "tcp": frozenset({"allow_clients", "filters", "backend"}),
@@ -104,6 +116,16 @@ _KIND_KEYS: Mapping[str, FrozenSet[str]] = {
 _LISTENER_ATTRS: Mapping[str, str] = {"route": "routes"}
 _PARENT_KEYS: Tuple[str, ...] = ("domains", "proxy")
 _SERVER_KEYS: Tuple[str, ...] = ("url", "weight", "max_connections", "backup")
+# keys of a server entry that only https:// servers take
+_SERVER_TLS_KEYS: Tuple[str, ...] = ("ca", "server_name", "verify", "client_cert", "client_key")
+_TLS_KEYS: Tuple[str, ...] = (
+    "certificates",
+    "min_version",
+    "ciphers",
+    "client_ca",
+    "verify_client",
+    "client_subject_header",
+)
 _HEALTH_KEYS: Tuple[str, ...] = ("path", "interval", "timeout", "rise", "fall", "expect")
 # RFC 9110 token: header names (and cookie names, RFC 6265)
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
@@ -608,6 +630,17 @@ class _Parser:
             parsed = self.parse_filter(name, table, key)
             if parsed is not None:
                 filters[name] = parsed
+        # checks that need the other filters (ip_block watches rate limits)
+        types = {
+            name: value.get("type")
+            for name, value in tables.items()
+            if isinstance(value, Mapping) and isinstance(value.get("type"), str)
+        }
+        for name, fconf in filters.items():
+            module = filter_type(fconf.type) if ":" not in fconf.type else None
+            cross_check = getattr(module, "check_watch", None)
+            if cross_check is not None:
+                cross_check(name, fconf.spec, types, self.errors)
         return filters
 
     def parse_filter(
@@ -696,8 +729,14 @@ class _Parser:
         for name in required:
             if name not in table:
                 self.errors.add(f"{key}.{name}", "required key is missing")
-        if kind == "reverse" and "route" not in table:
+        raw_redirect = table.get("redirect_to_https", False)
+        redirecting = raw_redirect is True or (
+            _is_int(raw_redirect) and 1 <= raw_redirect <= 65535
+        )
+        if kind == "reverse" and "route" not in table and not redirecting:
             self.errors.add(f"{key}.route", "at least one [[listener.route]] is required")
+        if kind in ("forward", "reverse"):
+            self.tls_listener_rules(table, key, kind, redirecting)
         if len(self.errors) > before or kind is None:
             return None
         if kind == "forward" and "allow_clients" not in values:
@@ -747,8 +786,252 @@ class _Parser:
             return self.boolean(value, key)
         if name == "route":
             return self.routes(value, key, refs)
+        if name == "tls":
+            return self.tls(value, key)
+        if name == "redirect_to_https":
+            return self.redirect_to_https(value, key)
         assert name == "backend", name
         return self.backend_ref(value, key, refs, "tcp")
+
+    # TLS
+
+    def tls_listener_rules(
+        self, table: Mapping[str, Any], key: str, kind: str, redirecting: bool
+    ) -> None:
+        """
+        How C{tls}, C{redirect_to_https} and the endpoint go together.
+        """
+        endpoint = table.get("endpoint")
+        ssl_endpoint = isinstance(endpoint, str) and endpoint.strip().lower().startswith("ssl:")
+        if "tls" in table and ssl_endpoint:
+            self.errors.add(
+                f"{key}.tls",
+                "cannot be combined with an ssl: endpoint (use a tcp: endpoint with tls,"
+                " or an ssl: endpoint alone)",
+            )
+        if not redirecting:
+            return
+        if "tls" in table or ssl_endpoint:
+            self.errors.add(
+                f"{key}.redirect_to_https",
+                "only on a plain listener (this one speaks TLS itself)",
+            )
+        for name in ("route", "filters", "parents"):
+            if name in table and name in _KIND_KEYS[kind]:
+                self.errors.add(
+                    f"{key}.{name}",
+                    "not used on a listener with redirect_to_https"
+                    " (every request is redirected)",
+                )
+
+    def redirect_to_https(self, value: Any, key: str) -> Optional[int]:
+        """
+        A port (C{8443}), C{true} (443) or C{false} (off).
+        """
+        if isinstance(value, bool):
+            return 443 if value else None
+        if not _is_int(value):
+            self.errors.add(
+                key, f"must be a port number or true/false, not {_type_name(value)}"
+            )
+            return None
+        if not 1 <= value <= 65535:
+            self.errors.add(key, f"port {value} is out of range 1-65535")
+            return None
+        return int(value)
+
+    def file_path(self, value: Any, key: str) -> Optional[str]:
+        """
+        An existing file, named relative to the configuration's folder;
+        the absolute path.
+        """
+        text = self.string(value, key)
+        if text is None:
+            return None
+        full = os.path.normpath(os.path.join(self.base_dir, os.path.expanduser(text)))
+        if os.path.isdir(full):
+            self.errors.add(key, f"{text!r} is a directory, not a file")
+            return None
+        if not os.path.exists(full):
+            self.errors.add(key, f"file {text!r} not found ({full})")
+            return None
+        return full
+
+    def tls(self, value: Any, key: str) -> Optional[TLSConfig]:
+        """
+        A listener's C{tls} table; every file is loaded as the listener
+        will load it.
+        """
+        from twisted_proxy import tls as tlsmod
+
+        table = self.table(value, key)
+        if table is None:
+            return None
+        before = len(self.errors)
+        values: Dict[str, Any] = {}
+        for name, item in table.items():
+            item_key = f"{key}.{name}"
+            if name == "certificates":
+                values[name] = self.certificates(item, item_key)
+            elif name == "min_version":
+                if isinstance(item, float):
+                    self.errors.add(
+                        item_key, f"must be a string (\"1.2\" or \"1.3\"), not a float"
+                    )
+                    continue
+                version = self.string(item, item_key)
+                if version is not None and version not in tlsmod.MIN_VERSIONS:
+                    self.errors.add(
+                        item_key, f"unknown TLS version {version!r} (expected \"1.2\" or \"1.3\")"
+                    )
+                values[name] = version
+            elif name == "ciphers":
+                ciphers = self.string(item, item_key)
+                if ciphers is not None:
+                    try:
+                        tlsmod.check_ciphers(ciphers)
+                    except tlsmod.TLSFileError as e:
+                        self.errors.add(item_key, e.message)
+                values[name] = ciphers
+            elif name == "client_ca":
+                path = self.file_path(item, item_key)
+                if path is not None:
+                    try:
+                        tlsmod.load_ca_file(path)
+                    except tlsmod.TLSFileError as e:
+                        self.errors.add(item_key, e.message)
+                values[name] = path
+            elif name == "verify_client":
+                mode = self.string(item, item_key)
+                if mode is not None and mode not in tlsmod.VERIFY_CLIENT:
+                    self.errors.add(
+                        item_key,
+                        f"unknown verify_client {mode!r} (expected \"required\" or \"optional\")",
+                    )
+                values[name] = mode
+            elif name == "client_subject_header":
+                header = self.string(item, item_key)
+                if header is not None and not _TOKEN.match(header):
+                    self.errors.add(item_key, f"{header!r} is not a valid header name")
+                values[name] = header
+            else:
+                self.errors.add(item_key, "unknown key")
+        if "certificates" not in table:
+            self.errors.add(f"{key}.certificates", "required key is missing")
+        if "client_ca" not in table:
+            for name in ("verify_client", "client_subject_header"):
+                if name in table:
+                    self.errors.add(
+                        f"{key}.{name}",
+                        "needs client_ca (the CA file client certificates are verified against)",
+                    )
+        elif "verify_client" not in table:
+            values["verify_client"] = "required"
+        if len(self.errors) > before:
+            return None
+        config = TLSConfig(**values)
+        try:
+            # the contexts exactly as the listener makes them
+            tlsmod.ServerTLS(config)
+        except tlsmod.TLSFileError as e:
+            self.errors.add(f"{key}.{e.where}", e.message)
+            return None
+        return config
+
+    def certificates(self, value: Any, key: str) -> Tuple[CertificateConfig, ...]:
+        from twisted_proxy import tls as tlsmod
+
+        if not isinstance(value, list):
+            self.errors.add(
+                key,
+                f"must be an array of tables ({{ cert = ..., key = ... }}), not {_type_name(value)}",
+            )
+            return ()
+        if not value:
+            self.errors.add(key, "must not be empty (the first certificate is the default)")
+        out = []
+        for i, item in enumerate(value):
+            item_key = f"{key}[{i}]"
+            table = self.table(item, item_key)
+            if table is None:
+                continue
+            paths: Dict[str, Optional[str]] = {}
+            for name, path in table.items():
+                if name in ("cert", "key"):
+                    paths[name] = self.file_path(path, f"{item_key}.{name}")
+                else:
+                    self.errors.add(f"{item_key}.{name}", "unknown key")
+            for name in ("cert", "key"):
+                if name not in table:
+                    self.errors.add(f"{item_key}.{name}", "required key is missing")
+            cert, private_key = paths.get("cert"), paths.get("key")
+            if cert is None or private_key is None:
+                continue
+            try:
+                tlsmod.load_certificate_pair(cert, private_key)
+            except tlsmod.TLSFileError as e:
+                self.errors.add(f"{item_key}.{e.field}", e.message)
+                continue
+            out.append(CertificateConfig(cert=cert, key=private_key))
+        return tuple(out)
+
+    def server_tls(
+        self, scheme: str, tls_values: Mapping[str, Tuple[Any, str]]
+    ) -> Dict[str, Any]:
+        """
+        The TLS keys of a server entry (C{ca}, C{server_name}, C{verify},
+        C{client_cert}, C{client_key}): only for https:// servers.
+        """
+        from twisted_proxy import tls as tlsmod
+
+        out: Dict[str, Any] = {}
+        if scheme != "https":
+            for name, (_, item_key) in tls_values.items():
+                self.errors.add(item_key, f"only for https:// servers (this one is {scheme}://)")
+            return out
+        for name, (item, item_key) in tls_values.items():
+            if name == "verify":
+                out[name] = self.boolean(item, item_key)
+            elif name == "server_name":
+                text = self.string(item, item_key)
+                if text is None:
+                    continue
+                name_text = text.strip().lower().rstrip(".")
+                problem = None
+                try:
+                    ipaddress.ip_address(name_text)
+                except ValueError:
+                    problem = validate_domain_pattern(name_text)
+                    if problem is None and "*" in name_text:
+                        problem = f"{text!r}: a server name cannot be a wildcard"
+                if problem is not None:
+                    self.errors.add(item_key, problem)
+                else:
+                    out[name] = name_text
+            else:
+                path = self.file_path(item, item_key)
+                if path is None:
+                    continue
+                if name == "ca":
+                    try:
+                        tlsmod.load_ca_file(path, "ca")
+                    except tlsmod.TLSFileError as e:
+                        self.errors.add(item_key, e.message)
+                        continue
+                out[name] = path
+        key_of = {name: item_key for name, (_, item_key) in tls_values.items()}
+        for one, other in (("client_cert", "client_key"), ("client_key", "client_cert")):
+            if one in tls_values and other not in tls_values:
+                stem = key_of[one].rsplit(".", 1)[0]
+                self.errors.add(f"{stem}.{other}", f"required with {one}")
+        if out.get("client_cert") and out.get("client_key"):
+            try:
+                tlsmod.load_certificate_pair(out["client_cert"], out["client_key"])
+            except tlsmod.TLSFileError as e:
+                self.errors.add(key_of["client_" + e.field], e.message)
+        if "ca" in out and tls_values.get("verify", (True,))[0] is False:
+            self.errors.add(key_of["ca"], "has no effect with verify = false")
+        return out
 
     def factory(self, value: Any, key: str) -> Optional[str]:
         """
@@ -1100,6 +1383,7 @@ class _Parser:
         before = len(self.errors)
         values: Dict[str, Any] = {}
         address: Optional[Tuple[str, str, int]] = None
+        tls_values: Dict[str, Tuple[Any, str]] = {}
         for name, item in table.items():
             item_key = f"{key}.{name}"
             if name == "url":
@@ -1111,12 +1395,14 @@ class _Parser:
                 values[name] = self.integer(item, item_key, 1)
             elif name == "backup":
                 values[name] = self.boolean(item, item_key)
+            elif name in _SERVER_TLS_KEYS:
+                tls_values[name] = (item, item_key)
             else:
-                # https:// TLS keys (ca, server_name, verify, client_cert,
-                # client_key) come with the TLS work
                 self.errors.add(item_key, "unknown key")
         if "url" not in table:
             self.errors.add(f"{key}.url", "required key is missing")
+        if tls_values and address is not None:
+            values.update(self.server_tls(address[0], tls_values))
         if len(self.errors) > before or address is None:
             return None
         scheme, host, port = address

@@ -539,7 +539,10 @@ class Exchange:
         try:
             target = ctx.router.route(self.head)
         except BadRequest as e:
-            self.respond(e.status, e.message, "error")
+            # a router may answer by itself (a redirect: decision and headers)
+            self.respond(
+                e.status, e.message, getattr(e, "decision", "error"), "", getattr(e, "headers", ())
+            )
             return
         self.target = target
         if target.connect and target.port not in ctx.connect_ports:
@@ -828,7 +831,8 @@ class Exchange:
             transport.writeSequence(pending)
             if self.replay is not None:
                 self.replay.extend(pending)
-            self.front.gate.resume(CONNECTING)
+        # lifts the pause for a body that waited, or for a queued request
+        self.front.gate.resume(CONNECTING)
         # back-pressure both ways: each side's relay pauses the other's gate
         conn.relay.switch(self.front.gate)
         self.front.relay.switch(conn.gate)
@@ -1284,15 +1288,15 @@ class Exchange:
             return
         front = self.front
         head = self.head
-        if self.pending is not None:
-            self.pending = None
-            front.gate.resume(CONNECTING)
+        self.pending = None
+        front.gate.resume(CONNECTING)
         body_pending = not self.request_done and head.framing != policy.NO_BODY
         close = (
             self.close_after
             or body_pending
             or front.read_closed
             or (self.target is not None and self.target.connect)
+            or head.method == b"CONNECT"
             or head.upgrade is not None
         )
         if close:

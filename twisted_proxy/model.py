@@ -88,6 +88,47 @@ class RouteConfig:
 
 
 @attrs.frozen
+class CertificateConfig:
+    """
+    One entry of a listener's C{tls.certificates}: a PEM certificate file
+    (the leaf first, then any intermediates) and its PEM private key file,
+    both absolute paths.
+    """
+
+    cert: str
+    key: str
+
+
+@attrs.frozen
+class TLSConfig:
+    """
+    A listener's C{tls} table: the listener speaks TLS (the endpoint stays
+    a plain C{tcp:} one).
+
+    @ivar certificates: chosen by SNI among the names of each certificate;
+        the first is the default (no SNI, or an unknown name).
+    @ivar min_version: C{"1.2"} or C{"1.3"}.
+    @ivar ciphers: an OpenSSL cipher string for TLS 1.2, or L{None} for the
+        forward-secret AEAD default (TLS 1.3 suites are OpenSSL's, all
+        AEAD and forward-secret).
+    @ivar client_ca: PEM file of the CAs client certificates are verified
+        against, or L{None}: no client certificates.
+    @ivar verify_client: C{"required"} or C{"optional"} (with C{client_ca}),
+        else L{None}.
+    @ivar client_subject_header: the request header carrying the verified
+        client certificate's subject to the backend (a client-sent one is
+        always removed).
+    """
+
+    certificates: Tuple[CertificateConfig, ...]
+    min_version: str = "1.2"
+    ciphers: Optional[str] = None
+    client_ca: Optional[str] = None
+    verify_client: Optional[str] = None
+    client_subject_header: str = "X-Client-Subject"
+
+
+@attrs.frozen
 class ListenerConfig:
     """
     One C{[[listener]]} table.
@@ -111,6 +152,10 @@ class ListenerConfig:
     forwarded: bool = False  # add an RFC 7239 Forwarded header too
     # tcp listeners
     backend: Optional[str] = None
+    # forward and reverse listeners
+    tls: Optional[TLSConfig] = None
+    # a plain listener answering every request with a 308 to https on this port
+    redirect_to_https: Optional[int] = None
 
 
 @attrs.frozen
@@ -136,6 +181,14 @@ class ServerConfig:
     One entry of a backend's C{servers}.
 
     @ivar scheme: C{"http"}, C{"https"} or C{"tcp"}.
+    @ivar ca: (https) PEM file of the CAs the server's certificate is
+        verified against; L{None} means the system's trust store.
+    @ivar server_name: (https) the name sent as SNI and verified in the
+        server's certificate, instead of C{host}.
+    @ivar verify: (https) verify the server's certificate (false: no
+        verification at all, logged loudly at start-up).
+    @ivar client_cert: (https) PEM certificate (chain) presented to the
+        server (mutual TLS), with C{client_key}.
     """
 
     url: str
@@ -145,6 +198,11 @@ class ServerConfig:
     weight: int = 1
     max_connections: Optional[int] = None
     backup: bool = False
+    ca: Optional[str] = None
+    server_name: Optional[str] = None
+    verify: bool = True
+    client_cert: Optional[str] = None
+    client_key: Optional[str] = None
 
 
 @attrs.frozen

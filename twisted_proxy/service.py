@@ -3,15 +3,22 @@
 A L{Config} made into running services: one per listener, the access log,
 and the upstream pool.
 
-A listener that cannot bind stops the process with exit status 1 and one
-clear line on standard error, never a running process with a listener
-missing.
+A listener that cannot bind (or whose TLS certificates cannot be loaded)
+stops the process with exit status 1 and one clear line on standard error,
+never a running process with a listener missing.
+
+SIGHUP re-reads the certificates of every TLS listener
+(L{ProxyService.reload_certificates}); new handshakes use them, established
+connections keep theirs.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
+import weakref
 from typing import Any, Callable, List, Optional, Set, Tuple
 
 from twisted.application import service
@@ -27,7 +34,7 @@ from twisted_proxy.reverse import ReverseRouter, Route
 from twisted_proxy.tcp import TcpContext, TcpFactory
 from twisted_proxy.upstream.backend import Backend
 from twisted_proxy.upstream.health import HealthChecker
-from twisted_proxy.model import Config, ListenerConfig
+from twisted_proxy.model import Config, ListenerConfig, TLSConfig
 from twisted_proxy.upstream.pool import Pool
 
 log = Logger()
@@ -56,6 +63,7 @@ class ListenerService(service.Service):
         reactor: Any,
         on_failure: Callable[[str], None],
         on_listening: Optional[Callable[[Any], None]] = None,
+        tls: Optional[TLSConfig] = None,
     ) -> None:
         self.setName(name)
         self.endpoint_description = endpoint_description
@@ -63,6 +71,9 @@ class ListenerService(service.Service):
         self.reactor = reactor
         self.on_failure = on_failure
         self.on_listening = on_listening
+        self.tls = tls
+        #: the listener's L{twisted_proxy.tls.ServerTLS}, once listening
+        self.tls_server: Any = None
         self.port: Any = None
         self._started = False
 
@@ -77,9 +88,19 @@ class ListenerService(service.Service):
 
     def _listen(self) -> None:
         self._started = True
+        factory = self.factory
+        if self.tls is not None:
+            from twisted_proxy.tls import ServerTLS, TLSFileError, wrap_server_factory
+
+            try:
+                self.tls_server = ServerTLS(self.tls, str(self.name))
+            except TLSFileError as e:
+                self.on_failure(f"listener {self.name}: cannot start TLS: tls.{e}")
+                return
+            factory = wrap_server_factory(self.tls_server, factory, self.reactor)
         try:
             endpoint = endpoints.serverFromString(self.reactor, self.endpoint_description)
-            d = endpoint.listen(self.factory)
+            d = endpoint.listen(factory)
         except Exception as e:
             self._failed(Failure(e))
             return
@@ -115,6 +136,35 @@ class ListenerService(service.Service):
         return None
 
 
+class FiltersService(service.Service):
+    """
+    Closes filters that hold resources (a Redis connection, timers) at
+    shutdown.
+    """
+
+    def __init__(self, filters: dict) -> None:
+        self.filters = filters
+
+    def stopService(self) -> Any:
+        service.Service.stopService(self)
+        from twisted.internet import defer
+
+        waits = []
+        for flt in self.filters.values():
+            close = getattr(flt, "close", None)
+            if close is not None:
+                try:
+                    result = close()
+                except Exception:
+                    log.failure("closing filter {name}", name=getattr(flt, "name", ""))
+                    continue
+                if isinstance(result, defer.Deferred):
+                    waits.append(result)
+        if waits:
+            return defer.gatherResults(waits, consumeErrors=True).addErrback(lambda _: None)
+        return None
+
+
 class PoolService(service.Service):
     """
     Closes the pool's idle connections at shutdown.
@@ -145,6 +195,60 @@ class ProxyService(service.MultiService):
 
     def startService(self) -> None:
         service.MultiService.startService(self)
+        self._install_sighup()
+
+    def stopService(self) -> Any:
+        self._remove_sighup()
+        return service.MultiService.stopService(self)
+
+    # certificates
+
+    def _install_sighup(self) -> None:
+        """
+        SIGHUP reloads certificates: only under a real reactor, from the
+        main thread (signal handlers can only be set there); the handler
+        hands the work to the reactor thread.
+        """
+        from twisted.internet.base import ReactorBase
+
+        if not hasattr(signal, "SIGHUP") or not isinstance(self.reactor, ReactorBase):
+            return
+        if threading.current_thread() is not threading.main_thread():
+            return
+        _sighup_services.add(self)
+        _sighup_handler.install()
+
+    def _remove_sighup(self) -> None:
+        _sighup_services.discard(self)
+        if not _sighup_services:
+            _sighup_handler.remove()
+
+    def _sighup(self) -> None:
+        log.info("SIGHUP: reloading certificates")
+        self.reload_certificates()
+
+    def tls_listeners(self) -> List["ListenerService"]:
+        """
+        The listeners terminating TLS with their own certificates.
+        """
+        return [
+            s for s in self if isinstance(s, ListenerService) and s.tls_server is not None
+        ]
+
+    def reload_certificates(self) -> dict:
+        """
+        Re-read the certificate, key and CA files of every TLS listener. A
+        listener whose new files are broken keeps its old ones (a log event
+        says why).
+
+        @return: C{{listener name: reloaded}}.
+        """
+        results: dict = {}
+        for listener in self.tls_listeners():
+            results[listener.name] = listener.tls_server.reload()
+        if not results:
+            log.info("no TLS listener: no certificates to reload")
+        return results
 
     def listener_failed(self, message: str) -> None:
         """
@@ -174,6 +278,46 @@ class ProxyService(service.MultiService):
             if host in ("0.0.0.0", "::"):
                 self.own_addresses.add(("*", number))
             self.own_addresses.add((host, number))
+
+
+class _SighupHandler:
+    """
+    The process's SIGHUP handler while any L{ProxyService} runs under a
+    real reactor (one handler for all of them; the previous one comes back
+    when the last stops).
+    """
+
+    installed = False
+    previous: Any = None
+
+    def install(self) -> None:
+        if self.installed:
+            return
+        try:
+            self.previous = signal.signal(signal.SIGHUP, self.on_sighup)
+        except (ValueError, OSError):  # pragma: no cover
+            return
+        self.installed = True
+
+    def remove(self) -> None:
+        if not self.installed:
+            return
+        self.installed = False
+        previous, self.previous = self.previous, None
+        try:
+            signal.signal(signal.SIGHUP, previous if previous is not None else signal.SIG_DFL)
+        except (ValueError, OSError, TypeError):  # pragma: no cover
+            pass
+
+    def on_sighup(self, signum: int, frame: Any) -> None:
+        # a signal handler runs between two bytecodes of the main thread:
+        # the reload itself waits for the reactor
+        for top in list(_sighup_services):
+            top.reactor.callFromThread(top._sighup)
+
+
+_sighup_services: "weakref.WeakSet[ProxyService]" = weakref.WeakSet()
+_sighup_handler = _SighupHandler()
 
 
 def _hard_exit(reactor: Any) -> None:
@@ -208,8 +352,26 @@ def build_backends(config: Config, reactor: Any, parent: service.MultiService) -
     """
     backends = {}
     for name, bconf in config.backends.items():
-        backend = Backend(bconf, reactor)
+        try:
+            backend = Backend(bconf, reactor)
+        except ValueError as e:
+            from twisted_proxy.tls import TLSFileError
+
+            if not isinstance(e, TLSFileError):
+                raise
+            # the files loaded at --check time but not now
+            raise SystemExit(f"{config.path}: backend.{name}: cannot load TLS files: {e}")
         backends[name] = backend
+        for server in bconf.servers:
+            if server.scheme == "https" and not server.verify:
+                log.warn(
+                    "backend {backend}: server {url} is reached over TLS WITHOUT any"
+                    " certificate verification (verify = false): anyone on the path"
+                    " can impersonate it",
+                    backend=name,
+                    url=server.url,
+                    tls_event="verify_disabled",
+                )
         if bconf.health is not None:
             HealthChecker(backend, bconf.health, reactor).setServiceParent(parent)
     return backends
@@ -229,6 +391,25 @@ def make_listener_factory(
     The protocol factory for one listener.
     """
     backends = backends or {}
+    if lconf.redirect_to_https is not None and lconf.kind in ("forward", "reverse"):
+        from twisted_proxy.tls import RedirectRouter
+
+        return FrontFactory(
+            ListenerContext(
+                lconf.name,
+                reactor,
+                config.proxy,
+                pool,
+                access_log,
+                RedirectRouter(lconf.redirect_to_https),
+                (),
+                lconf.allow_clients,
+                lconf.anonymity,
+                frozenset(),
+                allow_all=lconf.kind == "reverse" and not lconf.allow_clients,
+                kind=lconf.kind,
+            )
+        )
     if lconf.kind == "custom":
         factory_callable = load_object(lconf.factory or "")
         return factory_callable(lconf, reactor)
@@ -257,14 +438,23 @@ def make_listener_factory(
             )
             for r in lconf.routes
         ]
+        https = _is_https(lconf)
+        strip: Tuple[str, ...] = ()
+        if https and (lconf.tls is None or lconf.tls.client_ca is None):
+            # no verified subject here: nobody may claim one
+            strip = (lconf.tls.client_subject_header if lconf.tls else "X-Client-Subject",)
         reverse_router = ReverseRouter(
             routes,
             lconf.trusted_proxies,
             lconf.hide_headers,
             lconf.forwarded,
             add_via=lconf.anonymity != "elite",
+            scheme="https" if https else "http",
+            default_port=443 if https else 80,
+            strip_headers=strip,
         )
-        return FrontFactory(
+        return _front_factory(
+            lconf,
             ListenerContext(
                 lconf.name,
                 reactor,
@@ -297,7 +487,33 @@ def make_listener_factory(
         lconf.anonymity,
         frozenset(lconf.connect_ports),
     )
-    return FrontFactory(context)
+    return _front_factory(lconf, context)
+
+
+def _is_https(lconf: ListenerConfig) -> bool:
+    """
+    Whether the listener's clients speak TLS to it (a C{tls} table or an
+    C{ssl:} endpoint).
+    """
+    return lconf.tls is not None or lconf.endpoint.strip().lower().startswith("ssl:")
+
+
+def _front_factory(lconf: ListenerConfig, context: ListenerContext) -> FrontFactory:
+    """
+    The front factory of an HTTP listener: one that adds the verified
+    client certificate's subject when the listener verifies clients.
+    """
+    if lconf.tls is not None and lconf.tls.client_ca is not None:
+        from twisted_proxy.tls import TLSFrontFactory
+
+        return TLSFrontFactory(context, lconf.tls.client_subject_header)
+    factory = FrontFactory(context)
+    if _is_https(lconf) and lconf.tls is None:
+        from twisted_proxy.tls import advertise_alpn
+
+        # an ssl: endpoint: Twisted's TLS asks the factory what ALPN accepts
+        advertise_alpn(factory)
+    return factory
 
 
 def make_service(config: Config, reactor: Any) -> ProxyService:
@@ -320,6 +536,7 @@ def make_service(config: Config, reactor: Any) -> ProxyService:
     )
     PoolService(pool).setServiceParent(top)
     filters = build_filters(config, reactor)
+    FiltersService(filters).setServiceParent(top)
     backends = build_backends(config, reactor, top)
     top.backends = backends
     for lconf in config.listeners:
@@ -337,6 +554,7 @@ def make_service(config: Config, reactor: Any) -> ProxyService:
             reactor,
             top.listener_failed,
             top.listening,
+            tls=lconf.tls,
         ).setServiceParent(top)
     if config.admin is not None:
         from twisted_proxy.admin.site import admin_site

@@ -52,9 +52,12 @@ def request_info(
     headers: Sequence[Tuple[bytes, bytes]] = (),
     listener: str = "test",
     connect: bool = False,
+    kind: str = "reverse",
+    request_id: str = "",
 ) -> RequestInfo:
     """
-    A L{RequestInfo} as the proxy would hand it to a filter.
+    A L{RequestInfo} as the proxy would hand it to a filter (C{kind} is
+    the listener's kind: C{"forward"} or C{"reverse"}).
     """
     return RequestInfo(
         listener,
@@ -66,6 +69,8 @@ def request_info(
         "" if connect else path,
         list(headers),
         connect,
+        kind,
+        request_id,
     )
 
 

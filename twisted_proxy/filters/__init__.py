@@ -146,7 +146,15 @@ class ErrorList:
 def _builtin_types() -> Dict[str, Any]:
     from twisted_proxy.filters import acl
 
-    return {"acl": acl}
+    return {
+        "acl": acl,
+        "rate_limit": importlib.import_module("twisted_proxy.filters.rate_limit"),
+        "ip_block": importlib.import_module("twisted_proxy.filters.ip_block"),
+        "basic_auth": importlib.import_module("twisted_proxy.filters.basic_auth"),
+        "jwt": importlib.import_module("twisted_proxy.filters.jwt_auth"),
+        "headers": importlib.import_module("twisted_proxy.filters.headers"),
+        "transform": importlib.import_module("twisted_proxy.filters.transform"),
+    }
 
 
 def filter_type(name: str) -> Optional[Any]:

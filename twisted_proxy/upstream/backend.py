@@ -54,7 +54,13 @@ class Server:
         self.scheme = config.scheme
         self.host = config.host
         self.port = config.port
-        self.address: Tuple[str, int] = (config.host, config.port)
+        # the pool key: an https server's includes its TLS settings, so
+        # plain and TLS connections never mix
+        self.address: Tuple[Any, ...] = (config.host, config.port)
+        if config.scheme == "https":
+            from twisted_proxy.tls import BackendTLS
+
+            self.address = (config.host, config.port, BackendTLS(config))
         host = f"[{config.host}]" if ":" in config.host else config.host
         self.label = f"{host}:{config.port}"
         self.weight = config.weight

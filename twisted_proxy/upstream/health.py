@@ -14,7 +14,7 @@ own), so it never shows in the access log or the balancers' counts.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Set
 
 from zope.interface import implementer
 from twisted.application import service
@@ -125,12 +125,20 @@ class HealthChecker(service.Service):
         self.config = config
         self.clock = clock
         if probe is None:
-            probe = HTTPProbe(clock, config) if config.path else TCPProbe(clock, config)
+            if config.path:
+                from twisted_proxy.tls import backend_tls_policy
+
+                # https servers are probed with the proxy's own TLS settings
+                probe = HTTPProbe(clock, config, backend_tls_policy(backend.servers))
+            else:
+                probe = TCPProbe(clock, config)
         self.probe = probe
         self.successes: Dict[int, int] = {id(s): 0 for s in backend.servers}
         self.failures: Dict[int, int] = {id(s): 0 for s in backend.servers}
         self.loop: Optional[LoopingCall] = None
         self.rounds = 0
+        # probes under way, cancelled when the service stops
+        self.in_flight: Set["defer.Deferred[None]"] = set()
 
     def startService(self) -> None:
         service.Service.startService(self)
@@ -145,6 +153,10 @@ class HealthChecker(service.Service):
         if self.loop is not None and self.loop.running:
             self.loop.stop()
         self.loop = None
+        # a probe under way would outlive the service (its connection and
+        # timeout timer) and could still change a server's state
+        for d in list(self.in_flight):
+            d.cancel()
 
     def _loop_died(self, failure: Failure) -> None:
         # check_all never fails; this is a last resort
@@ -172,9 +184,19 @@ class HealthChecker(service.Service):
             lambda ok: self.record(server, bool(ok), "" if ok else "unexpected status"),
             lambda f: self.record(server, False, _why(f, self.config.timeout)),
         )
+        if not d.called:
+            self.in_flight.add(d)
+            d.addBoth(self._settled, d)
         return d
 
+    def _settled(self, result: Any, d: "defer.Deferred[None]") -> Any:
+        self.in_flight.discard(d)
+        return result
+
     def record(self, server: Server, ok: bool, why: str) -> None:
+        if not self.running:
+            # the service stopped (a cancelled probe): no verdict
+            return
         sid = id(server)
         if ok:
             self.failures[sid] = 0

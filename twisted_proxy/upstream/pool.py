@@ -8,6 +8,13 @@ that exchange; between exchanges it waits in the L{Pool} (LIFO, bounded per
 address, closed after an idle timeout). The same connection can be handed to
 a L{twisted_proxy.tunnel.Splice} (CONNECT, WebSocket), after which it is
 never pooled again.
+
+A pool key is C{(host, port)} for plain connections and C{(host, port,
+creator)} for TLS ones (C{creator} is the server's
+L{twisted_proxy.tls.BackendTLS}), so the two never mix. A TLS connection is
+handed to its requester only once the handshake (and the verification of
+the server's certificate) is done; a failed handshake is a failed connection
+attempt (502) with a log event naming the reason, never a silent downgrade.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from zope.interface import implementer
 from twisted.internet import error as ierror
 from twisted.internet.abstract import isIPAddress, isIPv6Address
-from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.interfaces import IHalfCloseableProtocol, IHandshakeListener
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -27,7 +34,8 @@ from twisted_proxy.http.parser import BadResponse, ResponseParser
 
 log = Logger()
 
-Key = Tuple[str, int]
+#: C{(host, port)}, or C{(host, port, tls_creator)} for TLS connections
+Key = Tuple[Any, ...]
 
 
 @implementer(IHalfCloseableProtocol)
@@ -60,10 +68,21 @@ class UpstreamProtocol(Protocol):
 
     # Protocol
 
+    #: a TLS connection waits for its handshake before serving
+    wait_handshake = False
+
     def connectionMade(self) -> None:
         self.gate = Gate(self.transport)
         self.transport.registerProducer(self.relay, True)
         set_no_delay(self.transport)
+        if not self.wait_handshake:
+            self.ready()
+
+    def ready(self) -> None:
+        """
+        The connection can carry requests: hand it to its requester (or
+        the pool).
+        """
         requester, self.requester = self.requester, None
         if requester is not None:
             requester.upstream_ready(self)
@@ -147,6 +166,64 @@ class UpstreamProtocol(Protocol):
             self.gate.resume(0xFF)
 
 
+@implementer(IHandshakeListener)
+class TLSUpstreamProtocol(UpstreamProtocol):
+    """
+    An upstream connection over TLS: ready once the handshake is done.
+    """
+
+    wait_handshake = True
+    handshake_done = False
+    handshake_timer: Any = None
+
+    def connectionMade(self) -> None:
+        UpstreamProtocol.connectionMade(self)
+        # the handshake is part of connecting: connect_timeout bounds it too
+        self.handshake_timer = self.pool.reactor.callLater(
+            self.pool.connect_timeout, self._handshake_timed_out
+        )
+
+    def _handshake_timed_out(self) -> None:
+        self.handshake_timer = None
+        if not self.handshake_done and not self.lost:
+            self.transport.abortConnection()
+
+    def handshakeCompleted(self) -> None:
+        self.handshake_done = True
+        self._cancel_handshake_timer()
+        if not self.lost:
+            self.ready()
+
+    def _cancel_handshake_timer(self) -> None:
+        timer, self.handshake_timer = self.handshake_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def connectionLost(self, reason: Failure = ierror.ConnectionDone()) -> None:  # type: ignore[assignment]
+        timed_out = self.handshake_timer is None and not self.handshake_done
+        self._cancel_handshake_timer()
+        requester, self.requester = self.requester, None
+        if not self.handshake_done:
+            self.lost = True
+            if requester is not None:
+                if timed_out:
+                    reason = Failure(ierror.TimeoutError("TLS handshake timed out"))
+                self.pool.handshake_failed(self.key, requester, reason)
+        elif self.exchange is not None and reason.check("OpenSSL.SSL.Error"):
+            # e.g. TLS 1.3: the server refuses our client certificate after
+            # our side of the handshake is done
+            from twisted_proxy.tls import describe_tls_failure
+
+            log.warn(
+                "TLS connection to {host}:{port} failed: {why}",
+                host=self.key[0],
+                port=self.key[1],
+                why=describe_tls_failure(reason),
+                tls_event="backend_error",
+            )
+        UpstreamProtocol.connectionLost(self, reason)
+
+
 class _Connector(ClientFactory):
     """
     Makes one L{UpstreamProtocol} for one connection attempt and reports a
@@ -161,7 +238,8 @@ class _Connector(ClientFactory):
         self.requester = requester
 
     def buildProtocol(self, addr: Any) -> UpstreamProtocol:
-        proto = UpstreamProtocol(self.pool, self.key, self.pool.max_head_size)
+        cls = TLSUpstreamProtocol if len(self.key) > 2 else UpstreamProtocol
+        proto = cls(self.pool, self.key, self.pool.max_head_size)
         proto.requester = self.requester
         proto.factory = self  # type: ignore[attr-defined]
         return proto
@@ -251,8 +329,12 @@ class Pool:
         Open a new connection to C{key}; C{requester.upstream_ready(conn)}
         or C{requester.upstream_connect_failed(status, message)} follows.
         """
-        host, port = key
-        factory = _Connector(self, key, requester)
+        host, port = key[0], key[1]
+        factory: Any = _Connector(self, key, requester)
+        if len(key) > 2:
+            from twisted_proxy.tls import TLSFactory
+
+            factory = TLSFactory(key[2], True, factory, clock=self.reactor)
         if isIPAddress(host) or isIPv6Address(host):
             self.reactor.connectTCP(host, port, factory, timeout=self.connect_timeout)
             return
@@ -271,6 +353,29 @@ class Pool:
             why=message,
         )
         requester.upstream_connect_failed(status, message)
+
+    def handshake_failed(self, key: Key, requester: Any, reason: Failure) -> None:
+        """
+        The TLS handshake with C{key} failed (an untrusted or mismatched
+        certificate, no common protocol version, a refused client
+        certificate): a failed connection attempt, 502.
+        """
+        from twisted_proxy.tls import describe_tls_failure
+
+        why = describe_tls_failure(reason)
+        if reason.check(ierror.TimeoutError):
+            status, why = describe_connect_failure(key, reason)
+            log.info("TLS handshake with {host}:{port}: {why}", host=key[0], port=key[1], why=why)
+            requester.upstream_connect_failed(status, why)
+            return
+        log.warn(
+            "TLS handshake with {host}:{port} failed: {why}",
+            host=key[0],
+            port=key[1],
+            why=why,
+            tls_event="handshake_failed",
+        )
+        requester.upstream_connect_failed(502, f"TLS handshake with {key[0]}:{key[1]} failed: {why}")
 
     def close_idle(self) -> None:
         """
