@@ -567,6 +567,7 @@ class WrkResult:
     socket_detail: str = ""
     transfer_bps: float = 0.0  # wrk's Transfer/sec (heads and bodies), bytes per second
     raw: str = field(default="", repr=False)
+    cpu: "CpuUse | None" = None  # of the server wrk talked to, when measured
 
 
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
@@ -668,6 +669,7 @@ def best_of(results: list[WrkResult]) -> WrkResult:
         socket_detail="; ".join(details),
         transfer_bps=best.transfer_bps,
         raw=best.raw,
+        cpu=best.cpu,
     )
 
 
@@ -824,6 +826,109 @@ class RssSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+@dataclass
+class CpuUse:
+    """
+    Shares of the wall-clock time of a measurement, in percent: C{cpu} the
+    processes ran (all their threads), C{wait} they were runnable but
+    waited for a core (other processes on it), C{steal} the hypervisor took
+    from their core.  On a shared machine a low figure with a high C{wait}
+    or C{steal} says the run was starved, not slow.
+    """
+
+    cpu: float
+    wait: float
+    steal: float | None
+
+
+def _schedstat(pids: list[int]) -> tuple[int, int]:
+    """Nanoseconds on a core and waiting for one, summed over the threads."""
+    run = wait = 0
+    for pid in pids:
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    fields = f.read().split()
+            except OSError:
+                continue
+            run += int(fields[0])
+            wait += int(fields[1])
+    return run, wait
+
+
+def _steal_ticks(cpu: int | None) -> int | None:
+    if cpu is None:
+        return None
+    try:
+        with open("/proc/stat") as f:
+            for line in f:
+                if line.startswith(f"cpu{cpu} "):
+                    fields = line.split()
+                    return int(fields[8]) if len(fields) > 8 else None
+    except OSError:
+        pass
+    return None
+
+
+class CpuMeter:
+    """
+    C{with CpuMeter(pids, cpu) as m: ...}, then C{m.use}: how much the
+    processes C{pids} ran and waited, and the steal time of core C{cpu}.
+    """
+
+    def __init__(self, pids: list[int], cpu: int | None) -> None:
+        self.pids = pids
+        self.cpu = cpu
+        self.use: CpuUse | None = None
+
+    def __enter__(self) -> "CpuMeter":
+        self._start = time.monotonic()
+        self._sched = _schedstat(self.pids)
+        self._steal = _steal_ticks(self.cpu)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        elapsed = time.monotonic() - self._start
+        run, wait = _schedstat(self.pids)
+        steal = _steal_ticks(self.cpu)
+        if elapsed <= 0:
+            return
+        steal_pct = None
+        if steal is not None and self._steal is not None:
+            steal_pct = 100.0 * (steal - self._steal) / os.sysconf("SC_CLK_TCK") / elapsed
+        self.use = CpuUse(
+            cpu=100.0 * (run - self._sched[0]) / 1e9 / elapsed,
+            wait=100.0 * (wait - self._sched[1]) / 1e9 / elapsed,
+            steal=steal_pct,
+        )
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is C{pid} (an nginx master's workers)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # the command may contain spaces and parentheses: parse after the last ")"
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 1 and int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def fmt_pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 # ---------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from common import (  # noqa: E402
     HERE,
     MB,
     BenchError,
+    CpuMeter,
     Processes,
     Proxy,
     RssSampler,
@@ -44,8 +45,10 @@ from common import (  # noqa: E402
     check_http,
     check_tools,
     check_transfer,
+    children,
     count_lines,
     fmt_ms,
+    fmt_pct,
     install_signal_handlers,
     make_sparse,
     make_www,
@@ -119,13 +122,27 @@ def forward_proxy(
 # wrk
 
 
-def bench_wrk(args: argparse.Namespace, label: str, url: str, origin_url: str | None = None) -> WrkResult:
-    """Warm-up, then the best of --wrk-repeat runs (errors of all runs added up)."""
+def bench_wrk(
+    args: argparse.Namespace,
+    label: str,
+    url: str,
+    pids: list[int],
+    cpu: int | None,
+    origin_url: str | None = None,
+) -> WrkResult:
+    """
+    Warm-up, then the best of --wrk-repeat runs (errors of all runs added
+    up), with the CPU use of C{pids} (the server wrk talks to) on core C{cpu}.
+    """
     script, script_args = (LUA, [origin_url]) if origin_url is not None else (None, None)
     warm_up(args, url, script, script_args)
-    return best_of(
-        [run_wrk(args, label, url, script, script_args) for _ in range(max(1, args.wrk_repeat))]
-    )
+    runs = []
+    for _ in range(max(1, args.wrk_repeat)):
+        with CpuMeter(pids, cpu) as meter:
+            result = run_wrk(args, label, url, script, script_args)
+        result.cpu = meter.use
+        runs.append(result)
+    return best_of(runs)
 
 
 # ---------------------------------------------------------------------------
@@ -137,7 +154,10 @@ def print_wrk_table(args: argparse.Namespace, results: list[WrkResult]) -> None:
     print()
     best = f", best of {args.wrk_repeat}" if args.wrk_repeat > 1 else ""
     print(f"HTTP/1.1 GET 100 B, wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s{best}")
-    header = f"{'run':<28}{'req/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'requests':>11}{'non-2xx':>9}{'sock err':>10}{'ratio':>8}"
+    header = (
+        f"{'run':<28}{'req/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'requests':>11}{'non-2xx':>9}{'sock err':>10}{'ratio':>8}"
+        f"{'cpu%':>6}{'wait%':>6}{'steal%':>7}"
+    )
     print(header)
     print("-" * len(header))
     for r in results:
@@ -145,10 +165,16 @@ def print_wrk_table(args: argparse.Namespace, results: list[WrkResult]) -> None:
         print(
             f"{r.label:<28}{r.rps:>11.0f}{fmt_ms(r.p50_ms):>9}{fmt_ms(r.p99_ms):>9}"
             f"{r.requests:>11}{r.non_2xx:>9}{r.socket_errors:>10}{ratio:>8.2f}"
+            f"{fmt_pct(r.cpu.cpu if r.cpu else None):>6}{fmt_pct(r.cpu.wait if r.cpu else None):>6}"
+            f"{fmt_pct(r.cpu.steal if r.cpu else None):>7}"
         )
     for r in results:
         if r.socket_errors:
             print(f"  {r.label}: socket errors {r.socket_detail}")
+    print(
+        "  cpu%, wait%: time the server wrk talked to (nginx worker for direct, else the proxy) spent"
+        " running, and runnable but waiting for its core; steal%: of its core, taken by the hypervisor"
+    )
     sys.stdout.flush()
 
 
@@ -190,11 +216,12 @@ def main() -> int:
         www = make_www(tmp)
         make_sparse(os.path.join(www, "big"), args.big_mb * MB)
         make_sparse(os.path.join(www, "rss"), args.rss_mb * MB)
-        origin = start_nginx(procs, tmp, args.origin_cpu).port
+        nginx = start_nginx(procs, tmp, args.origin_cpu)
+        origin = nginx.port
         origin_url = f"http://127.0.0.1:{origin}/100b"
         print(f"nginx on 127.0.0.1:{origin}", flush=True)
 
-        results = [bench_wrk(args, "direct (nginx)", origin_url)]
+        results = [bench_wrk(args, "direct (nginx)", origin_url, children(nginx.proc.pid), args.origin_cpu)]
         if args.direct_only:
             print_wrk_table(args, results)
             return 0
@@ -204,7 +231,8 @@ def main() -> int:
             print(f"proxy on 127.0.0.1:{proxy.port} (access log off)", flush=True)
             print_config(f"proxy config ({proxy.conf})", proxy.config)
             results.append(
-                bench_wrk(args, "proxy, access log off", f"http://127.0.0.1:{proxy.port}/", origin_url)
+                bench_wrk(args, "proxy, access log off", f"http://127.0.0.1:{proxy.port}/",
+                          [proxy.proc.pid], args.proxy_cpu, origin_url)
             )
             if not args.skip_connect:
                 connect = bench_connect(procs, args, origin, proxy)
@@ -214,7 +242,8 @@ def main() -> int:
             with forward_proxy(procs, args, tmp, "log", origin, log_path) as proxy:
                 print(f"proxy on 127.0.0.1:{proxy.port} (access log to {log_path})", flush=True)
                 results.append(
-                    bench_wrk(args, "proxy, access log to file", f"http://127.0.0.1:{proxy.port}/", origin_url)
+                    bench_wrk(args, "proxy, access log to file", f"http://127.0.0.1:{proxy.port}/",
+                              [proxy.proc.pid], args.proxy_cpu, origin_url)
                 )
             lines = count_lines(log_path)
             size = os.path.getsize(log_path) if os.path.exists(log_path) else 0

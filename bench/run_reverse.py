@@ -44,6 +44,8 @@ from common import (  # noqa: E402
     HERE,
     MB,
     BenchError,
+    Nginx,
+    CpuMeter,
     Processes,
     Proxy,
     RssSampler,
@@ -53,7 +55,9 @@ from common import (  # noqa: E402
     best_of,
     check_http,
     check_tools,
+    children,
     fmt_ms,
+    fmt_pct,
     install_signal_handlers,
     make_random,
     make_www,
@@ -170,10 +174,11 @@ def get_100b(port: int) -> bytes:
     return f"GET /100b HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
 
 
-def start_relay(procs: Processes, args: argparse.Namespace, tmp: str, origin: int) -> int:
+def start_relay(procs: Processes, args: argparse.Namespace, tmp: str, origin: int) -> tuple[int, int]:
+    """The bare relay to C{origin}: (port, pid)."""
     port = free_port()
     log = os.path.join(tmp, "bare-relay.log")
-    start_logged(
+    proc = start_logged(
         procs,
         pinned(args.proxy_cpu, [sys.executable, RELAY, "--port", str(port), "--upstream", f"127.0.0.1:{origin}"]),
         port,
@@ -182,7 +187,7 @@ def start_relay(procs: Processes, args: argparse.Namespace, tmp: str, origin: in
         timeout=args.start_timeout,
     )
     check_http(port, get_100b(port), BODY_100B, "bare relay check: GET /100b", [log])
-    return port
+    return port, proc.pid
 
 
 # ---------------------------------------------------------------------------
@@ -193,6 +198,8 @@ def start_relay(procs: Processes, args: argparse.Namespace, tmp: str, origin: in
 class Target:
     label: str
     port: int
+    pids: list[int]  # the processes that serve it (nginx: the workers)
+    cpu: int | None  # the core they are pinned to
 
 
 def bench_path(args: argparse.Namespace, targets: list[Target], path: str) -> list[WrkResult]:
@@ -206,7 +213,10 @@ def bench_path(args: argparse.Namespace, targets: list[Target], path: str) -> li
         warm_up(args, f"http://127.0.0.1:{t.port}{path}")
     for _ in range(max(1, args.repeat)):
         for t in targets:
-            runs[t.label].append(run_wrk(args, t.label, f"http://127.0.0.1:{t.port}{path}"))
+            with CpuMeter(t.pids, t.cpu) as meter:
+                result = run_wrk(args, t.label, f"http://127.0.0.1:{t.port}{path}")
+            result.cpu = meter.use
+            runs[t.label].append(result)
     return [best_of(runs[t.label]) for t in targets]
 
 
@@ -226,6 +236,7 @@ def print_wrk_table(args: argparse.Namespace, title: str, results: dict[str, Wrk
     header = (
         f"{'run':<30}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'MiB/s':>9}{'requests':>10}"
         f"{'non-2xx':>8}{'sock err':>9}{'x direct':>9}{'x nginx':>8}{'x bare':>8}"
+        f"{'cpu%':>6}{'wait%':>6}{'steal%':>7}"
     )
     print(header)
     print("-" * len(header))
@@ -236,11 +247,17 @@ def print_wrk_table(args: argparse.Namespace, title: str, results: dict[str, Wrk
             f"{r.transfer_bps / MB:>9.1f}{r.requests:>10}{r.non_2xx:>8}{r.socket_errors:>9}"
             f"{ratio(r.rps, direct.rps if direct else 0):>9}{ratio(r.rps, nginx.rps if nginx else 0):>8}"
             f"{ratio(r.rps, bare.rps if bare else 0):>8}"
+            f"{fmt_pct(r.cpu.cpu if r.cpu else None):>6}{fmt_pct(r.cpu.wait if r.cpu else None):>6}"
+            f"{fmt_pct(r.cpu.steal if r.cpu else None):>7}"
         )
     for label in order:
         r = results[label]
         if r.socket_errors:
             print(f"  {r.label}: socket errors {r.socket_detail}")
+    print(
+        "  cpu%, wait%: time the server wrk talked to (origin nginx worker for direct) spent running,"
+        " and runnable but waiting for its core; steal%: of its core, taken by the hypervisor"
+    )
     sys.stdout.flush()
 
 
@@ -290,14 +307,14 @@ def main() -> int:
         )
         www = make_www(tmp)
         make_random(os.path.join(www, "64k"), SIZE_64K, args.seed)
-        origin = start_nginx(procs, tmp, args.origin_cpu, "origin").port
-        print(f"origin: nginx on 127.0.0.1:{origin} (/100b, /64k)", flush=True)
+        origin = start_nginx(procs, tmp, args.origin_cpu, "origin")
+        print(f"origin: nginx on 127.0.0.1:{origin.port} (/100b, /64k)", flush=True)
 
         if not args.skip_wrk:
             failures += bench_wrk_all(procs, args, tmp, origin, errors)
 
         if not args.skip_rss:
-            if not bench_rss(procs, args, tmp, www, origin):
+            if not bench_rss(procs, args, tmp, www, origin.port):
                 failures.append("RSS")
 
         print()
@@ -319,29 +336,29 @@ def main() -> int:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def bench_wrk_all(procs: Processes, args: argparse.Namespace, tmp: str, origin: int, errors: list[str]) -> list[str]:
+def bench_wrk_all(procs: Processes, args: argparse.Namespace, tmp: str, origin: Nginx, errors: list[str]) -> list[str]:
     failures: list[str] = []
-    targets = [Target(DIRECT, origin)]
-    with reverse_proxy(procs, args, tmp, "wrk", origin) as proxy:
+    targets = [Target(DIRECT, origin.port, children(origin.proc.pid), args.origin_cpu)]
+    with reverse_proxy(procs, args, tmp, "wrk", origin.port) as proxy:
         print(f"twisted-proxy on 127.0.0.1:{proxy.port}", flush=True)
         print_config(f"twisted-proxy config ({proxy.conf})", proxy.config)
-        targets.append(Target(PROXY, proxy.port))
+        targets.append(Target(PROXY, proxy.port, [proxy.proc.pid], args.proxy_cpu))
         if not args.skip_nginx_proxy:
             nginx = start_nginx(
                 procs, tmp, args.proxy_cpu, "reverse",
-                lambda port: NGINX_REVERSE.format(port=port, origin=origin),
+                lambda port: NGINX_REVERSE.format(port=port, origin=origin.port),
             )
             check_http(nginx.port, get_100b(nginx.port), BODY_100B, "nginx reverse proxy check: GET /100b", nginx.logs)
             print(f"nginx reverse proxy on 127.0.0.1:{nginx.port}", flush=True)
             print_config(
                 f"nginx reverse proxy, inside http {{}} ({nginx.conf})",
-                NGINX_REVERSE.format(port=nginx.port, origin=origin),
+                NGINX_REVERSE.format(port=nginx.port, origin=origin.port),
             )
-            targets.append(Target(NGINX, nginx.port))
+            targets.append(Target(NGINX, nginx.port, children(nginx.proc.pid), args.proxy_cpu))
         if not args.skip_bare:
-            relay = start_relay(procs, args, tmp, origin)
+            relay, relay_pid = start_relay(procs, args, tmp, origin.port)
             print(f"bare Twisted relay on 127.0.0.1:{relay}", flush=True)
-            targets.append(Target(BARE, relay))
+            targets.append(Target(BARE, relay, [relay_pid], args.proxy_cpu))
 
         order = [t.label for t in targets]
         small = {r.label: r for r in bench_path(args, targets, "/100b")}
@@ -447,16 +464,23 @@ def bench_rss(procs: Processes, args: argparse.Namespace, tmp: str, www: str, or
             f"RSS of twisted-proxy with {args.big_mb} MiB pseudo-random bodies through the reverse proxy "
             f"(idle {idle:.1f} MB; MB = 10^6 bytes)"
         )
-        header = f"{'run':<30}{'MiB/s':>9}{'seconds':>9}{'max RSS MB':>12}{'over idle':>11}  sha256"
+        header = (
+            f"{'run':<30}{'MiB/s':>9}{'seconds':>9}{'max RSS MB':>12}{'over idle':>11}"
+            f"{'cpu%':>6}{'wait%':>6}{'steal%':>7}  sha256"
+        )
         print(header)
         print("-" * (len(header) + 6))
         check = "ok" if direct.piped == digest else f"MISMATCH {direct.piped or '(none)'}"
-        print(f"{'direct download (no proxy)':<30}{direct.speed / MB:>9.1f}{direct.seconds:>9.2f}{'-':>12}{'-':>11}  {check}")
+        print(
+            f"{'direct download (no proxy)':<30}{direct.speed / MB:>9.1f}{direct.seconds:>9.2f}{'-':>12}{'-':>11}"
+            f"{'-':>6}{'-':>6}{'-':>7}  {check}"
+        )
         if direct.piped != digest or direct.size != size:
             raise BenchError(f"direct download: {direct.size} bytes, sha256 {check}: the bench itself is broken")
         for label, curl_args, kw in runs:
-            with RssSampler(proxy.proc.pid) as sampler:
+            with RssSampler(proxy.proc.pid) as sampler, CpuMeter([proxy.proc.pid], args.proxy_cpu) as meter:
                 t = fetch(procs, args, curl_args, kw, hasher, tmp)
+            use = meter.use
             over = sampler.max_kb * 1024 / DECIMAL_MB - idle
             growth = max(growth, over)
             same = t.piped == digest and t.size == size and t.code.startswith("2")
@@ -467,10 +491,12 @@ def bench_rss(procs: Processes, args: argparse.Namespace, tmp: str, www: str, or
                 ok_all = False
             print(
                 f"{label:<30}{t.speed / MB:>9.1f}{t.seconds:>9.2f}{sampler.max_kb * 1024 / DECIMAL_MB:>12.1f}"
-                f"{over:>11.1f}  {check}",
+                f"{over:>11.1f}{fmt_pct(use.cpu if use else None):>6}{fmt_pct(use.wait if use else None):>6}"
+                f"{fmt_pct(use.steal if use else None):>7}  {check}",
                 flush=True,
             )
         alive = proxy.proc.poll() is None
+    print("  cpu%, wait%, steal%: of twisted-proxy during the transfer, as in the wrk tables")
     ok = growth <= TARGET_RSS_MB
     print(f"RSS growth {growth:.1f} MB (target ≤ {TARGET_RSS_MB:g} MB): {verdict(ok)}")
     if not alive:

@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import socket
+import subprocess
 from typing import Any, Callable, Dict, Generator, List, Optional, Sequence, Set, Tuple
 from urllib.parse import parse_qs, urlsplit
 
@@ -1389,16 +1392,98 @@ class Harness:
         return d
 
 
+# --- a real redis-server ----------------------------------------------------------
+
+
+#: the redis-server program, or None (tests that need it skip)
+REDIS_SERVER = shutil.which("redis-server")
+
+
+def unused_port() -> int:
+    """
+    A TCP port on 127.0.0.1 that nothing listens on now.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RedisServer:
+    """
+    A C{redis-server} in a temporary folder on a loopback port, without
+    persistence.
+    """
+
+    def __init__(self, directory: str, port: int) -> None:
+        self.directory = directory
+        self.port = port
+        self.process: Optional[subprocess.Popen] = None
+
+    @inlineCallbacks
+    def start(self) -> Generator[Deferred, Any, None]:
+        """
+        Start it; fires once it accepts connections.
+        """
+        assert REDIS_SERVER is not None
+        os.makedirs(self.directory, exist_ok=True)
+        self.log = open(os.path.join(self.directory, "redis.log"), "ab")
+        self.process = subprocess.Popen(
+            [
+                REDIS_SERVER,
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", self.directory,
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        for _ in range(200):
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.process.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                yield deferLater(get_reactor(), 0.025, lambda: None)
+        raise RuntimeError("redis-server did not start listening")
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None:
+            return
+        process.send_signal(signal.SIGCONT)
+        process.terminate()
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            process.kill()
+            process.wait()
+        self.log.close()
+
+    def pause(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+
 __all__ = [
     "EchoServer",
     "Harness",
     "IncompleteResponse",
     "Origin",
     "RawClient",
+    "REDIS_SERVER",
+    "RedisServer",
     "Response",
     "Tracker",
     "parse_response",
     "pattern",
     "proxy_config",
     "start_proxy",
+    "unused_port",
 ]

@@ -9,10 +9,6 @@ Skipped when C{redis-server} is not installed (C{apt install redis-server}).
 from __future__ import annotations
 
 import os
-import shutil
-import signal
-import socket
-import subprocess
 from typing import Any, Dict, Generator, List, Optional, cast
 
 from twisted.internet import reactor as _reactor
@@ -22,91 +18,24 @@ from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.trial.unittest import SkipTest, TestCase
 from zope.interface import directlyProvides, providedBy
 
+from tests.helpers import REDIS_SERVER, RedisServer, unused_port
 from twisted_proxy.filters import Deny, ErrorList, RequestInfo
 from twisted_proxy.filters.events import Events
 from twisted_proxy.filters.rate_limit import RedisRateLimitFilter, parse
 
 reactor: Any = _reactor
 
-REDIS_SERVER = shutil.which("redis-server")
-
 try:
     import txredisapi  # type: ignore[import-untyped]
 except ImportError:  # pragma: no cover - it is a dependency
     txredisapi = None
 
-
-def free_port() -> int:
-    """
-    A TCP port on 127.0.0.1 that nothing listens on now.
-    """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+#: a free loopback port (the name these tests have always used)
+free_port = unused_port
 
 
 def sleep(seconds: float) -> Deferred:
     return deferLater(reactor, seconds, lambda: None)
-
-
-class RedisServer:
-    """
-    A C{redis-server} in a temporary folder on a loopback port, without
-    persistence.
-    """
-
-    def __init__(self, directory: str, port: int) -> None:
-        self.directory = directory
-        self.port = port
-        self.process: Optional[subprocess.Popen] = None
-
-    @inlineCallbacks
-    def start(self) -> Generator[Deferred, Any, None]:
-        assert REDIS_SERVER is not None
-        os.makedirs(self.directory, exist_ok=True)
-        self.log = open(os.path.join(self.directory, "redis.log"), "ab")
-        self.process = subprocess.Popen(
-            [
-                REDIS_SERVER,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", self.directory,
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        for _ in range(200):
-            if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.process.returncode}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                yield sleep(0.025)
-        raise RuntimeError("redis-server did not start listening")
-
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is None:
-            return
-        process.send_signal(signal.SIGCONT)
-        process.terminate()
-        try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            process.kill()
-            process.wait()
-        self.log.close()
-
-    def pause(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGCONT)
 
 
 class SkewedReactor:

@@ -19,7 +19,6 @@ from cryptography import x509
 from OpenSSL import SSL
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
-from twisted.internet import defer
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol, wrapClientTLS
 from twisted.internet.interfaces import (
@@ -40,7 +39,6 @@ from twisted_proxy.service import make_service
 from twisted_proxy.tls import (
     ALPN_PROTOCOLS,
     BackendTLS,
-    BackendTLSPolicy,
     Redirect,
     RedirectRouter,
     ServerTLS,

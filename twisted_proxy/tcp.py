@@ -11,6 +11,7 @@ from typing import Any, Optional, Sequence
 
 from zope.interface import implementer
 from twisted.internet import error as ierror
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -97,17 +98,51 @@ class TcpFrontProtocol(Protocol):
             return
         if ctx.filters:
             info = RequestInfo(ctx.name, self.client_ip, "", "", "", 0, "", [], connect=True)
-            for flt in ctx.filters:
-                try:
-                    verdict = flt.filter_request(info)
-                except Exception:
-                    log.failure("filter {name} failed", name=getattr(flt, "name", ""))
-                    self.refuse(getattr(flt, "name", ""))
-                    return
-                if isinstance(verdict, Deny):
-                    self.refuse(verdict.rule)
-                    return
+            self.run_filters(0, info)
+            return
         self.choose()
+
+    def run_filters(self, index: int, info: RequestInfo) -> None:
+        """
+        Run the listener's filters from C{index} on; a Deferred verdict (a
+        Redis rate limit, a custom filter) is waited for, reading paused.
+        """
+        filters = self.ctx.filters
+        while index < len(filters):
+            flt = filters[index]
+            index += 1
+            try:
+                verdict = flt.filter_request(info)
+            except Exception:
+                log.failure("filter {name} failed", name=getattr(flt, "name", ""))
+                self.refuse(getattr(flt, "name", ""))
+                return
+            if isinstance(verdict, Deferred):
+                verdict.addCallbacks(
+                    self._filter_answered,
+                    self._filter_failed,
+                    callbackArgs=(index, info),
+                    errbackArgs=(flt,),
+                )
+                return
+            if isinstance(verdict, Deny):
+                self.refuse(verdict.rule)
+                return
+        self.choose()
+
+    def _filter_answered(self, verdict: Any, index: int, info: RequestInfo) -> None:
+        if self.lost:
+            return
+        if isinstance(verdict, Deny):
+            self.refuse(verdict.rule)
+            return
+        self.run_filters(index, info)
+
+    def _filter_failed(self, failure: Failure, flt: Any) -> None:
+        name = getattr(flt, "name", "")
+        log.failure("filter {name} failed", failure, name=name)
+        if not self.lost:
+            self.refuse(name)
 
     def refuse(self, rule: str) -> None:
         self.decision = "deny"
