@@ -1177,12 +1177,6 @@ class ResponseFilterHeadTests(GatewayCase):
     A response filter that raises on the response to a HEAD request.
     """
 
-    skip = (
-        "BUG (exchange.py Exchange._late_error): the 500 sent when a response"
-        " filter raises carries a body even for HEAD (error_response is called"
-        " without head_only), so the next response on the connection is garbled"
-    )
-
     @inlineCallbacks
     def test_head(self) -> Gen:
         """

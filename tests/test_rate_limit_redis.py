@@ -329,6 +329,26 @@ class OutageTests(RedisTestCase):
         self.assertNotIn(hung, flt._factory.pool)
 
     @inlineCallbacks
+    def test_request_from_timed_out_callback(self) -> Generator[Any, Any, None]:
+        """
+        A request made from the callback of one that timed out (the proxy
+        resumes the next filters and requests synchronously) leaves no
+        second timer behind: after L{close} no call is pending.
+        """
+        flt = self.make({"rate": 100, "per": 60, "timeout": 0.2})
+        self.assertIsNone((yield self.verdict(flt)))
+        self.server.pause()
+        again: List[Any] = []
+        first = flt.filter_request(request())
+        first.addCallback(lambda _: again.append(flt.filter_request(request())))
+        yield first
+        [second] = again
+        self.assertIsNone((yield second))
+        yield flt.close()
+        pending = [c for c in reactor.getDelayedCalls() if "_expire" in repr(c)]
+        self.assertEqual(pending, [])
+
+    @inlineCallbacks
     def test_close(self) -> Generator[Any, Any, None]:
         """
         L{RedisRateLimitFilter.close} closes the connection.

@@ -1075,7 +1075,9 @@ class Exchange:
         """
         self.status = status
         self.decision = "error"
-        data = error_response(status, message, self.close_after)
+        data = error_response(
+            status, message, self.close_after, head_only=self.head.method == b"HEAD"
+        )
         self.response_started = True
         self.response_done = True
         self.bytes_out += len(data)

@@ -762,6 +762,11 @@ class RedisRateLimitFilter(_Limiter):
             # the factory opens a new connection
             for conn in list(self._factory.pool):
                 conn.transport.abortConnection()
+        # a cancelled call's callbacks may have made a request, and so a
+        # timer, meanwhile: keep one timer only
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
         if inflight:
             self._timer = self._clock.callLater(max(0.0, inflight[0][0] - now), self._expire)
 
