@@ -690,6 +690,7 @@ class Transfer:
     size: int
     code: str
     piped: str = ""  # what the command curl's output was piped to printed
+    cpu: "CpuUse | None" = None  # of the proxy, when measured
 
 
 def run_curl(
