@@ -1306,3 +1306,70 @@ class ResponseParserTests(SynchronousTestCase):
         self.assertEqual(sink.events, [("head", 200), ("body", b"a"), ("end",)])
         self.assertTrue(parser.extra)
 
+
+
+class BodyHandOverTests(SynchronousTestCase):
+    """
+    Content-Length bodies that span reads go past llhttp after the first
+    read (no copy, no callback); what follows them is parsed afresh.
+    """
+
+    def test_request_body_then_pipelined_request(self) -> None:
+        """
+        A Content-Length body split over reads arrives whole, and a request
+        in the same read as its last bytes is parsed normally.
+        """
+        parser, sink = request_parser()
+        parser.feed(b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n012")
+        self.assertEqual(parser.remaining, 7)
+        parser.feed(b"3456")
+        parser.feed(b"789GET /b HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertEqual(sink.body(), b"0123456789")
+        self.assertEqual(
+            [e for e in sink.events if e[0] != "body"],
+            [("head", b"POST", b"/a"), ("end",), ("head", b"GET", b"/b"), ("end",)],
+        )
+        self.assertEqual(parser.remaining, 0)
+
+    def test_request_body_exact_end(self) -> None:
+        """
+        A read ending exactly at the end of the body ends the request; the
+        next read starts a new one.
+        """
+        parser, sink = request_parser()
+        parser.feed(b"PUT /a HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nab")
+        parser.feed(b"cd")
+        parser.feed(b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n")
+        self.assertEqual(sink.body(), b"abcd")
+        self.assertEqual(sink.kinds().count("end"), 2)
+
+    def test_response_body_hand_over(self) -> None:
+        """
+        A response's Content-Length body split over reads arrives whole and
+        ends the message; bytes after it mark the connection unusable.
+        """
+        parser, sink = response_parser()
+        parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nab")
+        parser.hand_over()
+        self.assertEqual(parser.remaining, 4)
+        parser.feed(b"cd")
+        self.assertFalse(parser.done)
+        parser.feed(b"efXYZ")
+        self.assertTrue(parser.done)
+        self.assertTrue(parser.extra)
+        self.assertEqual(sink.body(), b"abcdef")
+        self.assertEqual(sink.kinds()[-1], "end")
+
+    def test_next_response_after_hand_over(self) -> None:
+        """
+        After a handed-over body, the next response is parsed by a fresh
+        llhttp parser.
+        """
+        parser, sink = response_parser()
+        parser.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab")
+        parser.hand_over()
+        parser.feed(b"cd")
+        parser.expect(False)
+        parser.feed(b"HTTP/1.1 204 No Content\r\n\r\n")
+        self.assertEqual([r.status for r in sink.responses], [200, 204])
+        self.assertTrue(parser.done)

@@ -35,6 +35,7 @@ from twisted_proxy.http.errors import error_response
 from twisted_proxy.http.parser import BadRequest, RequestHead, RequestParser, ResponseHead
 from twisted_proxy.stats import ListenerStats
 from twisted_proxy.tunnel import Splice
+from twisted_proxy.upstream.backend import BUSY
 from twisted_proxy.upstream.pool import Pool, UpstreamProtocol, set_no_delay
 
 log = Logger()
@@ -702,8 +703,6 @@ class Exchange:
         Pick a server of the route's backend (not one already tried) and
         dispatch to it; wait for a slot when all are at max_connections.
         """
-        from twisted_proxy.upstream.backend import BUSY
-
         backend = self.target.backend
         key = b""
         if backend.key_kind:

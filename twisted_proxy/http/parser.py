@@ -111,6 +111,9 @@ class RequestParser:
         self._pending = 0
         self._ended = False
         self._big = False
+        #: Content-Length body bytes still to come past llhttp (see feed)
+        self.remaining = 0
+        self._length = 0
 
     def reset(self) -> None:
         """
@@ -119,8 +122,31 @@ class RequestParser:
         self._parser = HttpRequestParser(self)
         self.in_head = False
         self._pending = 0
+        self.remaining = 0
+        self._length = 0
 
     def feed(self, data: bytes) -> Optional[bytes]:
+        remaining = self.remaining
+        if remaining > 0:
+            # the rest of a Content-Length body: nothing in it for llhttp to
+            # check, so it goes to the sink as is (no copy, no callback)
+            size = len(data)
+            if size < remaining:
+                self.remaining = remaining - size
+                self.sink.request_body(data)
+                return None
+            self.remaining = 0
+            if size == remaining:
+                body, data = data, b""
+            else:
+                body, data = data[:remaining], data[remaining:]
+            self.sink.request_body(body)
+            # llhttp still counts on that body: the next request gets a
+            # fresh parser
+            self._parser = HttpRequestParser(self)
+            self.sink.request_end()
+            if not data:
+                return None
         self._ended = False
         # a complete head inside one read larger than the limit is measured
         # when it completes; smaller reads are bounded below
@@ -148,6 +174,10 @@ class RequestParser:
                 self._pending += len(data)
             if self._pending > self.max_head_size:
                 raise BadRequest(431, "request head too large")
+        elif self._length > 0:
+            # this read ended inside a Content-Length body
+            self.remaining = self._length
+            self._length = 0
         return None
 
     # llhttp callbacks
@@ -238,6 +268,8 @@ class RequestParser:
         if not parser.should_upgrade():
             upgrade = None
         url = self._url[0] if len(self._url) == 1 else b"".join(self._url)
+        if framing == 1 and not parser.should_upgrade():
+            self._length = int(headers[lnames.index(b"content-length")][1])
         head = RequestHead(
             parser.get_method(),
             url,
@@ -253,10 +285,12 @@ class RequestParser:
         self.sink.request_head(head)
 
     def on_body(self, data: bytes) -> None:
+        self._length -= len(data)
         self.sink.request_body(data)
 
     def on_message_complete(self) -> None:
         self._ended = True
+        self._length = 0
         self.sink.request_end()
 
 
@@ -357,11 +391,17 @@ class ResponseParser:
         self._ended = False
         self._big = False
         self.framing = 0
+        #: Content-Length body bytes still to come once llhttp has handed
+        #: over (0: llhttp parses what comes)
+        self.remaining = 0
+        self._length = 0
 
     def expect(self, no_body: bool) -> None:
         """
         Get ready for the response to a new request.
         """
+        self.remaining = 0
+        self._length = 0
         if self._stale:
             # llhttp still expects the body the previous head announced
             self._parser = HttpResponseParser(self)
@@ -372,6 +412,23 @@ class ResponseParser:
         self.started = False
 
     def feed(self, data: bytes) -> Optional[bytes]:
+        remaining = self.remaining
+        if remaining > 0:
+            # the rest of a Content-Length body: llhttp has nothing to check
+            # in it, so it goes to the sink as is (no copy, no callback)
+            size = len(data)
+            if size <= remaining:
+                self.remaining = remaining - size
+                self.sink.response_body(data)
+            else:
+                self.remaining = 0
+                self.sink.response_body(data[:remaining])
+                self.extra = True  # bytes after the response: no reuse
+            if self.remaining == 0:
+                self.done = True
+                self._stale = True
+                self.sink.response_end()
+            return None
         self._ended = False
         self._big = len(data) > self.max_head_size
         try:
@@ -467,6 +524,10 @@ class ResponseParser:
             framing = 0
         reason = self._reason[0] if len(self._reason) == 1 else b"".join(self._reason)
         self.framing = framing
+        self._length = -1
+        if framing == 1:
+            value = headers[lnames.index(b"content-length")][1]
+            self._length = int(value)  # llhttp accepted it: digits only
         head = ResponseHead(
             status, reason, bversion, self._headers, parser.should_keep_alive(), framing
         )
@@ -489,7 +550,18 @@ class ResponseParser:
         if self.done:
             self.extra = True
             return
+        if self._length > 0:
+            self._length -= len(data)
         self.sink.response_body(data)
+
+    def hand_over(self) -> None:
+        """
+        After a read that ended inside a Content-Length body, take the rest
+        of that body past llhttp (see L{feed}).
+        """
+        if self._length > 0 and not self.done and not self._in_head and self.started:
+            self.remaining = self._length
+            self._length = 0
 
     def on_message_complete(self) -> None:
         self._ended = True

@@ -110,8 +110,11 @@ class UpstreamProtocol(Protocol):
         if rest is not None:
             ex.upstream_upgraded(self, rest)
             return
-        if parser.done and self.exchange is ex:
-            ex.upstream_done(self, parser.extra)
+        if parser.done:
+            if self.exchange is ex:
+                ex.upstream_done(self, parser.extra)
+        else:
+            parser.hand_over()
 
     def readConnectionLost(self) -> None:
         if self.splice is not None:
