@@ -29,7 +29,15 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_proxy.filters import Deny, RequestInfo
-from twisted_proxy.flow import CONNECTING, FILTERING, QUEUED, UPGRADING, Gate, Relay
+from twisted_proxy.flow import (
+    CONNECTING,
+    FILTERING,
+    QUEUED,
+    UPGRADING,
+    Gate,
+    Relay,
+    write_now,
+)
 from twisted_proxy.http import policy
 from twisted_proxy.http.errors import error_response
 from twisted_proxy.http.parser import BadRequest, RequestHead, RequestParser, ResponseHead
@@ -486,6 +494,7 @@ class Exchange:
         "resp_buffer",
         "resp_overflow",
         "late_error",
+        "out",
     )
 
     def __init__(self, front: FrontProtocol, head: RequestHead) -> None:
@@ -527,6 +536,8 @@ class Exchange:
         self.resp_buffer: Optional[list] = None
         self.resp_overflow = False
         self.late_error: Optional[Tuple[int, str]] = None
+        #: response bytes collected during one upstream read (see emit)
+        self.out: Optional[list] = None
 
     # policy and target
 
@@ -820,7 +831,7 @@ class Exchange:
         conn.attach(self, head.method == b"HEAD")
         data = ctx.router.request_head(head, target, self.front.client_ip, server)
         transport = conn.transport
-        transport.write(data)
+        write_now(transport, data)
         if self.replay:
             # a retry: what the failed attempt had sent goes again
             transport.writeSequence(self.replay)
@@ -925,6 +936,26 @@ class Exchange:
 
     # response (the upstream parser's sink)
 
+    def emit(self, data: bytes) -> None:
+        """
+        Send C{data} to the client: collected while an upstream read is
+        being parsed (one send for head and body), else written now.
+        """
+        out = self.out
+        if out is not None:
+            out.append(data)
+        else:
+            self.front.transport.write(data)
+
+    def flush(self) -> None:
+        """
+        Send what the last upstream read produced for the client.
+        """
+        out = self.out
+        self.out = None
+        if out:
+            write_now(self.front.transport, out[0] if len(out) == 1 else b"".join(out))
+
     def response_head(self, response: ResponseHead) -> None:
         self.response = response
         if self.server is not None:
@@ -994,7 +1025,7 @@ class Exchange:
         )
         self.response_started = True
         self.bytes_out += len(data)
-        front.transport.write(data)
+        self.emit(data)
         if front.timer_kind == WAIT:
             front.set_timer(BODY, self.ctx.settings.idle_timeout)
 
@@ -1015,9 +1046,11 @@ class Exchange:
             return
         self.bytes_out += len(data)
         if self.out_framing == policy.CHUNKED:
-            self.front.transport.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
+            self.emit(b"%x\r\n" % len(data))
+            self.emit(data)
+            self.emit(b"\r\n")
         else:
-            self.front.transport.write(data)
+            self.emit(data)
         front = self.front
         if front.timer_kind == BODY:
             front.deadline = front.clock.seconds() + self.ctx.settings.idle_timeout
@@ -1027,7 +1060,7 @@ class Exchange:
             self.transform_response_body()
             return
         if self.out_framing == policy.CHUNKED:
-            self.front.transport.write(LAST_CHUNK)
+            self.emit(LAST_CHUNK)
             self.bytes_out += 5
         self.response_done = True
 
@@ -1063,7 +1096,7 @@ class Exchange:
         response.tokens = None
         self.write_response_head(response)
         self.bytes_out += len(body)
-        self.front.transport.write(body)
+        self.emit(body)
         self.response_done = True
 
     def _late_error(self, status: int, message: str) -> None:
@@ -1080,7 +1113,7 @@ class Exchange:
         self.response_started = True
         self.response_done = True
         self.bytes_out += len(data)
-        self.front.transport.write(data)
+        self.emit(data)
         if self.conn is not None:
             self.conn.transport.loseConnection()
 

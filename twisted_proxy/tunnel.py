@@ -21,6 +21,8 @@ from zope.interface import implementer
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 
+from twisted_proxy.flow import write_now
+
 log = Logger()
 
 #: read size and write-buffer limit of spliced TCP transports
@@ -103,12 +105,12 @@ class Splice:
     def data_from_front(self, data: bytes) -> None:
         self.bytes_in += len(data)
         self._deadline = self.clock.seconds() + self.idle_timeout
-        self.back.write(data)
+        write_now(self.back, data)
 
     def data_from_back(self, data: bytes) -> None:
         self.bytes_out += len(data)
         self._deadline = self.clock.seconds() + self.idle_timeout
-        self.front.write(data)
+        write_now(self.front, data)
 
     def read_closed_front(self) -> None:
         """

@@ -102,11 +102,14 @@ class UpstreamProtocol(Protocol):
             ex.raw_data(self, data)
             return
         parser = self.parser
+        ex.out = []  # what this read produces for the client goes in one send
         try:
             rest = parser.feed(data)
         except BadResponse as e:
+            ex.flush()
             ex.upstream_failed(self, 502, f"invalid response from upstream: {e}")
             return
+        ex.flush()
         if rest is not None:
             ex.upstream_upgraded(self, rest)
             return
