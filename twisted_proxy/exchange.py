@@ -28,6 +28,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twisted_proxy.addresses import AddressMatcher
 from twisted_proxy.filters import Deny, RequestInfo
 from twisted_proxy.flow import (
     CONNECTING,
@@ -106,7 +107,7 @@ class ListenerContext:
             settings.idle_timeout,
             settings.first_byte_timeout,
         )
-        self._allowed_cache: dict = {}
+        self._allowed = AddressMatcher(self.allow_clients)
 
     def client_allowed(self, client_ip: str) -> bool:
         """
@@ -114,21 +115,7 @@ class ListenerContext:
         """
         if self.allow_all:
             return True
-        cache = self._allowed_cache
-        allowed = cache.get(client_ip)
-        if allowed is None:
-            try:
-                address = ipaddress.ip_address(client_ip)
-            except ValueError:
-                allowed = False
-            else:
-                if getattr(address, "ipv4_mapped", None) is not None:
-                    address = address.ipv4_mapped  # type: ignore[union-attr]
-                allowed = any(address in net for net in self.allow_clients)
-            if len(cache) > 4096:
-                cache.clear()
-            cache[client_ip] = allowed
-        return allowed
+        return self._allowed.match(client_ip) is not None
 
 
 class FrontFactory(Factory):

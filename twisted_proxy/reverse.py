@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from twisted_proxy.addresses import AddressMatcher
 from twisted_proxy.forward import Target, parse_authority
 from twisted_proxy.http import policy
 from twisted_proxy.http.parser import BadRequest, RequestHead
@@ -211,29 +212,13 @@ class ReverseRouter:
         self.bscheme = scheme.encode("ascii")
         self.default_port = default_port
         self.strip = frozenset(h.lower().encode("latin-1") for h in strip_headers)
-        self._trusted_cache: Dict[str, bool] = {}
+        self._trusted = AddressMatcher(self.trusted_proxies)
 
     def is_trusted(self, client_ip: str) -> bool:
-        if not self.trusted_proxies:
-            return False
-        cache = self._trusted_cache
-        trusted = cache.get(client_ip)
-        if trusted is None:
-            import ipaddress
-
-            try:
-                address = ipaddress.ip_address(client_ip)
-            except ValueError:
-                trusted = False
-            else:
-                mapped = getattr(address, "ipv4_mapped", None)
-                if mapped is not None:
-                    address = mapped
-                trusted = any(address in net for net in self.trusted_proxies)
-            if len(cache) > 4096:
-                cache.clear()
-            cache[client_ip] = trusted
-        return trusted
+        """
+        Whether C{client_ip} is one of the C{trusted_proxies}.
+        """
+        return self._trusted.match(client_ip) is not None
 
     def route(self, head: RequestHead) -> Target:
         """

@@ -50,7 +50,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from twisted_proxy.filters import Deny, ErrorList, RequestInfo
-from twisted_proxy.filters.acl import _ClientMatcher
+from twisted_proxy.addresses import AddressMatcher as _ClientMatcher
 from twisted_proxy.filters.events import Events, events
 from twisted_proxy.interfaces import IRequestFilter
 
