@@ -17,6 +17,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twisted_proxy.addresses import AddressMatcher
 from twisted_proxy.filters import Deny, RequestInfo
 from twisted_proxy.stats import ListenerStats
 from twisted_proxy.tunnel import Splice
@@ -42,8 +43,6 @@ class TcpContext:
         filters: Sequence[Any] = (),
         allow_clients: Sequence[Any] = (),
     ) -> None:
-        from twisted_proxy.exchange import ListenerContext
-
         self.name = name
         self.reactor = reactor
         self.settings = settings
@@ -52,14 +51,11 @@ class TcpContext:
         self.backend = backend
         self.filters = tuple(filters)
         self.stats = ListenerStats(name, "tcp")
-        # reuse the HTTP listener's client check
-        self._clients = ListenerContext(
-            name, reactor, settings, pool, access_log, None, (), allow_clients,
-            allow_all=not allow_clients,
-        )
+        self.allow_all = not allow_clients
+        self._clients = AddressMatcher(allow_clients)
 
     def client_allowed(self, client_ip: str) -> bool:
-        return self._clients.client_allowed(client_ip)
+        return self.allow_all or self._clients.match(client_ip) is not None
 
 
 @implementer(IHalfCloseableProtocol)
