@@ -1253,7 +1253,7 @@ class Exchange:
                 return
         self.close_after = True
         if self.response_started:
-            self.abort_client(message)
+            self.abort_client(message, stalled=True)
         else:
             self.respond(status, message, "error")
 
@@ -1332,15 +1332,22 @@ class Exchange:
         else:
             self.discard = True
 
-    def abort_client(self, why: str) -> None:
+    def abort_client(self, why: str, stalled: bool = False) -> None:
         """
         The response cannot be completed: the client sees the connection
         end early (no last chunk, a short body), never a silent truncation.
+
+        @param stalled: the client stopped reading: what is queued for it
+            will never drain, so the connection is aborted, not closed
+            after a flush that would wait forever.
         """
         self.decision = "error"
         self.close_after = True
         self.response_done = True
-        self.front.transport.loseConnection()
+        if stalled:
+            self.front.transport.abortConnection()
+        else:
+            self.front.transport.loseConnection()
         self.finish()
 
     def client_lost(self) -> None:

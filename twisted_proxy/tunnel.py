@@ -138,9 +138,11 @@ class Splice:
     def lost_back(self) -> None:
         self.close("upstream closed" if not self._back_read_closed else "closed")
 
-    def close(self, why: str) -> None:
+    def close(self, why: str, abort: bool = False) -> None:
         """
-        End the tunnel: both connections close after flushing what they hold.
+        End the tunnel: both connections close after flushing what they
+        hold (or at once, C{abort}, when a peer that stopped reading would
+        make the flush wait forever).
         """
         if self.closed:
             return
@@ -155,7 +157,10 @@ class Splice:
                     transport.unregisterProducer()
                 except Exception:
                     pass
-                transport.loseConnection()
+                if abort and hasattr(transport, "abortConnection"):
+                    transport.abortConnection()
+                else:
+                    transport.loseConnection()
         if self.on_close is not None:
             self.on_close(self, why)
 
@@ -168,7 +173,7 @@ class Splice:
             self._timer = self.clock.callLater(remaining, self._check_idle)
             return
         log.info("tunnel idle for {seconds}s, closing", seconds=self.idle_timeout)
-        self.close("idle timeout")
+        self.close("idle timeout", abort=True)
 
 
 def _half_close(transport: Any) -> None:
