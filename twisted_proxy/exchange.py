@@ -98,7 +98,7 @@ class ListenerContext:
         self.allow_all = allow_all
         self.kind = kind
         self.stats = ListenerStats(name, kind)
-        self.hide = getattr(router, "hide", frozenset())
+        self.hide: FrozenSet[bytes] = getattr(router, "hide", frozenset())
         self.skip = policy.response_skip(self.hide)
         # the front timer never sleeps longer than the shortest timeout, so
         # a new deadline is never earlier than the scheduled wake-up
@@ -142,6 +142,7 @@ class FrontProtocol(Protocol):
     """
 
     factory: Any = None
+    transport: Any
 
     def __init__(self, context: ListenerContext) -> None:
         self.ctx = context

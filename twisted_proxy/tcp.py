@@ -65,6 +65,8 @@ class TcpFrontProtocol(Protocol):
     server connection is up, then the two are spliced.
     """
 
+    transport: Any
+
     def __init__(self, ctx: TcpContext) -> None:
         self.ctx = ctx
         self.splice: Optional[Splice] = None

@@ -20,6 +20,8 @@ from twisted.protocols.basic import LineReceiver
 
 
 class Echo(LineReceiver):
+    transport: Any
+
     delimiter = b"\n"
     MAX_LENGTH = 4096
 

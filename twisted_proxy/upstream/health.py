@@ -68,7 +68,7 @@ class HTTPProbe:
         scheme = "https" if server.scheme == "https" else "http"
         host = f"[{server.host}]" if ":" in server.host else server.host
         url = f"{scheme}://{host}:{server.port}{self.config.path}"
-        d = self.client.get(url, headers={b"User-Agent": [USER_AGENT]})
+        d: Any = self.client.get(url, headers={b"User-Agent": [USER_AGENT]})  # type: ignore[arg-type]
 
         def got(response: Any) -> Any:
             from treq import content
@@ -84,6 +84,8 @@ class HTTPProbe:
 
 
 class _Closer(Protocol):
+    transport: Any
+
     def connectionMade(self) -> None:
         self.transport.loseConnection()
 
@@ -104,7 +106,7 @@ class TCPProbe:
         endpoint = HostnameEndpoint(
             self.reactor, server.host, server.port, timeout=self.config.timeout
         )
-        d = endpoint.connect(Factory.forProtocol(_Closer))
+        d: Any = endpoint.connect(Factory.forProtocol(_Closer))
         d.addCallback(lambda _: True)
         return d
 

@@ -49,6 +49,8 @@ class UpstreamProtocol(Protocol):
     @ivar splice: the tunnel it belongs to, once upgraded.
     """
 
+    transport: Any
+
     def __init__(self, pool: "Pool", key: Key, max_head_size: int) -> None:
         self.pool = pool
         self.key = key
