@@ -385,7 +385,8 @@ class HeaderTests(ReverseCase):
         self.assertEqual(echoed.values(b"x-forwarded-for"), [b"10.0.0.1, 127.0.0.1"])
         self.assertEqual(echoed.values(b"x-forwarded-proto"), [b"https"])
         self.assertEqual(echoed.values(b"x-forwarded-host"), [b"public.example"])
-        self.assertEqual(echoed.values(b"forwarded"), [])
+        # a trusted proxy's own Forwarded goes on unchanged
+        self.assertEqual(echoed.values(b"forwarded"), [b"for=10.0.0.1;proto=https"])
 
     @inlineCallbacks
     def test_forwarded_untrusted(self) -> Gen:

@@ -297,4 +297,5 @@ class ReverseRouter:
             head.upgrade,
             head.expect_continue,
             self.strip,
+            head.tokens,
         )

@@ -17,6 +17,8 @@ from typing import Any, List, Optional, Tuple
 from httptools import HttpRequestParser, HttpResponseParser  # type: ignore[attr-defined]
 from httptools import HttpParserError, HttpParserUpgrade  # type: ignore[attr-defined]
 
+from twisted_proxy.http.policy import UNKNOWN_TOKENS
+
 Headers = List[Tuple[bytes, bytes]]
 
 
@@ -83,8 +85,9 @@ class RequestHead:
         self.framing = framing
         self.expect_continue = expect_continue
         self.upgrade = upgrade
-        #: options named in Connection headers (None: no such header)
-        self.tokens: Optional[set] = None
+        #: options named in Connection headers (None: no such header; set
+        #: by the parser, unknown for a head made by hand)
+        self.tokens: Any = UNKNOWN_TOKENS
 
     def __repr__(self) -> str:
         return f"<RequestHead {self.method!r} {self.target!r} HTTP/{self.version.decode()}>"

@@ -68,7 +68,9 @@ REQUEST_SPECIAL: FrozenSet[bytes] = (
     HOP_BY_HOP | FORWARDING | {b"host", b"content-length", b"via", b"expect"}
 )
 
-_COMPUTE: Any = object()
+#: "the caller does not know the Connection options": find them here
+UNKNOWN_TOKENS: Any = object()
+_COMPUTE = UNKNOWN_TOKENS
 
 
 def request_head(
@@ -100,13 +102,52 @@ def request_head(
         tokens = connection_tokens(headers)
     lines = [method + b" " + target + b" HTTP/1.1", b"Host: " + host]
     append = lines.append
+    via, forwarding = _relay_request_headers(headers, tokens, framing, drop_expect, lines)
     xff: List[bytes] = []
-    via: List[bytes] = []
     keep_forwarding = anonymity == TRANSPARENT
+    if keep_forwarding:
+        for lname, name, value in forwarding:
+            if lname == b"x-forwarded-for":
+                xff.append(value)
+            else:
+                append(name + b": " + value)
+    if anonymity != ELITE:
+        via.append(VIA_TOKEN)
+        append(b"Via: " + b", ".join(via))
+    if keep_forwarding:
+        xff.append(client_ip.encode("ascii"))
+        append(b"X-Forwarded-For: " + b", ".join(xff))
+    return _end_request_head(lines, upgrade, framing)
+
+
+def _relay_request_headers(
+    headers: Sequence[Tuple[bytes, bytes]],
+    tokens: Optional[Iterable[bytes]],
+    framing: int,
+    drop_expect: bool,
+    lines: List[bytes],
+    strip: FrozenSet[bytes] = frozenset(),
+) -> Tuple[List[bytes], List[Tuple[bytes, bytes, bytes]]]:
+    """
+    Append to C{lines} the client's request headers that pass as they are;
+    leave out hop-by-hop ones, those named in C{Connection}, C{Host}, the
+    names in C{strip} and (C{drop_expect}) C{Expect}.
+
+    @return: the C{Via} values received, and the forwarding headers
+        (C{X-Forwarded-*}, C{Forwarded}, ...) as C{(lname, name, value)} for
+        the caller's anonymity or trust policy.
+    """
+    append = lines.append
+    via: List[bytes] = []
+    forwarding: List[Tuple[bytes, bytes, bytes]] = []
     special = REQUEST_SPECIAL
     for name, value in headers:
         lname = name.lower()
-        if lname not in special and not (tokens and lname in tokens):
+        if (
+            lname not in special
+            and not (tokens and lname in tokens)
+            and not (strip and lname in strip)
+        ):
             append(name + b": " + value)
             continue
         if lname in HOP_BY_HOP or lname == b"host":
@@ -123,27 +164,23 @@ def request_head(
             via.append(value)
             continue
         if lname in FORWARDING:
-            if keep_forwarding:
-                if lname == b"x-forwarded-for":
-                    xff.append(value)
-                else:
-                    append(name + b": " + value)
+            forwarding.append((lname, name, value))
+            continue
+        if strip and lname in strip:
             continue
         if drop_expect and lname == b"expect":
             continue
         append(name + b": " + value)
-    if anonymity != ELITE:
-        via.append(VIA_TOKEN)
-        append(b"Via: " + b", ".join(via))
-    if keep_forwarding:
-        xff.append(client_ip.encode("ascii"))
-        append(b"X-Forwarded-For: " + b", ".join(xff))
+    return via, forwarding
+
+
+def _end_request_head(lines: List[bytes], upgrade: Optional[bytes], framing: int) -> bytes:
     if upgrade is not None:
-        append(b"Connection: Upgrade")
-        append(b"Upgrade: " + upgrade)
+        lines.append(b"Connection: Upgrade")
+        lines.append(b"Upgrade: " + upgrade)
     if framing == CHUNKED:
-        append(b"Transfer-Encoding: chunked")
-    append(b"\r\n")
+        lines.append(b"Transfer-Encoding: chunked")
+    lines.append(b"\r\n")
     return b"\r\n".join(lines)
 
 
@@ -261,6 +298,7 @@ def reverse_request_head(
     upgrade: Optional[bytes] = None,
     drop_expect: bool = False,
     strip: FrozenSet[bytes] = frozenset(),
+    tokens: Any = _COMPUTE,
 ) -> bytes:
     """
     Serialise the request head a reverse proxy sends to a backend.
@@ -279,46 +317,27 @@ def reverse_request_head(
     @param strip: lower-cased names of further client headers to remove
         (headers the proxy sets itself).
     """
-    tokens = connection_tokens(headers)
+    if tokens is _COMPUTE:
+        tokens = connection_tokens(headers)
     lines = [method + b" " + target + b" HTTP/1.1", b"Host: " + host]
     append = lines.append
+    via, forwarding = _relay_request_headers(headers, tokens, framing, drop_expect, lines, strip)
     xff: List[bytes] = []
     fwd: List[bytes] = []
-    via: List[bytes] = []
     proto: Optional[bytes] = None
     xhost: Optional[bytes] = None
-    for name, value in headers:
-        lname = name.lower()
-        if lname in HOP_BY_HOP or lname == b"host":
-            continue
-        if lname == b"content-length":
-            # kept even if named in Connection (see request_head)
-            if framing == CONTENT_LENGTH:
+    if trusted:
+        for lname, name, value in forwarding:
+            if lname == b"x-forwarded-for":
+                xff.append(value)
+            elif lname == b"forwarded":
+                fwd.append(value)
+            elif lname == b"x-forwarded-proto":
+                proto = value
+            elif lname == b"x-forwarded-host":
+                xhost = value
+            else:
                 append(name + b": " + value)
-            continue
-        if tokens and lname in tokens:
-            continue
-        if lname == b"via":
-            via.append(value)
-            continue
-        if lname in FORWARDING:
-            if trusted:
-                if lname == b"x-forwarded-for":
-                    xff.append(value)
-                elif lname == b"forwarded":
-                    fwd.append(value)
-                elif lname == b"x-forwarded-proto":
-                    proto = value
-                elif lname == b"x-forwarded-host":
-                    xhost = value
-                else:
-                    append(name + b": " + value)
-            continue
-        if strip and lname in strip:
-            continue
-        if drop_expect and lname == b"expect":
-            continue
-        append(name + b": " + value)
     client = client_ip.encode("ascii")
     xff.append(client)
     append(b"X-Forwarded-For: " + b", ".join(xff))
@@ -333,14 +352,11 @@ def reverse_request_head(
             element += b';host="' + client_host.replace(b'"', b"") + b'"'
         fwd.append(element)
         append(b"Forwarded: " + b", ".join(fwd))
+    elif fwd:
+        # a trusted proxy's Forwarded goes on as it came
+        append(b"Forwarded: " + b", ".join(fwd))
     if add_via:
         via.append(VIA_TOKEN)
     if via:
         append(b"Via: " + b", ".join(via))
-    if upgrade is not None:
-        append(b"Connection: Upgrade")
-        append(b"Upgrade: " + upgrade)
-    if framing == CHUNKED:
-        append(b"Transfer-Encoding: chunked")
-    append(b"\r\n")
-    return b"\r\n".join(lines)
+    return _end_request_head(lines, upgrade, framing)
