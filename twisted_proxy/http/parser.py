@@ -297,6 +297,10 @@ class RequestParser:
         self.sink.request_end()
 
 
+#: Connection values that name no other header (the keep-alive and close
+#: options are not header names: Keep-Alive is hop-by-hop anyway)
+_PLAIN_CONNECTION = frozenset([b"keep-alive", b"Keep-Alive", b"close", b"Close"])
+
 _SPECIAL_REQUEST_NAMES = frozenset(
     [
         b"content-length",
@@ -514,10 +518,16 @@ class ResponseParser:
             tokens = set()
             for i, lname in enumerate(lnames):
                 if lname == b"connection" or lname == b"proxy-connection":
-                    for token in headers[i][1].split(b","):
+                    value = headers[i][1]
+                    if value in _PLAIN_CONNECTION:
+                        # the usual "keep-alive" / "close": no header named
+                        continue
+                    for token in value.split(b","):
                         token = token.strip().lower()
                         if token:
                             tokens.add(token)
+            if not tokens:
+                tokens = None
         if te is not None:
             # chunked only if it is the final coding (RFC 9112 §6.3);
             # otherwise llhttp reads the body until the connection closes
