@@ -41,7 +41,7 @@ class Target:
         "port",
         "authority",
         "path",
-        "url",
+        "_url",
         "connect",
         "parent",
         "scheme",
@@ -56,7 +56,7 @@ class Target:
         port: int,
         authority: bytes,
         path: bytes,
-        url: str,
+        url: Any,
         connect: bool = False,
         parent: Optional[Tuple[str, int]] = None,
         scheme: str = "http",
@@ -65,13 +65,25 @@ class Target:
         self.port = port
         self.authority = authority
         self.path = path
-        self.url = url
+        # text, or the bytes it is made of (decoded when first asked for:
+        # only the access log and filters need it)
+        self._url = url
         self.connect = connect
         self.parent = parent
         self.scheme = scheme
         self.route: Any = None
         self.backend: Any = None
         self.filters: Tuple[Any, ...] = ()
+
+    @property
+    def url(self) -> str:
+        """
+        The request as the access log shows it.
+        """
+        url = self._url
+        if not isinstance(url, str):
+            url = self._url = b"".join(url).decode("latin-1") if isinstance(url, tuple) else url.decode("latin-1")
+        return url  # type: ignore[no-any-return]
 
     @property
     def address(self) -> Tuple[str, int]:
@@ -251,7 +263,7 @@ class ForwardRouter:
                 path = path[: path.find(b"#")] or b"/"
             if port == 80 and authority.endswith(b":80"):
                 authority = authority[:-3]
-            target = Target(host, port, authority, path, raw.decode("latin-1"))
+            target = Target(host, port, authority, path, raw)
         own = self.own_addresses
         if own and (
             (host, port) in own

@@ -97,8 +97,13 @@ class RoutingTable:
             group.sort(key=lambda r: len(r.path), reverse=True)
 
     def _groups(self, host: str) -> List[List[Route]]:
-        groups = []
         exact = self.exact.get(host)
+        if not self.wildcard:
+            # the usual table: no wildcard hosts
+            if exact:
+                return [exact, self.any] if self.any else [exact]
+            return [self.any]
+        groups = []
         if exact:
             groups.append(exact)
         if self.wildcard:
@@ -266,7 +271,7 @@ class ReverseRouter:
             port,
             authority or b"",
             route.rewrite(path) if path != b"*" else path,
-            f"{self.scheme}://{(authority or b'').decode('latin-1')}{path.decode('latin-1')}",
+            (self.bscheme, b"://", authority or b"", path),
             scheme=self.scheme,
         )
         target.route = route

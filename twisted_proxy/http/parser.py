@@ -513,7 +513,7 @@ class ResponseParser:
             for i, lname in enumerate(lnames):
                 if lname == b"transfer-encoding":
                     te = headers[i][1]
-        tokens = None
+        tokens: Optional[set] = None
         if b"connection" in lnames or b"proxy-connection" in lnames:
             tokens = set()
             for i, lname in enumerate(lnames):
