@@ -335,11 +335,19 @@ def build_filters(config: Config, reactor: Any) -> dict:
     """
     Live filter objects for every C{[filter.NAME]} table.
     """
+    import inspect
+
+    from twisted_proxy.filters.events import Events
+
     built = {}
+    bus = Events()  # rate limits and ip_block of this service talk here only
     for name, fconf in config.filters.items():
         module = filter_type(fconf.type)
         if module is not None:
-            built[name] = module.build(name, fconf.spec, reactor)
+            if "bus" in inspect.signature(module.build).parameters:
+                built[name] = module.build(name, fconf.spec, reactor, bus=bus)
+            else:
+                built[name] = module.build(name, fconf.spec, reactor)
         else:
             factory = load_object(fconf.type)
             built[name] = factory(name, fconf.spec, reactor)

@@ -385,9 +385,11 @@ class IpBlockFilter:
         )
 
 
-def build(name: str, spec: IpBlockSpec, clock: IReactorTime) -> IpBlockFilter:
+def build(
+    name: str, spec: IpBlockSpec, clock: IReactorTime, bus: Optional[Events] = None
+) -> IpBlockFilter:
     """
-    Make the live filter for C{spec}; it subscribes to the process's event
-    bus for the watched rate limits.
+    Make the live filter for C{spec}; it subscribes to C{bus} (the
+    service's; the process's by default) for the watched rate limits.
     """
-    return IpBlockFilter(name, spec, clock)
+    return IpBlockFilter(name, spec, clock, events if bus is None else bus)

@@ -835,11 +835,15 @@ class RedisRateLimitFilter(_Limiter):
         self.skipped = 0
 
 
-def build(name: str, spec: RateLimitSpec, clock: IReactorTime) -> Any:
+def build(
+    name: str, spec: RateLimitSpec, clock: IReactorTime, bus: Optional[Events] = None
+) -> Any:
     """
     Make the live filter for C{spec}: in-memory buckets, or Redis ones when
-    C{spec.backend} is set (then C{clock} must be the reactor).
+    C{spec.backend} is set (then C{clock} must be the reactor). Refusals
+    are announced on C{bus} (the service's; the process's by default).
     """
+    bus = events if bus is None else bus
     if spec.backend is not None:
-        return RedisRateLimitFilter(name, spec, clock)
-    return RateLimitFilter(name, spec, clock)
+        return RedisRateLimitFilter(name, spec, clock, bus)
+    return RateLimitFilter(name, spec, clock, bus)
