@@ -7,6 +7,7 @@ echo servers (L{tests.helpers.EchoServer}).
 from __future__ import annotations
 
 import os
+from unittest import SkipTest
 from typing import Any, Dict, Generator, List, Optional
 
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -123,6 +124,34 @@ class TcpBalancingTests(TcpCase):
         data = os.urandom(2 << 20)
         echoed = yield self.roundtrip(proxy, data)
         self.assertTrue(echoed == data)
+
+    @inlineCallbacks
+    def test_zero_copy(self) -> Gen:
+        """
+        Between two plain TCP connections on Linux the bytes move by
+        splice(2) (the tunnel holds pipes) and still arrive intact, and
+        the byte counts are kept.
+        """
+        from twisted_proxy import tunnel
+
+        if not tunnel.ZERO_COPY:
+            raise SkipTest("no splice(2) here")
+        echo = self.h.echo_server()
+        proxy = self.tcp_proxy([echo])
+        client: RawClient = yield self.h.client(proxy.port)
+        yield self.h.wait_for(lambda: echo.connections)
+        factory = [s for s in proxy.service if s.name == "db"][0].factory
+        [front] = list(factory.connections)
+        yield self.h.wait_for(lambda: front.splice is not None)
+        self.assertEqual(len(front.splice._pipes), 2)
+        data = os.urandom(3 << 20)
+        client.send(data)
+        echoed = yield client.nbytes(len(data))
+        self.assertTrue(echoed == data)
+        self.assertEqual(front.splice.bytes_in, len(data))
+        self.assertEqual(front.splice.bytes_out, len(data))
+        client.transport.loseConnection()
+        yield client.closed()
 
     @inlineCallbacks
     def test_half_close(self) -> Gen:

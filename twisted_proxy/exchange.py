@@ -1268,7 +1268,7 @@ class Exchange:
         conn.exchange = None
         front.cancel_timer()
         if answer:
-            front.transport.write(answer)
+            write_now(front.transport, answer)
             self.bytes_out += len(answer)
             self.status = 200
         self.response_started = True

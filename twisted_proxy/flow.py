@@ -121,6 +121,22 @@ def _plain_tcp_types() -> frozenset:
 _PLAIN_TCP = _plain_tcp_types()
 
 
+def plain_tcp(transport: Any) -> bool:
+    """
+    Whether C{transport} is Twisted's own TCP connection (not TLS or any
+    other wrapper, which forward attribute lookups to the TCP transport
+    beneath: never read or write around those).
+    """
+    return type(transport) in _PLAIN_TCP
+
+
+def write_buffer_empty(transport: Any) -> bool:
+    """
+    Whether a plain TCP transport has nothing queued to send.
+    """
+    return not transport._tempDataLen and transport.offset >= len(transport.dataBuffer)
+
+
 def write_now(transport: Any, data: bytes) -> None:
     """
     Write C{data}, sending it at once when nothing is queued before it.

@@ -15,18 +15,27 @@ C{data_from_*}, C{read_closed_*} and C{lost_*} methods.
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any, Callable, Optional
 
 from zope.interface import implementer
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 
-from twisted_proxy.flow import write_now
+from twisted_proxy.flow import plain_tcp, write_buffer_empty, write_now
 
 log = Logger()
 
 #: read size and write-buffer limit of spliced TCP transports
 BULK_BUFFER = 131072
+
+#: splice(2) (Linux, Python 3.10+): tunnel bytes move from socket to pipe to
+#: socket inside the kernel, never copied into Python
+ZERO_COPY = hasattr(os, "splice") and hasattr(os, "pipe2") and sys.platform.startswith("linux")
+_SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
+_CHUNK = 1 << 20
+_F_SETPIPE_SZ = 1031
 
 
 @implementer(IPushProducer)
@@ -78,6 +87,8 @@ class Splice:
         self._back_read_closed = False
         self._deadline = 0.0
         self._timer: Any = None
+        self._pipes: list = []
+        self._lost = 0
 
     def start(self, front: Any, back: Any, to_back: bytes = b"", to_front: bytes = b"") -> None:
         """
@@ -95,12 +106,31 @@ class Splice:
         back.registerProducer(_Pauser(front), True)
         if to_back:
             self.bytes_in += len(to_back)
-            back.write(to_back)
+            write_now(back, to_back)
         if to_front:
             self.bytes_out += len(to_front)
-            front.write(to_front)
+            write_now(front, to_front)
         self._deadline = self.clock.seconds() + self.idle_timeout
         self._timer = self.clock.callLater(self.idle_timeout, self._check_idle)
+        if (
+            ZERO_COPY
+            and plain_tcp(front)
+            and plain_tcp(back)
+            and write_buffer_empty(front)
+            and write_buffer_empty(back)
+            and not front.disconnecting
+            and not back.disconnecting
+        ):
+            try:
+                self._pipes = [
+                    _ZeroCopy(self, front, back, inbound=True),
+                    _ZeroCopy(self, back, front, inbound=False),
+                ]
+            except OSError as e:  # no pipes left: the copying path still works
+                log.info("tunnel without splice(2): {error}", error=e)
+                for pipe in self._pipes:
+                    pipe.undo()
+                self._pipes = []
 
     def data_from_front(self, data: bytes) -> None:
         self.bytes_in += len(data)
@@ -133,10 +163,30 @@ class Splice:
             _half_close(self.front)
 
     def lost_front(self) -> None:
+        self._lost += 1
         self.close("client closed" if not self._front_read_closed else "closed")
+        self._release_pipes()
 
     def lost_back(self) -> None:
+        self._lost += 1
         self.close("upstream closed" if not self._back_read_closed else "closed")
+        self._release_pipes()
+
+    def _release_pipes(self) -> None:
+        if self._lost >= 2:
+            for pipe in self._pipes:
+                pipe.release()
+            self._pipes = []
+
+    def moved(self, inbound: bool, count: int) -> None:
+        """
+        C{count} bytes went through the kernel (zero-copy path).
+        """
+        if inbound:
+            self.bytes_in += count
+        else:
+            self.bytes_out += count
+        self._deadline = self.clock.seconds() + self.idle_timeout
 
     def close(self, why: str, abort: bool = False) -> None:
         """
@@ -174,6 +224,112 @@ class Splice:
             return
         log.info("tunnel idle for {seconds}s, closing", seconds=self.idle_timeout)
         self.close("idle timeout", abort=True)
+
+
+class _ZeroCopy:
+    """
+    One direction of a tunnel between two plain TCP transports, moved by
+    splice(2) through a pipe: the source's C{doRead} and the destination's
+    C{doWrite} are replaced on those two objects. Back-pressure: while the
+    pipe holds bytes the destination did not take, the source is not read
+    and the destination waits for writability. End of stream and errors are
+    returned to the reactor exactly as Twisted's own C{doRead} does, so
+    half-close and connection loss reach the protocols as usual.
+    """
+
+    def __init__(self, splice: Splice, src: Any, dst: Any, inbound: bool) -> None:
+        self.splice = splice
+        self.src = src
+        self.dst = dst
+        self.inbound = inbound
+        self.pending = 0
+        self.read_fd = self.write_fd = -1
+        self.read_fd, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            import fcntl
+
+            fcntl.fcntl(self.write_fd, _F_SETPIPE_SZ, _CHUNK)
+        except OSError:
+            pass  # the default pipe size (64 KiB) works too
+        self.src_fd = src.fileno()
+        self.dst_fd = dst.fileno()
+        self.original_do_write = dst.doWrite
+        src.doRead = self.do_read
+        dst.doWrite = self.do_write
+
+    def do_read(self) -> Any:
+        from twisted.internet import main
+
+        if self.pending:
+            self.src.stopReading()
+            return None
+        try:
+            count = os.splice(self.src_fd, self.write_fd, _CHUNK, flags=_SPLICE_FLAGS)
+        except BlockingIOError:
+            return None
+        except OSError:
+            return main.CONNECTION_LOST
+        if count == 0:
+            return main.CONNECTION_DONE
+        self.pending = count
+        self.splice.moved(self.inbound, count)
+        try:
+            drained = self.drain()
+        except OSError:
+            # the destination is gone: its own read side will say so
+            self.pending = 0
+            return None
+        if not drained:
+            self.src.stopReading()
+            self.dst.startWriting()
+        return None
+
+    def drain(self) -> bool:
+        """
+        Move what the pipe holds to the destination; True when it is empty.
+        """
+        while self.pending:
+            try:
+                moved = os.splice(self.read_fd, self.dst_fd, self.pending, flags=_SPLICE_FLAGS)
+            except BlockingIOError:
+                return False
+            if moved == 0:
+                return False
+            self.pending -= moved
+        return True
+
+    def do_write(self) -> Any:
+        from twisted.internet import main
+
+        if self.pending:
+            try:
+                drained = self.drain()
+            except OSError:
+                return main.CONNECTION_LOST
+            if not drained:
+                return None
+            if not self.src.disconnected:
+                self.src.startReading()
+        # then Twisted's own: its (empty) buffer, stopWriting, and the
+        # close or half-close that may be waiting for the pipe to drain
+        return self.original_do_write()
+
+    def undo(self) -> None:
+        """
+        Give the two transports their own methods back (setup failed).
+        """
+        self.src.__dict__.pop("doRead", None)
+        self.dst.__dict__.pop("doWrite", None)
+        self.release()
+
+    def release(self) -> None:
+        for fd in (self.read_fd, self.write_fd):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.read_fd = self.write_fd = -1
 
 
 def _half_close(transport: Any) -> None:
