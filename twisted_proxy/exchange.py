@@ -38,6 +38,7 @@ from twisted_proxy.flow import (
     Gate,
     Relay,
     write_now,
+    write_now_sequence,
 )
 from twisted_proxy.http import policy
 from twisted_proxy.http.errors import error_response
@@ -942,7 +943,10 @@ class Exchange:
         out = self.out
         self.out = None
         if out:
-            write_now(self.front.transport, out[0] if len(out) == 1 else b"".join(out))
+            if len(out) == 1:
+                write_now(self.front.transport, out[0])
+            else:
+                write_now_sequence(self.front.transport, out)
 
     def response_head(self, response: ResponseHead) -> None:
         self.response = response

@@ -173,3 +173,29 @@ def write_now(transport: Any, data: bytes) -> None:
         return
     if sent < len(data):
         transport.write(data[sent:])
+
+
+def write_now_sequence(transport: Any, pieces: list) -> None:
+    """
+    L{write_now} for several pieces: one C{sendmsg} gathers them (a
+    response head and its body go out without being joined first).
+    """
+    if type(transport) not in _PLAIN_TCP or not write_buffer_empty(transport) or (
+        not transport.connected or transport.disconnecting
+    ):
+        transport.writeSequence(pieces)
+        return
+    try:
+        sent = transport.socket.sendmsg(pieces)
+    except BlockingIOError:
+        sent = 0
+    except OSError:
+        transport.writeSequence(pieces)
+        return
+    for i, piece in enumerate(pieces):
+        size = len(piece)
+        if sent < size:
+            rest = [piece[sent:]] if sent else [piece]
+            transport.writeSequence(rest + pieces[i + 1 :])
+            return
+        sent -= size
