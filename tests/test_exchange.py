@@ -256,6 +256,30 @@ class ReuseTests(SynchronousTestCase):
         self.assertTrue(up.in_pool)
 
 
+class IdleBudgetTests(SynchronousTestCase):
+    def test_held_connections_count_as_idle(self) -> None:
+        """
+        Upstream connections kept by client connections count against
+        pool_max_idle: beyond it, a finished connection is closed.
+        """
+        h = Harness(pool_max_idle=1)
+        h.pool.max_idle = 1
+        h.front.dataReceived(GET)
+        up1, ut1 = h.connect_upstream()
+        up1.dataReceived(OK)
+        self.assertIs(h.front.sticky, up1)
+        second = FrontFactory(h.ctx).buildProtocol(None)
+        st = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40001))
+        second.makeConnection(st)
+        second.dataReceived(GET)
+        up2, ut2 = h.connect_upstream()
+        up2.dataReceived(OK)
+        self.assertIsNone(second.sticky)
+        self.assertFalse(up2.in_pool)
+        self.assertTrue(ut2.disconnecting)
+        self.assertEqual(h.pool.held, {("127.0.0.1", 8090): 1})
+
+
 class FilterHookTests(SynchronousTestCase):
     def test_request_and_response_filters(self) -> None:
         """

@@ -174,15 +174,24 @@ class FrontProtocol(Protocol):
         Hold C{conn} for this client's next request; the one held before
         goes back to the pool.
         """
+        pool = self.ctx.pool
         old = self.sticky
-        if old is not None and old is not conn:
-            self.ctx.pool.release(old)
-        self.sticky = conn
+        if old is not None:
+            self.sticky = None
+            pool.unhold(old)
+            if old is not conn:
+                pool.release(old)
+        # held connections count against pool_max_idle like pooled ones
+        if pool.hold(conn):
+            self.sticky = conn
+        else:
+            pool.release(conn)
 
     def release_upstream(self) -> None:
         conn = self.sticky
         if conn is not None:
             self.sticky = None
+            self.ctx.pool.unhold(conn)
             self.ctx.pool.release(conn)
 
     # timers: one DelayedCall, moved lazily
@@ -685,6 +694,7 @@ class Exchange:
         conn = front.sticky
         if conn is not None:
             front.sticky = None
+            self.ctx.pool.unhold(conn)
             if conn.key == address and not conn.lost:
                 conn.reused = True
                 self.upstream_ready(conn)

@@ -64,6 +64,7 @@ class UpstreamProtocol(Protocol):
         self.idle_deadline = 0.0
         self.idle_timer: Any = None
         self.in_pool = False
+        self.held = False
         self.lost = False
         self.raw = False
         self.raw_buffer = b""
@@ -137,6 +138,8 @@ class UpstreamProtocol(Protocol):
         self.idle_timer = None
         if self.in_pool:
             self.pool.forget(self)
+        if self.held:
+            self.pool.unhold(self)
         if self.splice is not None:
             self.splice.lost_back()
             return
@@ -279,6 +282,8 @@ class Pool:
         self.connect_timeout = connect_timeout
         self.max_head_size = max_head_size
         self.idle: Dict[Key, List[UpstreamProtocol]] = {}
+        #: idle connections a client connection keeps for its next request
+        self.held: Dict[Key, int] = {}
 
     def acquire(self, key: Key) -> Optional[UpstreamProtocol]:
         """
@@ -301,7 +306,7 @@ class Pool:
         if conn.lost:
             return
         conns = self.idle.setdefault(conn.key, [])
-        if len(conns) >= self.max_idle:
+        if len(conns) + self.held.get(conn.key, 0) >= self.max_idle:
             conn.transport.loseConnection()
             return
         conns.append(conn)
@@ -312,6 +317,34 @@ class Pool:
             conn.idle_timer = self.reactor.callLater(
                 self.idle_timeout, self._idle_check, conn
             )
+
+    def hold(self, conn: UpstreamProtocol) -> bool:
+        """
+        Let a client connection keep C{conn} (idle) for its next request,
+        if the address's idle budget (C{max_idle}, shared with the pool)
+        allows; false means release it instead.
+        """
+        key = conn.key
+        held = self.held.get(key, 0)
+        if conn.lost or held + len(self.idle.get(key, ())) >= self.max_idle:
+            return False
+        self.held[key] = held + 1
+        conn.held = True
+        return True
+
+    def unhold(self, conn: UpstreamProtocol) -> None:
+        """
+        C{conn} is no longer kept by a client connection.
+        """
+        if not conn.held:
+            return
+        conn.held = False
+        key = conn.key
+        held = self.held.get(key, 0) - 1
+        if held > 0:
+            self.held[key] = held
+        else:
+            self.held.pop(key, None)
 
     def forget(self, conn: UpstreamProtocol) -> None:
         conn.in_pool = False
