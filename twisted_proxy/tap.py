@@ -66,8 +66,24 @@ def makeService(options: Options) -> IService:
 
     from twisted_proxy.service import make_service
 
+    _raise_fd_limit()
     service = make_service(options["config_obj"], reactor)
     # once running, the long-lived objects made at start-up (modules,
     # config, listeners) are left out of every later garbage collection
     reactor.callWhenRunning(gc.freeze)
     return service
+
+
+def _raise_fd_limit() -> None:
+    """
+    A proxy holds two sockets per request or tunnel: raise the soft limit
+    on open files to the hard one (as nginx's worker_rlimit_nofile does).
+    """
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, OSError, ValueError):
+        pass

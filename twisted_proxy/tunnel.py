@@ -38,6 +38,31 @@ _CHUNK = 1 << 20
 _F_SETPIPE_SZ = 1031
 
 
+def _pipe_fd_budget() -> int:
+    """
+    How many file descriptors tunnels may spend on pipes (two per
+    direction): a quarter of the process's limit, so that sockets keep
+    the rest; past it, tunnels copy instead.
+    """
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return 256
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        soft = 65536
+    return soft // 4
+
+
+class _PipeFds:
+    """
+    The pipe descriptors tunnels hold now.
+    """
+
+    open = 0
+
+
 @implementer(IPushProducer)
 class _Pauser:
     """
@@ -114,6 +139,7 @@ class Splice:
         self._timer = self.clock.callLater(self.idle_timeout, self._check_idle)
         if (
             ZERO_COPY
+            and _PipeFds.open + 4 <= _pipe_fd_budget()
             and plain_tcp(front)
             and plain_tcp(back)
             and write_buffer_empty(front)
@@ -245,6 +271,7 @@ class _ZeroCopy:
         self.pending = 0
         self.read_fd = self.write_fd = -1
         self.read_fd, self.write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        _PipeFds.open += 2
         try:
             import fcntl
 
@@ -323,6 +350,8 @@ class _ZeroCopy:
         self.release()
 
     def release(self) -> None:
+        if self.read_fd >= 0:
+            _PipeFds.open -= 2
         for fd in (self.read_fd, self.write_fd):
             if fd >= 0:
                 try:
