@@ -143,6 +143,27 @@ class ErrorList:
         return len(self.items)
 
 
+def string_list(
+    value: Any, path: str, errors: ErrorList
+) -> Optional[List[Tuple[str, str]]]:
+    """
+    C{value} as a list of C{(key_path, string)} pairs, or L{None} (with an
+    error) if it is not a list of strings.
+    """
+    if not isinstance(value, list):
+        errors.add(path, f"must be a list of strings, not {type(value).__name__}")
+        return None
+    items = []
+    ok = True
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            errors.add(f"{path}[{i}]", f"must be a string, not {type(item).__name__}")
+            ok = False
+        else:
+            items.append((f"{path}[{i}]", item))
+    return items if ok else None
+
+
 def _builtin_types() -> Dict[str, Any]:
     from twisted_proxy.filters import acl
 

@@ -35,7 +35,7 @@ from zope.interface import implementer
 
 from twisted_proxy.addresses import AddressMatcher
 from twisted_proxy.domains import DomainSet, validate_domain_pattern
-from twisted_proxy.filters import Deny, ErrorList, RequestInfo
+from twisted_proxy.filters import Deny, ErrorList, RequestInfo, string_list
 from twisted_proxy.interfaces import IRequestFilter
 
 __all__ = ["AclSpec", "AclFilter", "parse", "build"]
@@ -84,25 +84,7 @@ class AclSpec:
 # --- parsing ---------------------------------------------------------------
 
 
-def _string_list(
-    value: Any, path: str, errors: ErrorList
-) -> Optional[List[Tuple[str, str]]]:
-    """
-    C{value} as a list of C{(key_path, string)} pairs, or L{None} (with an
-    error) if it is not a list of strings.
-    """
-    if not isinstance(value, list):
-        errors.add(path, f"must be a list of strings, not {type(value).__name__}")
-        return None
-    items = []
-    ok = True
-    for i, item in enumerate(value):
-        if not isinstance(item, str):
-            errors.add(f"{path}[{i}]", f"must be a string, not {type(item).__name__}")
-            ok = False
-        else:
-            items.append((f"{path}[{i}]", item))
-    return items if ok else None
+_string_list = string_list
 
 
 def _parse_networks(

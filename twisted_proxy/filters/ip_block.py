@@ -51,6 +51,7 @@ from zope.interface import implementer
 
 from twisted_proxy.filters import Deny, ErrorList, RequestInfo
 from twisted_proxy.addresses import AddressMatcher as _ClientMatcher
+from twisted_proxy.filters import string_list as _strings
 from twisted_proxy.filters.events import Events, events
 from twisted_proxy.interfaces import IRequestFilter
 
@@ -107,21 +108,6 @@ def _whole(
         errors.add(path, f"must be at most {maximum}, not {value}")
         return None
     return value
-
-
-def _strings(value: Any, path: str, errors: ErrorList) -> Optional[List[Tuple[str, str]]]:
-    if not isinstance(value, list):
-        errors.add(path, f"must be a list of strings, not {type(value).__name__}")
-        return None
-    items = []
-    ok = True
-    for i, item in enumerate(value):
-        if not isinstance(item, str):
-            errors.add(f"{path}[{i}]", f"must be a string, not {type(item).__name__}")
-            ok = False
-        else:
-            items.append((f"{path}[{i}]", item))
-    return items if ok else None
 
 
 def parse(
