@@ -16,7 +16,6 @@ Forward and reverse listeners differ only in their router.
 
 from __future__ import annotations
 
-import ipaddress
 from collections import deque
 from typing import Any, Deque, FrozenSet, Optional, Sequence, Tuple
 
@@ -64,6 +63,36 @@ MAX_REPLAY = 65536
 IDEMPOTENT = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"])
 
 
+class FilterChain:
+    """
+    A listener's filters followed by a route's, sorted once by what they
+    do (not per request).
+
+    @ivar request: every filter, in order (their C{filter_request}).
+    @ivar response: C{(filter, filter_response)} for those with a
+        response side.
+    @ivar transform: the first body transform, or L{None}.
+    """
+
+    __slots__ = ("request", "response", "transform")
+
+    def __init__(self, filters: Sequence[Any]) -> None:
+        self.request = tuple(filters)
+        self.response = tuple(
+            (flt, flt.filter_response)
+            for flt in self.request
+            if getattr(flt, "filter_response", None) is not None
+        )
+        self.transform = next(
+            (
+                flt
+                for flt in self.request
+                if hasattr(flt, "transform_request") or hasattr(flt, "transform_response")
+            ),
+            None,
+        )
+
+
 class ListenerContext:
     """
     What every connection of one listener shares: settings, the clock, the
@@ -98,6 +127,7 @@ class ListenerContext:
         self.connect_ports = frozenset(connect_ports)
         self.allow_all = allow_all
         self.kind = kind
+        self._chains: dict = {}
         self.stats = ListenerStats(name, kind)
         self.hide: FrozenSet[bytes] = getattr(router, "hide", frozenset())
         self.skip = policy.response_skip(self.hide)
@@ -109,6 +139,17 @@ class ListenerContext:
             settings.first_byte_timeout,
         )
         self._allowed = AddressMatcher(self.allow_clients)
+
+    def chain(self, route_filters: Tuple[Any, ...]) -> FilterChain:
+        """
+        The listener's filters then C{route_filters} (a route's tuple, the
+        same object for every request of that route), built once.
+        """
+        found = self._chains.get(id(route_filters))
+        if found is None or found[0] is not route_filters:
+            found = (route_filters, FilterChain(self.filters + route_filters))
+            self._chains[id(route_filters)] = found
+        return found[1]  # type: ignore[no-any-return]
 
     def client_allowed(self, client_ip: str) -> bool:
         """
@@ -484,6 +525,7 @@ class Exchange:
         "tried",
         "waiter",
         "filters",
+        "resp_filters",
         "info",
         "buffer",
         "buffer_size",
@@ -526,6 +568,7 @@ class Exchange:
         self.tried: Any = ()
         self.waiter: Any = None
         self.filters: Tuple[Any, ...] = ()
+        self.resp_filters: Tuple[Any, ...] = ()
         self.info: Optional[RequestInfo] = None
         self.buffer: Optional[list] = None
         self.buffer_size = 0
@@ -560,17 +603,19 @@ class Exchange:
                 403, f"CONNECT to port {target.port} is not allowed", "deny", "listener.connect_ports"
             )
             return
-        filters = ctx.filters + target.filters if target.filters else ctx.filters
-        self.filters = filters
+        chain = ctx.chain(target.filters)
+        filters = self.filters = chain.request
         if filters:
             info = self.info = self.request_info()
-            for flt in filters:
-                if hasattr(flt, "transform_request") or hasattr(flt, "transform_response"):
-                    self.transform = flt
-                    if self.head.framing != policy.NO_BODY and flt.wants_request(info):
-                        # this body is read whole (up to max_body) and rewritten
-                        self.buffer = []
-                    break
+            self.resp_filters = chain.response
+            transform = self.transform = chain.transform
+            if (
+                transform is not None
+                and self.head.framing != policy.NO_BODY
+                and transform.wants_request(info)
+            ):
+                # this body is read whole (up to max_body) and rewritten
+                self.buffer = []
             self.run_filters(0, info)
         else:
             self.proceed()
@@ -966,19 +1011,17 @@ class Exchange:
         self.status = status
         info = self.info
         if info is not None and status != 101:
-            for flt in self.filters:
-                filter_response = getattr(flt, "filter_response", None)
-                if filter_response is not None:
-                    try:
-                        filter_response(info, response)
-                    except Exception:
-                        log.failure("filter {name} failed", name=getattr(flt, "name", ""))
-                        # hold the response back and answer 500 at its end
-                        self.late_error = (500, "response filter failed")
-                        self.resp_buffer = []
-                        self.resp_overflow = True
-                        return
-                    response.lnames = None  # headers may have changed
+            for flt, filter_response in self.resp_filters:
+                try:
+                    filter_response(info, response)
+                except Exception:
+                    log.failure("filter {name} failed", name=getattr(flt, "name", ""))
+                    # hold the response back and answer 500 at its end
+                    self.late_error = (500, "response filter failed")
+                    self.resp_buffer = []
+                    self.resp_overflow = True
+                    return
+                response.lnames = None  # headers may have changed
             transform = self.transform
             if (
                 transform is not None

@@ -14,7 +14,7 @@ refused with 405.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 from twisted_proxy.addresses import AddressMatcher
 from twisted_proxy.forward import Target, parse_authority

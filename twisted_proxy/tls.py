@@ -430,7 +430,7 @@ class ServerTLS:
                 tls_event="reload_failed",
             )
             return False
-        except Exception as e:  # pragma: no cover - a defect, not a file problem
+        except Exception:  # pragma: no cover - a defect, not a file problem
             log.failure(
                 "listener {listener}: certificates not reloaded", listener=self.listener
             )

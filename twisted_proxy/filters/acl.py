@@ -25,7 +25,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import re
-import socket
 import zoneinfo
 from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Tuple, Union
 
