@@ -64,7 +64,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from twisted_proxy.config import parse_config
-from twisted_proxy.exchange import FrontProtocol
+from twisted_proxy.engine import FrontProtocol
 from twisted_proxy.service import ListenerService, ProxyService, make_service
 from twisted_proxy.tcp import TcpFrontProtocol
 from twisted_proxy.upstream.pool import UpstreamProtocol

@@ -1,5 +1,5 @@
 """
-Unit tests for the exchange engine (L{twisted_proxy.exchange}) over fake
+Unit tests for the exchange engine (L{twisted_proxy.engine}) over fake
 transports and a fake clock: back-pressure both ways, pipelining, timers,
 sticky upstream connections, response filters and body transforms.
 """
@@ -15,7 +15,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_proxy.accesslog import NullAccessLog
-from twisted_proxy.exchange import FrontFactory, ListenerContext
+from twisted_proxy.engine import FrontFactory, ListenerContext
 from twisted_proxy.filters import Deny
 from twisted_proxy.forward import ForwardRouter
 from twisted_proxy.interfaces import IRequestFilter

@@ -8,7 +8,8 @@ from typing import Optional, Sequence, Set, Tuple
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_proxy.forward import ForwardRouter, Target, parse_authority
+from twisted_proxy.forward import ForwardRouter
+from twisted_proxy.target import Target, parse_authority
 from twisted_proxy.http.parser import BadRequest, RequestHead
 
 

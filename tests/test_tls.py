@@ -35,12 +35,11 @@ from twisted.web.iweb import IPolicyForHTTPS
 from twisted_proxy.config import ConfigError, parse_config
 from twisted_proxy.http.parser import BadRequest, RequestHead
 from twisted_proxy.model import CertificateConfig, HealthConfig, ServerConfig, TLSConfig
+from twisted_proxy.redirect import Redirect, RedirectRouter
 from twisted_proxy.service import make_service
 from twisted_proxy.tls import (
     ALPN_PROTOCOLS,
     BackendTLS,
-    Redirect,
-    RedirectRouter,
     ServerTLS,
     TLSFileError,
     backend_tls_policy,

@@ -36,6 +36,8 @@ class ProxySettings:
     idle_timeout: float = 60.0
     header_timeout: float = 10.0
     first_byte_timeout: float = 30.0
+    #: a filter's Deferred verdict must come within this (503 beyond)
+    filter_timeout: float = 10.0
     tunnel_idle_timeout: float = 300.0
     max_head_size: int = 65536
     pool_max_idle: int = 32

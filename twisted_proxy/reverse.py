@@ -17,9 +17,9 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Sequence
 
 from twisted_proxy.addresses import AddressMatcher
-from twisted_proxy.forward import Target, parse_authority
 from twisted_proxy.http import policy
 from twisted_proxy.http.parser import BadRequest, RequestHead
+from twisted_proxy.target import Target, parse_authority
 
 
 class Route:
@@ -266,14 +266,18 @@ class ReverseRouter:
         route = self.table.match(host, path if path != b"*" else b"/")
         if route is None:
             raise BadRequest(404, "no route for this host and path")
+        sent = route.rewrite(path) if path != b"*" else path
         target = Target(
             host,
             port,
             authority or b"",
-            route.rewrite(path) if path != b"*" else path,
+            sent,
             (self.bscheme, b"://", authority or b"", path),
             scheme=self.scheme,
         )
+        if sent is not path:
+            # filters judge what the client asked for, not the rewrite
+            target.client_path = path
         target.route = route
         target.backend = route.backend
         target.filters = route.filters

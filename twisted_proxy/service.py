@@ -27,9 +27,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_proxy.accesslog import AccessLog, AccessLogService, open_access_log
-from twisted_proxy.exchange import FrontFactory, ListenerContext
-from twisted_proxy.filters import filter_type, load_object
+from twisted_proxy.engine import FrontFactory, ListenerContext, SubjectFrontFactory
+from twisted_proxy.filters.registry import filter_type
 from twisted_proxy.forward import ForwardRouter
+from twisted_proxy.redirect import RedirectRouter
+from twisted_proxy.loading import load_object
 from twisted_proxy.reverse import ReverseRouter, Route
 from twisted_proxy.tcp import TcpContext, TcpFactory
 from twisted_proxy.upstream.backend import Backend
@@ -400,8 +402,6 @@ def make_listener_factory(
     """
     backends = backends or {}
     if lconf.redirect_to_https is not None and lconf.kind in ("forward", "reverse"):
-        from twisted_proxy.tls import RedirectRouter
-
         return FrontFactory(
             ListenerContext(
                 lconf.name,
@@ -512,9 +512,7 @@ def _front_factory(lconf: ListenerConfig, context: ListenerContext) -> FrontFact
     client certificate's subject when the listener verifies clients.
     """
     if lconf.tls is not None and lconf.tls.client_ca is not None:
-        from twisted_proxy.tls import TLSFrontFactory
-
-        return TLSFrontFactory(context, lconf.tls.client_subject_header)
+        return SubjectFrontFactory(context, lconf.tls.client_subject_header)
     factory = FrontFactory(context)
     if _is_https(lconf) and lconf.tls is None:
         from twisted_proxy.tls import advertise_alpn

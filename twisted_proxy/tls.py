@@ -18,7 +18,7 @@ Listeners
     factory with L{wrap_server_factory}.
 
     With C{client_ca}, client certificates are verified (C{verify_client}
-    C{"required"} or C{"optional"}); L{TLSFrontFactory} makes protocols that
+    C{"required"} or C{"optional"}); L{twisted_proxy.engine.front.SubjectFrontFactory} makes protocols that
     remove any client-sent C{client_subject_header} and add the verified
     subject (RFC 4514) instead.
 
@@ -56,9 +56,6 @@ from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import alsoProvides, implementer
 
-from twisted_proxy.exchange import FrontFactory, FrontProtocol
-from twisted_proxy.forward import parse_authority
-from twisted_proxy.http.parser import BadRequest, RequestHead
 from twisted_proxy.model import ServerConfig, TLSConfig
 
 log = Logger()
@@ -68,12 +65,8 @@ __all__ = [
     "BackendTLS",
     "BackendTLSPolicy",
     "DEFAULT_CIPHERS",
-    "Redirect",
-    "RedirectRouter",
     "ServerTLS",
     "TLSFileError",
-    "TLSFrontFactory",
-    "TLSFrontProtocol",
     "check_ciphers",
     "client_subject",
     "load_ca_file",
@@ -588,51 +581,6 @@ def client_subject(transport: Any) -> Optional[bytes]:
     return _escape_subject(certificate.subject.rfc4514_string())
 
 
-class TLSFrontProtocol(FrontProtocol):
-    """
-    A client connection of a listener that verifies client certificates:
-    each request loses any client-sent subject header and gets the verified
-    subject (read once, at the first request: the handshake is done by
-    then).
-    """
-
-    subject_name = b"X-Client-Subject"
-    subject_lname = b"x-client-subject"
-    subject: Optional[bytes] = None
-    subject_read = False
-
-    def request_head(self, head: RequestHead) -> None:
-        if not self.subject_read:
-            self.subject_read = True
-            self.subject = client_subject(self.transport)
-        lname = self.subject_lname
-        headers = head.headers
-        for name, _ in headers:
-            if name.lower() == lname:
-                headers[:] = [(n, v) for n, v in headers if n.lower() != lname]
-                break
-        if self.subject is not None:
-            headers.append((self.subject_name, self.subject))
-        FrontProtocol.request_head(self, head)
-
-
-class TLSFrontFactory(FrontFactory):
-    """
-    L{FrontFactory} making L{TLSFrontProtocol}s.
-    """
-
-    def __init__(self, context: Any, subject_header: str = "X-Client-Subject") -> None:
-        FrontFactory.__init__(self, context)
-        self.subject_name = subject_header.encode("latin-1")
-
-    def buildProtocol(self, addr: Any) -> TLSFrontProtocol:
-        proto = TLSFrontProtocol(self.context)
-        proto.subject_name = self.subject_name
-        proto.subject_lname = self.subject_name.lower()
-        proto.factory = self
-        return proto
-
-
 # --- backends ----------------------------------------------------------------------
 
 
@@ -723,6 +671,19 @@ class BackendTLS:
     def clientConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
         return self._creator.clientConnectionForTLS(tlsProtocol)
 
+    def wrap(self, factory: Any, clock: Any) -> Any:
+        """
+        C{factory} (the pool's connection factory) behind this TLS: what
+        the pool connects with for a key carrying this object.
+        """
+        return TLSFactory(self, True, factory, clock=clock)  # type: ignore[arg-type]
+
+    def describe_failure(self, reason: Any) -> str:
+        """
+        Why a TLS connection to this server failed, in a few words.
+        """
+        return describe_tls_failure(reason)
+
     def describe(self) -> str:
         if not self.verify:
             return "TLS, not verified"
@@ -790,66 +751,3 @@ def backend_tls_policy(servers: Iterable[Any]) -> Optional[BackendTLSPolicy]:
     """
     policy = BackendTLSPolicy(servers)
     return policy if policy.creators else None
-
-
-# --- redirect to https -----------------------------------------------------------------
-
-
-class Redirect(BadRequest):
-    """
-    A router's answer that is not an error: the proxy responds with
-    C{status} and C{headers} itself.
-    """
-
-    decision = "allow"
-
-    def __init__(self, status: int, message: str, headers: Sequence[Tuple[bytes, bytes]]) -> None:
-        BadRequest.__init__(self, status, message)
-        self.headers = tuple(headers)
-
-
-class RedirectRouter:
-    """
-    The router of a plain listener with C{redirect_to_https}: every request
-    gets a 308 to C{https://host[:port]/path?query} (no port when C{port}
-    is 443). CONNECT gets 405.
-    """
-
-    add_via = False
-
-    def __init__(self, port: int = 443) -> None:
-        self.port = port
-        self.suffix = "" if port == 443 else f":{port}"
-
-    def route(self, head: RequestHead) -> Any:
-        if head.method == b"CONNECT":
-            raise BadRequest(405, "CONNECT is not allowed here")
-        raw = head.target
-        if raw[:7].lower() == b"http://" or raw[:8].lower() == b"https://":
-            start = raw.find(b"//") + 2
-            ends = [i for i in (raw.find(b"/", start), raw.find(b"?", start)) if i >= 0]
-            end = min(ends) if ends else len(raw)
-            authority = raw[start:end]
-            path = raw[end:]
-            if not path.startswith(b"/"):
-                path = b"/" + path
-        elif raw.startswith(b"/"):
-            authority = head.host or b""
-            path = raw
-        elif raw == b"*":
-            authority = head.host or b""
-            path = b"/"
-        else:
-            raise BadRequest(400, "invalid request target")
-        if not authority:
-            raise BadRequest(400, "no host to redirect to")
-        host, _ = parse_authority(authority, 80)
-        if ":" in host:
-            host = f"[{host}]"
-        location = f"https://{host}{self.suffix}".encode("ascii") + path
-        raise Redirect(
-            308, "use " + location.decode("latin-1"), ((b"Location", location),)
-        )
-
-    def request_head(self, head: RequestHead, target: Any, client_ip: str, server: Any) -> bytes:
-        raise AssertionError("a redirecting listener never forwards")  # pragma: no cover

@@ -11,7 +11,9 @@ never pooled again.
 
 A pool key is C{(host, port)} for plain connections and C{(host, port,
 creator)} for TLS ones (C{creator} is the server's
-L{twisted_proxy.tls.BackendTLS}), so the two never mix. A TLS connection is
+L{twisted_proxy.tls.BackendTLS}: its C{wrap(factory, clock)} puts TLS under
+a connection and its C{describe_failure(reason)} says why one failed), so
+the two never mix. A TLS connection is
 handed to its requester only once the handshake (and the verification of
 the server's certificate) is done; a failed handshake is a failed connection
 attempt (502) with a log event naming the reason, never a silent downgrade.
@@ -38,15 +40,37 @@ log = Logger()
 Key = Tuple[Any, ...]
 
 
+class _Discard:
+    """
+    The parser's sink while a connection serves nobody: what an upstream
+    still sends then is dropped (the connection is being closed).
+    """
+
+    def response_head(self, head: Any) -> None:
+        pass
+
+    def response_body(self, data: bytes) -> None:
+        pass
+
+    def response_end(self) -> None:
+        pass
+
+
+DISCARD = _Discard()
+
+
 @implementer(IHalfCloseableProtocol)
 class UpstreamProtocol(Protocol):
     """
     One connection to an upstream HTTP server.
 
-    @ivar exchange: what it serves now (it gets the parser's events), or
-        L{None} while idle.
+    @ivar leg: what it serves now (an exchange's upstream leg,
+        L{twisted_proxy.engine.upstream.UpstreamLeg}: it gets the parser's
+        events and the connection's), or L{None} while idle.
     @ivar reused: it served an exchange before the current one.
     @ivar splice: the tunnel it belongs to, once upgraded.
+    @ivar raw: the leg reads the bytes itself (a parent proxy's answer to
+        CONNECT), not through the response parser.
     """
 
     transport: Any
@@ -54,8 +78,8 @@ class UpstreamProtocol(Protocol):
     def __init__(self, pool: "Pool", key: Key, max_head_size: int) -> None:
         self.pool = pool
         self.key = key
-        self.parser = ResponseParser(None, max_head_size)
-        self.exchange: Any = None
+        self.parser = ResponseParser(DISCARD, max_head_size)
+        self.leg: Any = None
         self.requester: Any = None
         self.reused = False
         self.splice: Any = None
@@ -67,7 +91,6 @@ class UpstreamProtocol(Protocol):
         self.held = False
         self.lost = False
         self.raw = False
-        self.raw_buffer = b""
 
     # Protocol
 
@@ -96,29 +119,34 @@ class UpstreamProtocol(Protocol):
         if self.splice is not None:
             self.splice.data_from_back(data)
             return
-        ex = self.exchange
-        if ex is None:
+        leg = self.leg
+        if leg is None:
             # an idle connection that talks: it cannot be trusted again
             self.transport.loseConnection()
             return
         if self.raw:
-            ex.raw_data(self, data)
+            leg.raw_data(self, data)
             return
         parser = self.parser
-        ex.out = []  # what this read produces for the client goes in one send
+        leg.batch()  # what this read produces for the client goes in one send
         try:
             rest = parser.feed(data)
         except BadResponse as e:
-            ex.flush()
-            ex.upstream_failed(self, 502, f"invalid response from upstream: {e}")
+            leg.flush()
+            leg.upstream_failed(self, 502, f"invalid response from upstream: {e}")
             return
-        ex.flush()
+        except Exception:
+            # a bug of ours while handling the response, not the upstream's
+            leg.flush()
+            leg.internal_error(self, Failure())
+            return
+        leg.flush()
         if rest is not None:
-            ex.upstream_upgraded(self, rest)
+            leg.upstream_upgraded(self, rest)
             return
         if parser.done:
-            if self.exchange is ex:
-                ex.upstream_done(self, parser.extra)
+            if self.leg is leg:
+                leg.upstream_done(self, parser.extra)
         else:
             parser.hand_over()
 
@@ -143,35 +171,50 @@ class UpstreamProtocol(Protocol):
         if self.splice is not None:
             self.splice.lost_back()
             return
-        ex = self.exchange
-        if ex is None:
+        leg = self.leg
+        if leg is None:
             return
         parser = self.parser
         if parser.started and not parser.done and parser.framing_until_close():
             # a body delimited by the end of the connection ends here
             parser.done = True
-            ex.response_end()
-            if self.exchange is ex:
-                ex.upstream_done(self, True)
+            leg.batch()
+            try:
+                leg.response_end()
+            except Exception:
+                leg.flush()
+                leg.internal_error(self, Failure())
+                return
+            leg.flush()
+            if self.leg is leg:
+                leg.upstream_done(self, True)
             return
-        ex.upstream_lost(self, reason)
+        leg.upstream_lost(self, reason)
 
-    # used by exchanges
+    # used by upstream legs
 
-    def attach(self, exchange: Any, no_body: bool) -> None:
+    def attach(self, leg: Any, no_body: bool) -> None:
         """
-        Serve C{exchange}; its parser events go there.
+        Serve C{leg}; the response parser's events go there.
         """
-        self.exchange = exchange
-        self.parser.sink = exchange
+        self.leg = leg
+        self.parser.sink = leg
         self.parser.expect(no_body)
+
+    def attach_raw(self, leg: Any) -> None:
+        """
+        Serve C{leg}, which reads the bytes itself.
+        """
+        self.leg = leg
+        self.raw = True
 
     def detach(self) -> None:
         """
-        Stop serving the current exchange (before release or close).
+        Stop serving the current leg (before release, close or a splice).
         """
-        self.exchange = None
-        self.parser.sink = None
+        self.leg = None
+        self.raw = False
+        self.parser.sink = DISCARD
         self.relay.switch(None)
         if self.gate is not None:
             self.gate.resume(0xFF)
@@ -220,16 +263,14 @@ class TLSUpstreamProtocol(UpstreamProtocol):
                 if timed_out:
                     reason = Failure(ierror.TimeoutError("TLS handshake timed out"))
                 self.pool.handshake_failed(self.key, requester, reason)
-        elif self.exchange is not None and reason.check("OpenSSL.SSL.Error"):
+        elif self.leg is not None and reason.check("OpenSSL.SSL.Error"):
             # e.g. TLS 1.3: the server refuses our client certificate after
             # our side of the handshake is done
-            from twisted_proxy.tls import describe_tls_failure
-
             log.warn(
                 "TLS connection to {host}:{port} failed: {why}",
                 host=self.key[0],
                 port=self.key[1],
-                why=describe_tls_failure(reason),
+                why=self.key[2].describe_failure(reason),
                 tls_event="backend_error",
             )
         UpstreamProtocol.connectionLost(self, reason)
@@ -373,9 +414,8 @@ class Pool:
         host, port = key[0], key[1]
         factory: Any = _Connector(self, key, requester)
         if len(key) > 2:
-            from twisted_proxy.tls import TLSFactory
-
-            factory = TLSFactory(key[2], True, factory, clock=self.reactor)
+            # the key's third item speaks TLS (twisted_proxy.tls.BackendTLS)
+            factory = key[2].wrap(factory, self.reactor)
         if isIPAddress(host) or isIPv6Address(host):
             self.reactor.connectTCP(host, port, factory, timeout=self.connect_timeout)
             return
@@ -401,9 +441,7 @@ class Pool:
         certificate, no common protocol version, a refused client
         certificate): a failed connection attempt, 502.
         """
-        from twisted_proxy.tls import describe_tls_failure
-
-        why = describe_tls_failure(reason)
+        why = key[2].describe_failure(reason)
         if reason.check(ierror.TimeoutError):
             status, why = describe_connect_failure(key, reason)
             log.info("TLS handshake with {host}:{port}: {why}", host=key[0], port=key[1], why=why)

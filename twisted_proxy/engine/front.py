@@ -1,0 +1,459 @@
+# -*- test-case-name: tests.test_exchange -*-
+"""
+The client connection of an HTTP listener: bytes in, requests parsed,
+responses out in order.
+
+One L{FrontProtocol} per connection feeds the request parser and starts one
+L{twisted_proxy.engine.exchange.Exchange} per request (pipelined requests
+wait their turn). It owns the connection's single timer, whose kind says
+what the connection waits for: a request head (408), the next request
+(close), a filter's verdict (503), the upstream's first byte (504), any
+progress of the exchange (408 or an aborted response).
+
+An exception of ours while handling the client's bytes is a logged 500,
+never a 400 that blames the client.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any, Deque, Optional
+
+from zope.interface import implementer
+from twisted.internet import error as ierror
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twisted_proxy.engine.context import ListenerContext
+from twisted_proxy.engine.exchange import Exchange
+from twisted_proxy.engine.timers import BODY, FILTER, HEADER, IDLE, NO_TIMER, WAIT
+from twisted_proxy.flow import QUEUED, UPGRADING, Gate, Relay
+from twisted_proxy.http.errors import error_response
+from twisted_proxy.http.parser import BadRequest, RequestHead, RequestParser
+from twisted_proxy.tls import client_subject
+from twisted_proxy.upstream.pool import UpstreamProtocol, set_no_delay
+
+log = Logger()
+
+
+class FrontFactory(Factory):
+    """
+    Builds a L{FrontProtocol} per client connection of a listener.
+    """
+
+    noisy = False
+
+    def __init__(self, context: ListenerContext) -> None:
+        self.context = context
+        self.connections: set = set()
+
+    def buildProtocol(self, addr: Any) -> "FrontProtocol":
+        proto = FrontProtocol(self.context)
+        proto.factory = self
+        return proto
+
+
+@implementer(IHalfCloseableProtocol)
+class FrontProtocol(Protocol):
+    """
+    One client connection: requests in, responses out, in order.
+    """
+
+    factory: Any = None
+    transport: Any
+
+    def __init__(self, context: ListenerContext) -> None:
+        self.ctx = context
+        self.clock = context.reactor
+        self.parser = RequestParser(self, context.settings.max_head_size)
+        self.current: Optional[Exchange] = None
+        self.receiving: Optional[Exchange] = None
+        self.queue: Deque[Exchange] = deque()
+        self.splice: Any = None
+        self.closing = False
+        self.read_closed = False
+        self.lost = False
+        self.held: Optional[bytes] = None
+        self.pending_error: Optional[BadRequest] = None
+        self.timer: Any = None
+        self.timer_kind = NO_TIMER
+        self.deadline = 0.0
+        self.client_ip = ""
+        self.allowed = False
+        self.relay = Relay()
+        self.gate: Any = None
+        # the upstream connection of the last exchange, kept for the next
+        # request to the same address (as a client keeps its connection)
+        self.sticky: Optional[UpstreamProtocol] = None
+
+    def keep_upstream(self, conn: UpstreamProtocol) -> None:
+        """
+        Hold C{conn} for this client's next request; the one held before
+        goes back to the pool.
+        """
+        pool = self.ctx.pool
+        old = self.sticky
+        if old is not None:
+            self.sticky = None
+            pool.unhold(old)
+            if old is not conn:
+                pool.release(old)
+        # held connections count against pool_max_idle like pooled ones
+        if pool.hold(conn):
+            self.sticky = conn
+        else:
+            pool.release(conn)
+
+    def take_upstream(self, key: Any) -> Optional[UpstreamProtocol]:
+        """
+        The connection this client kept, if it goes to C{key} (else it
+        returns to the pool).
+        """
+        conn = self.sticky
+        if conn is None:
+            return None
+        self.sticky = None
+        pool = self.ctx.pool
+        pool.unhold(conn)
+        if conn.key == key and not conn.lost:
+            conn.reused = True
+            return conn
+        pool.release(conn)
+        return None
+
+    def release_upstream(self) -> None:
+        conn = self.sticky
+        if conn is not None:
+            self.sticky = None
+            self.ctx.pool.unhold(conn)
+            self.ctx.pool.release(conn)
+
+    # timers: one DelayedCall, moved lazily
+
+    def set_timer(self, kind: int, seconds: float) -> None:
+        self.timer_kind = kind
+        self.deadline = self.clock.seconds() + seconds
+        if self.timer is None:
+            self.timer = self.clock.callLater(
+                min(seconds, self.ctx.timer_step), self._timer_fired
+            )
+
+    def stop_timer(self) -> None:
+        """
+        Nothing to time here (another timer bounds the wait): the
+        scheduled wake-up, if any, does nothing.
+        """
+        self.timer_kind = NO_TIMER
+
+    def touch(self) -> None:
+        """
+        The exchange made progress: push the idle deadline back.
+        """
+        if self.timer_kind == BODY:
+            self.deadline = self.clock.seconds() + self.ctx.settings.idle_timeout
+
+    def cancel_timer(self) -> None:
+        self.timer_kind = NO_TIMER
+        if self.timer is not None:
+            if self.timer.active():
+                self.timer.cancel()
+            self.timer = None
+
+    def _timer_fired(self) -> None:
+        self.timer = None
+        kind = self.timer_kind
+        if kind == NO_TIMER or self.lost:
+            return
+        remaining = self.deadline - self.clock.seconds()
+        if remaining > 0:
+            self.timer = self.clock.callLater(
+                min(remaining, self.ctx.timer_step), self._timer_fired
+            )
+            return
+        self.timer_kind = NO_TIMER
+        settings = self.ctx.settings
+        current = self.current
+        if kind == HEADER:
+            if self.parser.in_head:
+                self.reject(BadRequest(408, "request head not received in time"))
+            else:
+                self.transport.loseConnection()
+        elif kind == IDLE or current is None:
+            self.transport.loseConnection()
+        elif kind == WAIT:
+            current.timed_out(
+                504, f"upstream sent no response within {settings.first_byte_timeout:g}s"
+            )
+        elif kind == FILTER:
+            current.timed_out(
+                503, f"request filter gave no verdict within {settings.filter_timeout:g}s"
+            )
+        else:
+            current.timed_out(408, f"no progress for {settings.idle_timeout:g}s")
+
+    # Protocol
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        self.client_ip = getattr(peer, "host", None) or "unix"
+        if self.client_ip == "unix" or not isinstance(self.client_ip, str):
+            self.client_ip = "127.0.0.1" if peer.__class__.__name__ == "UNIXAddress" else str(self.client_ip)
+        self.allowed = self.ctx.client_allowed(self.client_ip)
+        self.gate = Gate(self.transport)
+        self.transport.registerProducer(self.relay, True)
+        set_no_delay(self.transport)
+        if self.factory is not None:
+            self.factory.connections.add(self)
+        self.set_timer(HEADER, self.ctx.settings.header_timeout)
+
+    def dataReceived(self, data: bytes) -> None:
+        splice = self.splice
+        if splice is not None:
+            splice.data_from_front(data)
+            return
+        if self.closing:
+            return
+        if self.held is not None:
+            # bytes after an upgrade request: not HTTP unless it is refused
+            self.held += data
+            self.gate.pause(UPGRADING)
+            return
+        if self.timer_kind == BODY:
+            self.deadline = self.clock.seconds() + self.ctx.settings.idle_timeout
+        parser = self.parser
+        try:
+            rest = parser.feed(data)
+        except BadRequest as e:
+            self.reject(e)
+            return
+        except Exception:
+            self.internal_error(Failure())
+            return
+        if rest is not None:
+            self._upgrade_head_done(rest)
+        elif parser.in_head and self.timer_kind == IDLE:
+            # a head has begun on an idle connection: it has header_timeout
+            self.set_timer(HEADER, self.ctx.settings.header_timeout)
+
+    def internal_error(self, failure: Failure) -> None:
+        """
+        A bug of ours while handling this client's request: log it with
+        its traceback, answer 500 (or cut the response short) and close.
+        """
+        log.failure(
+            "internal error on listener {listener} for {client}",
+            failure,
+            listener=self.ctx.name,
+            client=self.client_ip,
+        )
+        if self.lost:
+            return
+        self.reject(BadRequest(500, "internal error"))
+
+    def readConnectionLost(self) -> None:
+        if self.splice is not None:
+            self.splice.read_closed_front()
+            return
+        self.read_closed = True
+        receiving = self.receiving
+        if receiving is not None and not receiving.request_done:
+            # the request body will never be complete
+            self.transport.loseConnection()
+            return
+        if self.current is None:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Failure = ierror.ConnectionDone()) -> None:  # type: ignore[assignment]
+        self.lost = True
+        self.closing = True
+        self.cancel_timer()
+        self.relay.switch(None)
+        if self.factory is not None:
+            self.factory.connections.discard(self)
+        if self.splice is not None:
+            self.splice.lost_front()
+            return
+        current = self.current
+        self.current = None
+        if current is not None:
+            current.client_lost()
+        for ex in self.queue:
+            ex.client_lost()
+        self.queue.clear()
+        self.release_upstream()
+
+    # request parser sink
+
+    def request_head(self, head: RequestHead) -> None:
+        ex = Exchange(self, head)
+        self.receiving = ex
+        if self.current is None:
+            self.current = ex
+            ex.start()
+        else:
+            self.queue.append(ex)
+            self.gate.pause(QUEUED)
+
+    def request_body(self, data: bytes) -> None:
+        ex = self.receiving
+        if ex is not None:
+            ex.request_body(data)
+
+    def request_end(self) -> None:
+        ex = self.receiving
+        if ex is not None:
+            self.receiving = None
+            ex.request_end()
+
+    def _upgrade_head_done(self, rest: bytes) -> None:
+        """
+        llhttp stopped after a CONNECT or Upgrade request head: what
+        follows belongs to the tunnel if there will be one.
+        """
+        if self.receiving is not None:
+            self.request_end()
+        self.held = rest
+        self.gate.pause(UPGRADING)
+
+    def take_held(self) -> bytes:
+        held = self.held or b""
+        self.held = None
+        return held
+
+    def resume_parsing(self) -> None:
+        """
+        An upgrade was refused: parse what the client sent meanwhile as the
+        next requests.
+        """
+        held = self.take_held()
+        self.parser.reset()
+        self.gate.resume(UPGRADING)
+        if held:
+            self.dataReceived(held)
+
+    # answers
+
+    def reject(self, error: BadRequest) -> None:
+        """
+        The client sent something unacceptable (or we failed it): answer
+        it (after the responses it is owed) and close.
+        """
+        self.closing = True
+        self.gate.pause(QUEUED)
+        receiving = self.receiving
+        if receiving is not None:
+            # a malformed request body: that request can never complete
+            self.receiving = None
+            if receiving is self.current:
+                receiving.request_failed(error)
+                return
+            self.queue.remove(receiving)
+        elif error.status >= 500 and self.current is not None:
+            # our own failure while the current exchange was answered
+            self.current.request_failed(error)
+            return
+        if self.current is not None:
+            self.pending_error = error
+            return
+        self._send_rejection(error)
+
+    def _send_rejection(self, error: BadRequest) -> None:
+        data = error_response(error.status, error.message, close=True)
+        self.transport.write(data)
+        self.ctx.stats.record(error.status, 0, len(data), "error")
+        self.ctx.access_log.log(
+            self.ctx.name,
+            self.client_ip,
+            "",
+            "",
+            error.status,
+            0,
+            len(data),
+            0.0,
+            "",
+            "error",
+            "",
+        )
+        log.debug("bad request from {client}: {why}", client=self.client_ip, why=error.message)
+        self.transport.loseConnection()
+
+    def exchange_done(self, ex: Exchange) -> None:
+        """
+        C{ex} has been answered completely: serve the next request.
+        """
+        if self.current is not ex:
+            return
+        self.current = None
+        if self.lost:
+            return
+        if ex.close_after:
+            self.closing = True
+            self.cancel_timer()
+            self.transport.loseConnection()
+            return
+        if self.queue:
+            nxt = self.queue.popleft()
+            if not self.queue:
+                self.gate.resume(QUEUED)
+            self.current = nxt
+            nxt.start()
+            return
+        if self.pending_error is not None:
+            self._send_rejection(self.pending_error)
+            return
+        if self.read_closed:
+            self.transport.loseConnection()
+            return
+        self.set_timer(IDLE, self.ctx.settings.idle_timeout)
+        if self.held is not None:
+            self.resume_parsing()
+
+
+class SubjectFrontProtocol(FrontProtocol):
+    """
+    A client connection of a TLS listener that verifies client
+    certificates: each request loses any client-sent subject header and
+    gets the verified subject (read once, at the first request: the
+    handshake is done by then).
+    """
+
+    subject_name = b"X-Client-Subject"
+    subject_lname = b"x-client-subject"
+    subject: Optional[bytes] = None
+    subject_read = False
+
+    def request_head(self, head: RequestHead) -> None:
+        if not self.subject_read:
+            self.subject_read = True
+            self.subject = client_subject(self.transport)
+        lname = self.subject_lname
+        headers = head.headers
+        for name, _ in headers:
+            if name.lower() == lname:
+                headers[:] = [(n, v) for n, v in headers if n.lower() != lname]
+                break
+        if self.subject is not None:
+            headers.append((self.subject_name, self.subject))
+        FrontProtocol.request_head(self, head)
+
+
+class SubjectFrontFactory(FrontFactory):
+    """
+    L{FrontFactory} making L{SubjectFrontProtocol}s.
+    """
+
+    def __init__(self, context: Any, subject_header: str = "X-Client-Subject") -> None:
+        FrontFactory.__init__(self, context)
+        self.subject_name = subject_header.encode("latin-1")
+
+    def buildProtocol(self, addr: Any) -> SubjectFrontProtocol:
+        proto = SubjectFrontProtocol(self.context)
+        proto.subject_name = self.subject_name
+        proto.subject_lname = self.subject_name.lower()
+        proto.factory = self
+        return proto
