@@ -163,7 +163,9 @@ class RequestParser:
             raise
         except HttpParserError as e:
             cause = e.__context__
-            if isinstance(cause, BadRequest):
+            if cause is not None:
+                # raised by a callback: a refusal (BadRequest), or a bug of
+                # ours that must surface as itself, never as a 400
                 raise cause
             raise BadRequest(400, _describe(e)) from None
         if self.in_head:
@@ -444,7 +446,10 @@ class ResponseParser:
             return data[e.args[0]:]
         except HttpParserError as e:
             cause = e.__context__
-            if isinstance(cause, BadResponse):
+            if cause is not None:
+                # raised by a callback: an invalid response (BadResponse),
+                # or a bug of ours that must surface as itself, never as a
+                # 502 blamed on the upstream, nor swallowed
                 raise cause
             if self.done:
                 # bytes after a complete message (HEAD with a body...):

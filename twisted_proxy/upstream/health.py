@@ -8,8 +8,9 @@ A probe that hangs is cut by its timeout; a probe that raises counts as a
 failure and never stops the loop. A server goes down after C{fall}
 consecutive failures and comes back after C{rise} consecutive successes.
 
-Probe traffic uses its own client (treq over an C{Agent} with a pool of its
-own), so it never shows in the access log or the balancers' counts.
+Probe traffic uses its own connections (one per probe, the response head
+parsed by the proxy's own parser, the body never read), so it never shows in
+the access log or the balancers' counts.
 """
 
 from __future__ import annotations
@@ -19,11 +20,13 @@ from typing import Any, Dict, Optional, Set
 from zope.interface import implementer
 from twisted.application import service
 from twisted.internet import defer
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twisted_proxy.http.parser import ResponseParser
 from twisted_proxy.interfaces import IHealthProbe
 from twisted_proxy.model import HealthConfig
 from twisted_proxy.upstream.backend import Backend, Server
@@ -31,6 +34,8 @@ from twisted_proxy.upstream.backend import Backend, Server
 log = Logger()
 
 USER_AGENT = b"twisted-proxy-health/1"
+#: the most of a probe's response that is read: its head
+MAX_PROBE_HEAD = 16384
 
 
 def status_ok(code: int, expect: tuple) -> bool:
@@ -42,45 +47,135 @@ def status_ok(code: int, expect: tuple) -> bool:
     return 200 <= code < 400
 
 
+class _ProbeProtocol(Protocol):
+    """
+    Sends one C{GET} and reads the response head, never the body: the
+    status is the verdict, and the connection is closed at once.
+    """
+
+    transport: Any
+
+    def __init__(self, result: "defer.Deferred[int]", request: bytes, max_head: int) -> None:
+        self.result = result
+        self.request = request
+        self.parser = ResponseParser(self, max_head)
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.request)
+
+    def dataReceived(self, data: bytes) -> None:
+        try:
+            self.parser.feed(data)
+        except Exception:
+            self._settle(Failure())
+
+    def response_head(self, head: Any) -> None:
+        self._settle(head.status)
+
+    def response_body(self, data: bytes) -> None:
+        pass
+
+    def response_end(self) -> None:
+        pass
+
+    def _settle(self, outcome: Any) -> None:
+        result = self.result
+        if not result.called:
+            if isinstance(outcome, Failure):
+                result.errback(outcome)
+            else:
+                result.callback(outcome)
+        self.transport.abortConnection()
+
+    def connectionLost(self, reason: Failure = ConnectionDone()) -> None:  # type: ignore[assignment]
+        if not self.result.called:
+            if reason.check(ConnectionDone):
+                reason = Failure(ConnectionDone("closed without a response"))
+            self.result.errback(reason)
+
+
+class _ProbeFactory(ClientFactory):
+    noisy = False
+
+    def __init__(self, result: "defer.Deferred[int]", request: bytes, max_head: int) -> None:
+        self.result = result
+        self.request = request
+        self.max_head = max_head
+        self.protocol_built: Optional[_ProbeProtocol] = None
+
+    def buildProtocol(self, addr: Any) -> _ProbeProtocol:
+        proto = _ProbeProtocol(self.result, self.request, self.max_head)
+        proto.factory = self  # type: ignore[attr-defined]
+        self.protocol_built = proto
+        return proto
+
+
 @implementer(IHealthProbe)
 class HTTPProbe:
     """
     C{GET path} on the server; healthy when the status is expected.
+
+    One connection per probe (C{Connection: close}); only the response
+    head is read (at most C{MAX_PROBE_HEAD} bytes), never the body. An
+    https server is probed with the proxy's own TLS settings for it
+    (C{tls_policy}, see L{twisted_proxy.tls.backend_tls_policy}).
     """
 
     def __init__(self, reactor: Any, config: HealthConfig, tls_policy: Any = None) -> None:
-        from twisted.web.client import Agent, HTTPConnectionPool, _HTTP11ClientFactory
-        from treq.client import HTTPClient
-
-        class QuietFactory(_HTTP11ClientFactory):
-            noisy = False
-
         self.reactor = reactor
         self.config = config
-        pool = HTTPConnectionPool(reactor, persistent=False)
-        pool._factory = QuietFactory  # no "Starting factory" line per probe
-        kwargs: Dict[str, Any] = {"pool": pool, "connectTimeout": config.timeout}
-        if tls_policy is not None:
-            kwargs["contextFactory"] = tls_policy
-        self.client = HTTPClient(Agent(reactor, **kwargs))
+        self.tls_policy = tls_policy
+
+    def _request(self, server: Server) -> bytes:
+        host = f"[{server.host}]" if ":" in server.host else server.host
+        default = 443 if server.scheme == "https" else 80
+        authority = host if server.port == default else f"{host}:{server.port}"
+        return (
+            b"GET " + self.config.path.encode("utf-8") + b" HTTP/1.1\r\nHost: "
+            + authority.encode("idna") + b"\r\nUser-Agent: " + USER_AGENT
+            + b"\r\nConnection: close\r\n\r\n"
+        )
 
     def probe(self, server: Server) -> "defer.Deferred[bool]":
-        scheme = "https" if server.scheme == "https" else "http"
-        host = f"[{server.host}]" if ":" in server.host else server.host
-        url = f"{scheme}://{host}:{server.port}{self.config.path}"
-        d: Any = self.client.get(url, headers={b"User-Agent": [USER_AGENT]})  # type: ignore[arg-type]
+        from twisted.internet.endpoints import HostnameEndpoint
 
-        def got(response: Any) -> Any:
-            from treq import content
+        factory = _ProbeFactory(defer.Deferred(), self._request(server), MAX_PROBE_HEAD)
+        connecting: Any = None
 
-            code = response.code
-            # read (and drop) the body so the connection ends cleanly
-            return content(response).addCallback(
-                lambda _: status_ok(code, self.config.expect)
-            )
+        def cancel(_: Any) -> None:
+            proto = factory.protocol_built
+            if proto is not None and proto.transport is not None:
+                proto.transport.abortConnection()
+            elif connecting is not None:
+                connecting.cancel()
 
-        d.addCallback(got)
-        return d
+        result: Any = defer.Deferred(cancel)
+        factory.result = result
+        wrapped: Any = factory
+        if server.scheme == "https":
+            from twisted.protocols.tls import TLSMemoryBIOFactory
+
+            wrapped = TLSMemoryBIOFactory(self._tls_creator(server), True, factory)
+            wrapped.noisy = False
+        endpoint = HostnameEndpoint(
+            self.reactor, server.host, server.port, timeout=self.config.timeout
+        )
+        connecting = endpoint.connect(wrapped)
+
+        def not_connected(failure: Failure) -> None:
+            if not result.called:
+                result.errback(failure)
+
+        connecting.addErrback(not_connected)
+        result.addCallback(lambda code: status_ok(code, self.config.expect))
+        return result  # type: ignore[no-any-return]
+
+    def _tls_creator(self, server: Server) -> Any:
+        if self.tls_policy is not None:
+            return self.tls_policy.creatorForNetloc(server.host.encode("idna"), server.port)
+        from twisted.internet.ssl import optionsForClientTLS
+
+        return optionsForClientTLS(server.host)
 
 
 class _Closer(Protocol):
