@@ -11,7 +11,7 @@ from typing import Any, Optional, Sequence
 
 from zope.interface import implementer
 from twisted.internet import error as ierror
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -113,9 +113,11 @@ class TcpFrontProtocol(Protocol):
                 verdict = flt.filter_request(info)
             except Exception:
                 log.failure("filter {name} failed", name=getattr(flt, "name", ""))
-                self.refuse(getattr(flt, "name", ""))
+                self.refuse(getattr(flt, "name", ""), 500, "error")
                 return
             if isinstance(verdict, Deferred):
+                # a verdict that never comes must not hold the connection
+                verdict.addTimeout(self.ctx.settings.filter_timeout, self.ctx.reactor)
                 verdict.addCallbacks(
                     self._filter_answered,
                     self._filter_failed,
@@ -124,7 +126,7 @@ class TcpFrontProtocol(Protocol):
                 )
                 return
             if isinstance(verdict, Deny):
-                self.refuse(verdict.rule)
+                self.refuse(verdict.rule, verdict.status)
                 return
         self.choose()
 
@@ -132,20 +134,34 @@ class TcpFrontProtocol(Protocol):
         if self.lost:
             return
         if isinstance(verdict, Deny):
-            self.refuse(verdict.rule)
+            self.refuse(verdict.rule, verdict.status)
             return
         self.run_filters(index, info)
 
     def _filter_failed(self, failure: Failure, flt: Any) -> None:
         name = getattr(flt, "name", "")
-        log.failure("filter {name} failed", failure, name=name)
+        if failure.check(TimeoutError, CancelledError):
+            log.warn(
+                "filter {name} gave no verdict within {timeout}s",
+                name=name,
+                timeout=self.ctx.settings.filter_timeout,
+            )
+            status = 503
+        else:
+            log.failure("filter {name} failed", failure, name=name)
+            status = 500
         if not self.lost:
-            self.refuse(name)
+            self.refuse(name, status, "error")
 
-    def refuse(self, rule: str) -> None:
-        self.decision = "deny"
+    def refuse(self, rule: str, status: int = 403, decision: str = "deny") -> None:
+        """
+        Close the client's connection; the access log says why (C{status}
+        as an HTTP listener would answer: 403 denied, 500 a failed filter,
+        503 a filter that gave no verdict in time).
+        """
+        self.decision = decision
         self.rule = rule
-        self.status = 403
+        self.status = status
         self.transport.loseConnection()
 
     def choose(self) -> None:
