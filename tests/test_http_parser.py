@@ -1373,3 +1373,45 @@ class BodyHandOverTests(SynchronousTestCase):
         parser.feed(b"HTTP/1.1 204 No Content\r\n\r\n")
         self.assertEqual([r.status for r in sink.responses], [200, 204])
         self.assertTrue(parser.done)
+
+
+class CallbackBugTests(SynchronousTestCase):
+    """
+    An exception raised by a sink (a bug of ours) surfaces as itself: never
+    turned into a 400 or a 502 that blames the peer, nor swallowed.
+    """
+
+    def test_request_sink_bug(self) -> None:
+        """
+        A request sink raising in C{request_head} makes C{feed} raise that
+        exception, not L{BadRequest}.
+        """
+
+        class Sink:
+            def request_head(self, head: object) -> None:
+                raise KeyError("bug")
+
+        parser = RequestParser(Sink())
+        self.assertRaises(KeyError, parser.feed, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+
+    def test_response_sink_bug_after_message(self) -> None:
+        """
+        A response sink raising in C{response_end} (after the message is
+        complete) makes C{feed} raise it, not swallow it as extra bytes.
+        """
+
+        class Sink:
+            def response_head(self, head: object) -> None:
+                pass
+
+            def response_body(self, data: bytes) -> None:
+                pass
+
+            def response_end(self) -> None:
+                raise ValueError("bug")
+
+        parser = ResponseParser(Sink())
+        parser.expect(False)
+        self.assertRaises(
+            ValueError, parser.feed, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        )

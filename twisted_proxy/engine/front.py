@@ -317,6 +317,8 @@ class FrontProtocol(Protocol):
         """
         if self.receiving is not None:
             self.request_end()
+        if self.closing:
+            return  # refused: nothing more is read
         self.held = rest
         self.gate.pause(UPGRADING)
 
