@@ -12,8 +12,9 @@ from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from twisted_proxy.filters import Deny, ErrorList, RequestInfo, filter_type
+from twisted_proxy.filters import Deny, ErrorList, RequestInfo
 from twisted_proxy.filters.acl import AclFilter, AclSpec, build, parse
+from twisted_proxy.filters.registry import filter_type
 from twisted_proxy.interfaces import IRequestFilter
 
 

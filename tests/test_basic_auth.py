@@ -16,7 +16,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from twisted_proxy.filters import Deny, ErrorList, RequestInfo, filter_type
+from twisted_proxy.filters import Deny, ErrorList, RequestInfo
 from twisted_proxy.filters import basic_auth
 from twisted_proxy.filters.basic_auth import (
     MAX_THREADS,
@@ -26,6 +26,7 @@ from twisted_proxy.filters.basic_auth import (
     build,
     parse,
 )
+from twisted_proxy.filters.registry import filter_type
 from twisted_proxy.interfaces import IRequestFilter
 from twisted_proxy.testing import request_info, run_filter
 

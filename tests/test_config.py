@@ -14,8 +14,9 @@ from typing import Any, List
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from twisted_proxy.filters import builtin_type_names
 from twisted_proxy.config import ConfigError, default_config, load_config, parse_config
+from twisted_proxy.config.endpoints import endpoint_problem, split_endpoint
+from twisted_proxy.filters.registry import builtin_type_names
 from twisted_proxy.model import (
     DEFAULT_ALLOW_CLIENTS,
     AdminConfig,
@@ -621,6 +622,21 @@ class ErrorTests(ConfigTestMixin, SynchronousTestCase):
         )
         self.assertEqual(
             lines[4], "p.toml: listener[4].endpoint: invalid endpoint 'tcp': no port (e.g. 'tcp:3128')"
+        )
+
+    def test_endpoint_trailing_backslash(self) -> None:
+        """
+        An endpoint string ending with a backslash (which escapes nothing)
+        is reported as such.
+        """
+        self.assertEqual(
+            self.errors(
+                "[[listener]]\nname = 'l'\nkind = 'forward'\nendpoint = 'tcp:3128\\'\n"
+            ),
+            [
+                "p.toml: listener[0].endpoint: invalid endpoint 'tcp:3128\\\\':"
+                " it ends with a backslash, which escapes nothing"
+            ],
         )
 
     def test_allow_clients(self) -> None:
@@ -1703,6 +1719,155 @@ class ReverseErrorTests(ConfigTestMixin, SynchronousTestCase):
         self.assertEqual(
             self.errors(REVERSE + ROUTE + "[backend.web]\nservers = []\n"),
             ["p.toml: backend.web.servers: must not be empty"],
+        )
+
+
+class SplitEndpointTests(SynchronousTestCase):
+    """
+    L{split_endpoint}: an endpoint string's positional and keyword
+    arguments, as Twisted's C{serverFromString} reads them.
+    """
+
+    def test_positional(self) -> None:
+        """
+        Fields are separated by colons; the endpoint type is the first
+        positional argument.
+        """
+        self.assertEqual(split_endpoint("tcp:80"), (["tcp", "80"], {}))
+        self.assertEqual(split_endpoint("unix:/run/proxy.sock"), (["unix", "/run/proxy.sock"], {}))
+
+    def test_keywords(self) -> None:
+        """
+        A field with an C{=} is a keyword argument, wherever it stands; the
+        positional arguments keep their order.
+        """
+        self.assertEqual(
+            split_endpoint("tcp:80:interface=127.0.0.1:backlog=5"),
+            (["tcp", "80"], {"interface": "127.0.0.1", "backlog": "5"}),
+        )
+        self.assertEqual(
+            split_endpoint("systemd:domain=INET:index=0"),
+            (["systemd"], {"domain": "INET", "index": "0"}),
+        )
+        self.assertEqual(split_endpoint("a:k=v:b"), (["a", "b"], {"k": "v"}))
+
+    def test_first_equals_splits(self) -> None:
+        """
+        A keyword field is split at its first C{=}: the value may contain
+        more.
+        """
+        self.assertEqual(split_endpoint("x:k=a=b"), (["x"], {"k": "a=b"}))
+
+    def test_last_keyword_wins(self) -> None:
+        """
+        A keyword given twice keeps its last value.
+        """
+        self.assertEqual(split_endpoint("x:k=1:k=2"), (["x"], {"k": "2"}))
+
+    def test_escaped_colon(self) -> None:
+        """
+        A backslash before a colon makes it part of the field (an IPv6
+        interface, a Windows path).
+        """
+        self.assertEqual(
+            split_endpoint("tcp6:3128:interface=\\:\\:1"),
+            (["tcp6", "3128"], {"interface": "::1"}),
+        )
+        self.assertEqual(
+            split_endpoint("ssl:443:privateKey=C\\:/key.pem:certKey=C\\:/cert.pem"),
+            (["ssl", "443"], {"privateKey": "C:/key.pem", "certKey": "C:/cert.pem"}),
+        )
+
+    def test_escaped_equals(self) -> None:
+        """
+        A backslash before C{=} makes it literal: the field stays
+        positional, or the C{=} belongs to the key.
+        """
+        self.assertEqual(split_endpoint("unix:/tmp/a\\=b"), (["unix", "/tmp/a=b"], {}))
+        self.assertEqual(split_endpoint("x:a\\=b=c"), (["x"], {"a=b": "c"}))
+
+    def test_escaped_backslash(self) -> None:
+        """
+        A backslash before a backslash, or before any other character, is
+        that character.
+        """
+        self.assertEqual(split_endpoint("unix:C\\\\dir"), (["unix", "C\\dir"], {}))
+        self.assertEqual(split_endpoint("\\tcp:\\80"), (["tcp", "80"], {}))
+
+    def test_empty_fields(self) -> None:
+        """
+        Empty fields are empty arguments: an empty string is one empty
+        positional argument; an empty key or value is kept.
+        """
+        self.assertEqual(split_endpoint(""), ([""], {}))
+        self.assertEqual(split_endpoint("tcp:"), (["tcp", ""], {}))
+        self.assertEqual(split_endpoint("tcp::80"), (["tcp", "", "80"], {}))
+        self.assertEqual(split_endpoint("x:=v:k="), (["x"], {"": "v", "k": ""}))
+
+    def test_trailing_backslash(self) -> None:
+        """
+        A backslash at the very end escapes nothing: a C{ValueError}.
+        """
+        with self.assertRaises(ValueError) as caught:
+            split_endpoint("tcp:80\\")
+        self.assertEqual(str(caught.exception), "it ends with a backslash, which escapes nothing")
+
+
+class EndpointProblemTests(SynchronousTestCase):
+    """
+    L{endpoint_problem}: why an endpoint string is not valid, checked
+    without listening.
+    """
+
+    def test_valid(self) -> None:
+        """
+        Valid strings have no problem, escaped colons included.
+        """
+        for endpoint in (
+            "tcp:0",
+            "tcp:port=3128",
+            "tcp6:3128:interface=\\:\\:1",
+            "unix:/tmp/p.sock",
+        ):
+            self.assertIsNone(endpoint_problem(endpoint), endpoint)
+
+    def test_port_keyword(self) -> None:
+        """
+        A port given as a keyword is checked like a positional one.
+        """
+        self.assertEqual(
+            endpoint_problem("tcp:port=70000"),
+            "invalid endpoint 'tcp:port=70000': port 70000 is out of range 0-65535",
+        )
+        self.assertEqual(
+            endpoint_problem("tcp6:port=x"),
+            "invalid endpoint 'tcp6:port=x': port 'x' is not a number",
+        )
+
+    def test_systemd(self) -> None:
+        """
+        A systemd endpoint needs one address family and exactly one of
+        C{index} and C{name}; its descriptors are not looked for.
+        """
+        self.assertIsNone(endpoint_problem("systemd:domain=INET6:name=web"))
+        self.assertEqual(
+            endpoint_problem("systemd:domain=INET:index=0:name=web"),
+            "invalid endpoint 'systemd:domain=INET:index=0:name=web':"
+            " specify exactly one of descriptor index or name",
+        )
+        self.assertEqual(
+            endpoint_problem("systemd:domain=INET:bogus=1"),
+            "invalid endpoint 'systemd:domain=INET:bogus=1': unknown systemd option 'bogus'",
+        )
+        self.assertEqual(
+            endpoint_problem("systemd:index=0"),
+            "invalid endpoint 'systemd:index=0': systemd endpoints take one domain,"
+            " e.g. 'systemd:domain=INET:index=0'",
+        )
+        self.assertEqual(
+            endpoint_problem("systemd:domain=INET:index=x"),
+            "invalid endpoint 'systemd:domain=INET:index=x':"
+            " invalid literal for int() with base 10: 'x'",
         )
 
 

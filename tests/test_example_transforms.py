@@ -8,7 +8,7 @@ from __future__ import annotations
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_proxy.examples.transforms import v1_to_v2, v2_to_v1
-from twisted_proxy.filters import load_object
+from twisted_proxy.loading import load_object
 from twisted_proxy.testing import request_info
 
 

@@ -12,7 +12,7 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_proxy.examples.echo import Echo, EchoFactory
-from twisted_proxy.filters import load_object
+from twisted_proxy.loading import load_object
 from twisted_proxy.testing import connect_factory, listener_config
 
 

@@ -10,7 +10,7 @@ from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from twisted_proxy.filters import ErrorList, RequestInfo, filter_type
+from twisted_proxy.filters import ErrorList, RequestInfo
 from twisted_proxy.filters.headers import (
     HeaderEdits,
     HeadersFilter,
@@ -19,6 +19,7 @@ from twisted_proxy.filters.headers import (
     parse,
     remove_headers,
 )
+from twisted_proxy.filters.registry import filter_type
 from twisted_proxy.http.parser import ResponseHead
 from twisted_proxy.interfaces import IRequestFilter, IResponseFilter
 from twisted_proxy.testing import request_info, run_filter

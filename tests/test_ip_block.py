@@ -13,7 +13,7 @@ from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from twisted_proxy.filters import Deny, ErrorList, RequestInfo, filter_type
+from twisted_proxy.filters import Deny, ErrorList, RequestInfo
 from twisted_proxy.filters.events import Events, events
 from twisted_proxy.filters.ip_block import (
     MAX_THRESHOLD,
@@ -25,6 +25,7 @@ from twisted_proxy.filters.ip_block import (
 )
 from twisted_proxy.filters.rate_limit import RateLimitFilter
 from twisted_proxy.filters.rate_limit import parse as parse_rate_limit
+from twisted_proxy.filters.registry import filter_type
 from twisted_proxy.interfaces import IRequestFilter
 
 

@@ -20,9 +20,10 @@ from twisted.internet import task
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from twisted_proxy.filters import Deny, ErrorList, RequestInfo, filter_type
+from twisted_proxy.filters import Deny, ErrorList, RequestInfo
 from twisted_proxy.filters import jwt_auth
 from twisted_proxy.filters.jwt_auth import JwtFilter, JwtSpec, build, parse
+from twisted_proxy.filters.registry import filter_type
 from twisted_proxy.interfaces import IRequestFilter
 from twisted_proxy.testing import request_info, run_filter
 

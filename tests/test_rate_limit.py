@@ -12,7 +12,7 @@ from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from twisted_proxy.filters import Deny, ErrorList, RequestInfo, filter_type
+from twisted_proxy.filters import Deny, ErrorList, RequestInfo
 from twisted_proxy.filters.events import Events
 from twisted_proxy.filters.rate_limit import (
     RateLimitFilter,
@@ -22,6 +22,7 @@ from twisted_proxy.filters.rate_limit import (
     build,
     parse,
 )
+from twisted_proxy.filters.registry import filter_type
 from twisted_proxy.interfaces import IRequestFilter
 
 #: a realistic POSIX time: float resolution there is about 0.24 µs

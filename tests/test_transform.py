@@ -12,7 +12,8 @@ from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from twisted_proxy.filters import ErrorList, RequestInfo, filter_type
+from twisted_proxy.filters import ErrorList, RequestInfo
+from twisted_proxy.filters.registry import filter_type
 from twisted_proxy.filters.transform import (
     DEFAULT_MAX_BODY,
     BadBody,

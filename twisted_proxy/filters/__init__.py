@@ -1,24 +1,22 @@
 # -*- test-case-name: tests.test_filters -*-
 """
-The filter chain and the registry of filter types.
+What a filter sees and says, and the helpers filter types check their
+tables with.
 
-A filter type is a module with two functions::
+A filter sees a L{RequestInfo} and answers L{None} (go on) or a L{Deny} (the
+proxy answers the client itself). A filter type's C{parse} reports problems
+of its C{[filter.NAME]} table into an L{ErrorList}; L{string_list} reads a
+list-of-strings key.
 
-    parse(name, table, errors, base_dir) -> spec
-        Validate the C{[filter.NAME]} table (without its C{type} key),
-        reporting every problem with C{errors.add("filter.NAME.key", msg)},
-        and return a frozen spec object.
-
-    build(name, spec, clock) -> IRequestFilter
-        Make the live filter; C{clock} is an C{IReactorTime}.
+The built-in filter types are listed in L{twisted_proxy.filters.registry};
+this module imports none of the filter modules (they import it).
 """
 
 from __future__ import annotations
 
-import importlib
 import itertools
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import attrs
 
@@ -162,56 +160,6 @@ def string_list(
         else:
             items.append((f"{path}[{i}]", item))
     return items if ok else None
-
-
-def _builtin_types() -> Dict[str, Any]:
-    from twisted_proxy.filters import acl
-
-    return {
-        "acl": acl,
-        "rate_limit": importlib.import_module("twisted_proxy.filters.rate_limit"),
-        "ip_block": importlib.import_module("twisted_proxy.filters.ip_block"),
-        "basic_auth": importlib.import_module("twisted_proxy.filters.basic_auth"),
-        "jwt": importlib.import_module("twisted_proxy.filters.jwt_auth"),
-        "headers": importlib.import_module("twisted_proxy.filters.headers"),
-        "transform": importlib.import_module("twisted_proxy.filters.transform"),
-    }
-
-
-def filter_type(name: str) -> Optional[Any]:
-    """
-    The module implementing the built-in filter type C{name}, or L{None}.
-    """
-    return _builtin_types().get(name)
-
-
-def builtin_type_names() -> Sequence[str]:
-    return sorted(_builtin_types())
-
-
-def load_object(dotted: str) -> Any:
-    """
-    Import C{"package.module:name"} (or C{"package.module.name"}).
-
-    @raise ValueError: with a readable message if it cannot be loaded.
-    """
-    if ":" in dotted:
-        module_name, _, attr = dotted.partition(":")
-    else:
-        module_name, _, attr = dotted.rpartition(".")
-    if not module_name or not attr:
-        raise ValueError(f"{dotted!r} is not of the form 'package.module:name'")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as e:
-        raise ValueError(f"cannot import {module_name!r}: {e}") from None
-    obj: Any = module
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ValueError(f"module {module_name!r} has no {attr!r}") from None
-    return obj
 
 
 Verdict = Optional[Deny]

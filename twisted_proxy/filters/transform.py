@@ -42,9 +42,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from twisted_proxy.filters import ErrorList, RequestInfo, load_object
+from twisted_proxy.filters import ErrorList, RequestInfo
 from twisted_proxy.filters.headers import remove_headers
 from twisted_proxy.interfaces import IBodyTransform, IRequestFilter
+from twisted_proxy.loading import load_object
 
 __all__ = ["BadBody", "TransformFilter", "TransformSpec", "build", "parse"]
 

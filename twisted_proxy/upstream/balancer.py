@@ -170,7 +170,7 @@ def make_balancer(
     factory = BALANCERS.get(name)
     if factory is not None:
         return factory(servers, rng)
-    from twisted_proxy.filters import load_object
+    from twisted_proxy.loading import load_object
 
     custom = load_object(name)
     return custom(servers)

@@ -1,0 +1,85 @@
+# -*- test-case-name: tests.test_config -*-
+"""
+The process-wide tables: C{[proxy]} (timeouts, sizes, the access log) and
+C{[admin]} (the admin listener's endpoint).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+from twisted_proxy.config.checks import Checks
+from twisted_proxy.model import AdminConfig, ProxySettings
+
+__all__ = ["MIN_HEAD_SIZE", "PROXY_SECONDS", "ProxyChecks"]
+
+#: The C{[proxy]} keys that are a number of seconds.
+PROXY_SECONDS: Tuple[str, ...] = (
+    "connect_timeout",
+    "idle_timeout",
+    "header_timeout",
+    "first_byte_timeout",
+    "tunnel_idle_timeout",
+    "pool_idle_timeout",
+)
+#: The smallest C{max_head_size} accepted.
+MIN_HEAD_SIZE = 1024
+
+
+class ProxyChecks(Checks):
+    """
+    The C{[proxy]} and C{[admin]} tables.
+    """
+
+    def parse_proxy(self, table: Mapping[str, Any]) -> ProxySettings:
+        values: Dict[str, Any] = {}
+        for name, value in table.items():
+            key = f"proxy.{name}"
+            result: Any = None
+            if name in PROXY_SECONDS:
+                result = self.seconds(value, key)
+            elif name == "max_head_size":
+                result = self.integer(value, key, MIN_HEAD_SIZE)
+            elif name == "pool_max_idle":
+                result = self.integer(value, key, 0)
+            elif name == "access_log":
+                result = self.access_log(value, key)
+            else:
+                self.errors.add(key, "unknown key")
+            if result is not None:
+                values[name] = result
+        return ProxySettings(**values)
+
+    def access_log(self, value: Any, key: str) -> Optional[str]:
+        """
+        C{"-"} (stdout), C{"off"}, or a file in an existing directory (the
+        absolute path).
+        """
+        text = self.string(value, key)
+        if text is None:
+            return None
+        if text in ("-", "off"):
+            return text
+        full = os.path.normpath(os.path.join(self.base_dir, os.path.expanduser(text)))
+        directory = os.path.dirname(full)
+        if os.path.isdir(full):
+            self.errors.add(key, f"{text!r} is a directory (use a file path, '-' or 'off')")
+            return None
+        if not os.path.isdir(directory):
+            self.errors.add(key, f"directory {directory!r} does not exist")
+            return None
+        return full
+
+    def parse_admin(self, table: Mapping[str, Any]) -> Optional[AdminConfig]:
+        endpoint = None
+        for name, value in table.items():
+            if name == "endpoint":
+                endpoint = self.endpoint(value, "admin.endpoint")
+            else:
+                self.errors.add(f"admin.{name}", "unknown key")
+        if "endpoint" not in table:
+            self.errors.add("admin.endpoint", "required key is missing")
+        if endpoint is None:
+            return None
+        return AdminConfig(endpoint=endpoint)
