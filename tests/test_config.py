@@ -194,6 +194,7 @@ class ValidConfigTests(ConfigTestMixin, SynchronousTestCase):
             idle_timeout = 0.5
             header_timeout = 3
             first_byte_timeout = 4
+            filter_timeout = 2.5
             tunnel_idle_timeout = 5
             max_head_size = 1024
             pool_max_idle = 0
@@ -209,6 +210,7 @@ class ValidConfigTests(ConfigTestMixin, SynchronousTestCase):
                 idle_timeout=0.5,
                 header_timeout=3.0,
                 first_byte_timeout=4.0,
+                filter_timeout=2.5,
                 tunnel_idle_timeout=5.0,
                 max_head_size=1024,
                 pool_max_idle=0,

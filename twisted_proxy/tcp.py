@@ -95,7 +95,9 @@ class TcpFrontProtocol(Protocol):
             self.refuse("listener.allow_clients")
             return
         if ctx.filters:
-            info = RequestInfo(ctx.name, self.client_ip, "", "", "", 0, "", [], connect=True)
+            info = RequestInfo(
+                ctx.name, self.client_ip, "", "", "", 0, "", [], connect=True, kind="tcp"
+            )
             self.run_filters(0, info)
             return
         self.choose()
@@ -169,7 +171,8 @@ class TcpFrontProtocol(Protocol):
         key = self.client_ip.encode("ascii", "replace") if backend.key_kind else b""
         server = backend.choose(key, self.tried)
         if server is None:
-            self.status = 503
+            # every server tried failed (502), or none was available (503)
+            self.status = 502 if self.tried else 503
             self.decision = "error"
             self.transport.loseConnection()
             return

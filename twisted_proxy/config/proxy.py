@@ -20,6 +20,7 @@ PROXY_SECONDS: Tuple[str, ...] = (
     "idle_timeout",
     "header_timeout",
     "first_byte_timeout",
+    "filter_timeout",
     "tunnel_idle_timeout",
     "pool_idle_timeout",
 )

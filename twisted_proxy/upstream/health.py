@@ -281,12 +281,16 @@ class HealthChecker(service.Service):
             lambda ok: self.record(server, bool(ok), "" if ok else "unexpected status"),
             lambda f: self.record(server, False, _why(f, self.config.timeout)),
         )
-        if not d.called:
+        # tracked until it has a result (a Deferred may be "called" and
+        # still wait on another one, as a connect probe does)
+        settled: list = []
+        d.addBoth(self._settled, d, settled)
+        if not settled:
             self.in_flight.add(d)
-            d.addBoth(self._settled, d)
         return d
 
-    def _settled(self, result: Any, d: "defer.Deferred[None]") -> Any:
+    def _settled(self, result: Any, d: "defer.Deferred[None]", settled: list) -> Any:
+        settled.append(True)
         self.in_flight.discard(d)
         return result
 
