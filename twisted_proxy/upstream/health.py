@@ -131,7 +131,7 @@ class HTTPProbe:
         default = 443 if server.scheme == "https" else 80
         authority = host if server.port == default else f"{host}:{server.port}"
         return (
-            b"GET " + self.config.path.encode("utf-8") + b" HTTP/1.1\r\nHost: "
+            b"GET " + (self.config.path or "/").encode("utf-8") + b" HTTP/1.1\r\nHost: "
             + authority.encode("idna") + b"\r\nUser-Agent: " + USER_AGENT
             + b"\r\nConnection: close\r\n\r\n"
         )
