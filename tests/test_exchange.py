@@ -336,3 +336,34 @@ class FilterHookTests(SynchronousTestCase):
         )
         self.assertTrue(h.ft.value().startswith(b"HTTP/1.1 413 "))
         self.assertEqual(h.clock.tcpClients, [])
+
+
+class GarbageTests(SynchronousTestCase):
+    def test_exchanges_free_without_the_cyclic_gc(self) -> None:
+        """
+        A finished exchange and its stages form no reference cycle: they
+        are freed by reference counting, leaving nothing for the cyclic
+        garbage collector (which would cost every request dearly).
+        """
+        import gc
+
+        from .engine_harness import EngineHarness
+
+        for harness in (EngineHarness(), EngineHarness(ports=[5001]),
+                        EngineHarness(filters=[HeaderStamp()])):
+            get = GET if harness.backend is None else b"GET /x HTTP/1.1\r\nHost: app\r\n\r\n"
+            harness.front.dataReceived(get)
+            up, ut = harness.connect_upstream()
+            up.dataReceived(OK)
+            gc.collect()
+            enabled = gc.isenabled()
+            gc.disable()
+            try:
+                for _ in range(50):
+                    harness.front.dataReceived(get)
+                    up.dataReceived(OK)
+                self.assertEqual(gc.collect(), 0)
+            finally:
+                if enabled:
+                    gc.enable()
+            self.assertEqual(harness.ft.value().count(b"HTTP/1.1 200 OK"), 51)

@@ -478,7 +478,11 @@ class Exchange:
         self.finished = True
         leg = self.leg
         if leg is not None:
+            # the leg points back here: break the cycle, so that reference
+            # counting frees both at once (no work for the cyclic GC)
+            self.leg = None
             leg.close()
+        self.body = None
         ctx = self.ctx
         ctx.stats.record(self.status, self.bytes_in, self.bytes_out, self.decision)
         access_log = ctx.access_log
