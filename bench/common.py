@@ -488,11 +488,13 @@ def running_proxy(
     make_config: Callable[[int], str],
     check: Callable[[Proxy], None],
     access_log: str | None = None,
+    root: str = ROOT,
 ) -> Iterator[Proxy]:
     """
     C{twistd -n --pidfile= proxy --config FILE} with C{make_config(port)}
-    as FILE, pinned to C{args.proxy_cpu}, the working tree first on
-    C{PYTHONPATH}; C{check(proxy)} runs once it accepts connections.
+    as FILE, pinned to C{args.proxy_cpu}, the checkout C{root} (by default
+    this working tree) first on C{PYTHONPATH}, so that its C{twisted_proxy}
+    is the one imported; C{check(proxy)} runs once it accepts connections.
     """
     port = free_port()
     conf = os.path.join(tmp, f"proxy-{label}.toml")
@@ -503,7 +505,7 @@ def running_proxy(
     err_log = os.path.join(tmp, f"proxy-{label}.stderr.log")
     argv = [args.twistd, "-n", "--pidfile=", "proxy", "--config", conf]
     env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     with open(out_log, "wb") as out, open(err_log, "wb") as err:
         proc = procs.start(
             pinned(args.proxy_cpu, argv),
