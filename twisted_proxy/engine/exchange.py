@@ -151,7 +151,7 @@ class Exchange:
                     self.body = transform
                     transform.start()
                     return
-        self.forward(sink)
+        self.ctx.origin.fetch(self, sink)
 
     def forward(self, sink: Any) -> None:
         """
@@ -264,6 +264,9 @@ class Exchange:
         self.emit(data)
 
     def response_body(self, data: bytes) -> None:
+        front = self.front
+        if front.timer_kind == BODY:
+            front.deadline = front.clock.seconds() + self.ctx.settings.idle_timeout
         self.bytes_out += len(data)
         if self.out_framing == policy.CHUNKED:
             self.emit(b"%x\r\n" % len(data))

@@ -169,6 +169,7 @@ class ResponseFilters:
     def response_body(self, data: bytes) -> None:
         if self.dropping:
             return
+        self.ex.front.touch()  # a held body arriving is progress
         buffer = self.buffer
         if buffer is None:
             self.ex.response_body(data)

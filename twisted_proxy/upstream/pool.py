@@ -59,6 +59,20 @@ class _Discard:
 DISCARD = _Discard()
 
 
+class _NoWriter:
+    """
+    The writer while a connection serves nobody.
+    """
+
+    out: Any = None
+
+    def flush(self) -> None:
+        pass
+
+
+NO_WRITER = _NoWriter()
+
+
 @implementer(IHalfCloseableProtocol)
 class UpstreamProtocol(Protocol):
     """
@@ -80,6 +94,7 @@ class UpstreamProtocol(Protocol):
         self.key = key
         self.parser = ResponseParser(DISCARD, max_head_size)
         self.leg: Any = None
+        self.writer: Any = NO_WRITER
         self.requester: Any = None
         self.reused = False
         self.splice: Any = None
@@ -128,19 +143,20 @@ class UpstreamProtocol(Protocol):
             leg.raw_data(self, data)
             return
         parser = self.parser
-        leg.batch()  # what this read produces for the client goes in one send
+        writer = self.writer
+        writer.out = []  # what this read produces for the client goes in one send
         try:
             rest = parser.feed(data)
         except BadResponse as e:
-            leg.flush()
+            writer.flush()
             leg.upstream_failed(self, 502, f"invalid response from upstream: {e}")
             return
         except Exception:
             # a bug of ours while handling the response, not the upstream's
-            leg.flush()
+            writer.flush()
             leg.internal_error(self, Failure())
             return
-        leg.flush()
+        writer.flush()
         if rest is not None:
             leg.upstream_upgraded(self, rest)
             return
@@ -178,14 +194,15 @@ class UpstreamProtocol(Protocol):
         if parser.started and not parser.done and parser.framing_until_close():
             # a body delimited by the end of the connection ends here
             parser.done = True
-            leg.batch()
+            writer = self.writer
+            writer.out = []
             try:
-                leg.response_end()
+                parser.sink.response_end()
             except Exception:
-                leg.flush()
+                writer.flush()
                 leg.internal_error(self, Failure())
                 return
-            leg.flush()
+            writer.flush()
             if self.leg is leg:
                 leg.upstream_done(self, True)
             return
@@ -193,11 +210,15 @@ class UpstreamProtocol(Protocol):
 
     # used by upstream legs
 
-    def attach(self, leg: Any, no_body: bool) -> None:
+    def attach(self, leg: Any, no_body: bool, writer: Any) -> None:
         """
-        Serve C{leg}; the response parser's events go there.
+        Serve C{leg}; the response parser's events go there (the leg may
+        hand them on to its sink). C{writer} collects what one read
+        produces for the client (its C{out} list) and sends it at once
+        (its C{flush()}).
         """
         self.leg = leg
+        self.writer = writer
         self.parser.sink = leg
         self.parser.expect(no_body)
 
@@ -213,6 +234,7 @@ class UpstreamProtocol(Protocol):
         Stop serving the current leg (before release, close or a splice).
         """
         self.leg = None
+        self.writer = NO_WRITER
         self.raw = False
         self.parser.sink = DISCARD
         self.relay.switch(None)
