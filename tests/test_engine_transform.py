@@ -149,3 +149,57 @@ class StageErrorTests(SynchronousTestCase):
         up.dataReceived(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nab")
         up.connectionLost(Failure(ierror.ConnectionLost()))
         self.assertTrue(h.ft.value().startswith(b"HTTP/1.1 502 "))
+
+
+@implementer(IRequestFilter)
+class RequestRewriter:
+    """
+    A request body transform that refuses or fails as told.
+    """
+
+    name = "rewriter"
+    max_body = 1024
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def filter_request(self, info: Any) -> None:
+        return None
+
+    def wants_request(self, info: Any) -> bool:
+        return True
+
+    def transform_request(self, info: Any, body: bytes) -> bytes:
+        raise self.error
+
+
+POST = (
+    b"POST http://127.0.0.1:8090/x HTTP/1.1\r\nHost: 127.0.0.1:8090\r\n"
+    b"Content-Length: 4\r\n\r\nbody"
+)
+
+
+class RequestTransformErrorTests(SynchronousTestCase):
+    def test_bad_body_is_the_clients(self) -> None:
+        """
+        A transform refusing the client's body with BadBody gives 400 with
+        its message.
+        """
+        from twisted_proxy.filters import BadBody
+
+        h = EngineHarness(filters=[RequestRewriter(BadBody("not JSON"))])
+        h.front.dataReceived(POST)
+        self.assertTrue(h.ft.value().startswith(b"HTTP/1.1 400 "))
+        self.assertIn(b"not JSON", h.ft.value())
+        self.assertEqual(h.clock.tcpClients, [])
+
+    def test_other_error_is_a_logged_500(self) -> None:
+        """
+        Any other exception of a transform, ValueError included, is a bug:
+        a logged 500 whose body does not carry the exception's message.
+        """
+        h = EngineHarness(filters=[RequestRewriter(ValueError("secret detail"))])
+        h.front.dataReceived(POST)
+        self.assertTrue(h.ft.value().startswith(b"HTTP/1.1 500 "))
+        self.assertNotIn(b"secret detail", h.ft.value())
+        self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)

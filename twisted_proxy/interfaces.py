@@ -93,7 +93,9 @@ class IBodyTransform(Interface):
     def transform_request(request, body):  # type: ignore[no-untyped-def]
         """
         The new request body (bytes). C{request.headers} may be changed;
-        the proxy sets C{Content-Length} itself.
+        the proxy sets C{Content-Length} itself. Raise
+        L{twisted_proxy.filters.BadBody} to refuse the client's body (400
+        with its message); any other exception is a logged 500.
         """
 
     def wants_response(request, response):  # type: ignore[no-untyped-def]

@@ -45,6 +45,15 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 LAST_CHUNK = b"0\r\n\r\n"
 IDEMPOTENT = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"])
 
+#: what the client is told of the proxy-side failures (the log has the rest)
+PUBLIC_MESSAGES = {
+    500: "the proxy failed to handle this request",
+    502: "the upstream server could not be reached or gave an invalid response",
+    503: "no server can take this request now; try again later",
+    504: "the upstream server did not answer in time",
+    508: "this request would loop through the proxy",
+}
+
 
 class BadResponseForRequest(BadResponse):
     """
@@ -399,10 +408,27 @@ class Exchange:
     ) -> None:
         """
         Answer the client with the proxy's own response.
+
+        A failure of the proxy's side (C{decision} C{"error"}, status 500
+        and up) is told to the log in full (C{message}: which server, which
+        address, why); the client's body says only what kind of failure it
+        was, never naming a backend, an address or a TLS failure.
         """
         self.status = status
         self.decision = decision
         self.rule = rule
+        if status >= 500 and decision == "error":
+            log.info(
+                "{listener}: {method} {url} from {client}: {status} {why}",
+                listener=self.ctx.name,
+                method=self.head.method.decode("latin-1"),
+                url=self.url(),
+                client=self.front.client_ip,
+                status=status,
+                why=message,
+                upstream=self.upstream,
+            )
+            message = PUBLIC_MESSAGES.get(status, "")
         if self.response_started:
             self.abort_client(message)
             return

@@ -17,6 +17,7 @@ from typing import Any, List, Optional
 
 from twisted.logger import Logger
 
+from twisted_proxy.filters import BadBody
 from twisted_proxy.flow import CONNECTING
 from twisted_proxy.http import policy
 
@@ -105,7 +106,7 @@ class RequestTransform:
         flt = self.flt
         try:
             new = flt.transform_request(ex.info, b"".join(buffer))
-        except ValueError as e:
+        except BadBody as e:
             ex.respond(400, f"request body refused by {flt.name}: {e}", "deny", flt.name)
             return
         except Exception:

@@ -38,6 +38,15 @@ class Deny:
     headers: Tuple[Tuple[bytes, bytes], ...] = ()
 
 
+class BadBody(ValueError):
+    """
+    Raised by a body transform's C{transform_request} to refuse a request
+    body the client got wrong (not valid JSON, say): the client gets 400
+    with the message. Any other exception of a transform is a bug of that
+    transform: a logged 500.
+    """
+
+
 class RequestInfo:
     """
     What a filter sees of a request.

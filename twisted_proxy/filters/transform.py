@@ -42,7 +42,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from twisted_proxy.filters import ErrorList, RequestInfo
+from twisted_proxy.filters import BadBody, ErrorList, RequestInfo
 from twisted_proxy.filters.headers import remove_headers
 from twisted_proxy.interfaces import IBodyTransform, IRequestFilter
 from twisted_proxy.loading import load_object
@@ -61,13 +61,6 @@ _MEDIA_TYPE = re.compile(
     r"[!#$%&'*+.^_`|~0-9A-Za-z-]+/[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z"
 )
 _NO_ACCEPT_ENCODING: FrozenSet[bytes] = frozenset({b"accept-encoding"})
-
-
-class BadBody(ValueError):
-    """
-    A request body the transform cannot read (not valid JSON); the proxy
-    answers 400.
-    """
 
 
 @attrs.frozen
