@@ -105,11 +105,11 @@ class EngineHarness:
         factory.clientConnectionFailed(None, Failure(ierror.ConnectionRefusedError()))
         return port
 
-    def another_client(self) -> Tuple[Any, StringTransport]:
+    def another_client(self, peer: Optional[Any] = None) -> Tuple[Any, StringTransport]:
         """
         A second client connection to the same listener.
         """
         front = FrontFactory(self.ctx).buildProtocol(None)
-        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40001))
+        transport = StringTransport(peerAddress=peer or IPv4Address("TCP", "127.0.0.1", 40001))
         front.makeConnection(transport)
         return front, transport

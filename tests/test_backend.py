@@ -349,6 +349,99 @@ class QueueTests(SynchronousTestCase):
         self.assertEqual(len(backend.waiters), 0)
 
 
+class QueueSizeTests(SynchronousTestCase):
+    """
+    C{queue_size} bounds the requests waiting per backend: one more is
+    refused at once (L{Backend.wait} gives L{None}).
+    """
+
+    def setUp(self) -> None:
+        self.backend, self.clock = make(
+            server(1, max_connections=1), queue_timeout=5.0, queue_size=2
+        )
+        self.server = self.backend.servers[0]
+        self.backend.acquire(self.server)
+        self.calls = Calls()
+
+    def wait(self, tag: str) -> Any:
+        return self.backend.wait(self.calls.callback(tag), self.calls.callback(tag + "-timeout"))
+
+    def test_default(self) -> None:
+        """
+        Without C{queue_size}, 1000 requests may wait per backend.
+        """
+        backend, _ = make(server(1))
+        self.assertEqual(backend.queue_size, 1000)
+
+    def test_full_refused(self) -> None:
+        """
+        With C{queue_size} requests waiting, the next is refused: no waiter,
+        no timer, neither of its callbacks ever runs, and the refusal is
+        counted.
+        """
+        self.assertIsNotNone(self.wait("a"))
+        self.assertIsNotNone(self.wait("b"))
+        timers = len(self.clock.getDelayedCalls())
+        self.assertIsNone(self.wait("c"))
+        self.assertEqual(len(self.backend.waiters), 2)
+        self.assertEqual(len(self.clock.getDelayedCalls()), timers)
+        self.assertEqual(self.backend.queue_refused, 1)
+        self.backend.release(self.server)
+        self.clock.advance(10)
+        self.assertEqual(self.calls.log, ["a", "b-timeout"])
+
+    def test_room_again(self) -> None:
+        """
+        Once a waiter leaves the queue (woken, timed out or cancelled), a
+        new request may wait again.
+        """
+        self.wait("a")
+        b = self.wait("b")
+        self.assertIsNone(self.wait("refused"))
+        self.backend.release(self.server)  # wakes a
+        self.assertIsNotNone(self.wait("c"))
+        self.assertIsNone(self.wait("refused"))
+        b.cancel()
+        self.assertIsNotNone(self.wait("d"))
+        self.assertIsNone(self.wait("refused"))
+        self.clock.advance(5.0)  # c and d time out
+        self.assertIsNotNone(self.wait("e"))
+        self.assertEqual(self.calls.log, ["a", "c-timeout", "d-timeout"])
+
+    def test_zero(self) -> None:
+        """
+        C{queue_size = 0}: a request never waits.
+        """
+        backend, clock = make(server(1, max_connections=1), queue_size=0)
+        backend.acquire(backend.servers[0])
+        self.assertEqual(backend.choose(), BUSY)
+        self.assertIsNone(backend.wait(self.calls.callback("w"), self.calls.callback("t")))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_one_warning_per_episode(self) -> None:
+        """
+        A full queue logs one warning naming the backend, however many
+        requests it refuses; after the queue had room again, the next full
+        episode logs again.
+        """
+        self.wait("a")
+        self.wait("b")
+        with capturedLogs() as events:
+            for _ in range(5):
+                self.assertIsNone(self.wait("refused"))
+        self.assertEqual(len(events), 1)
+        self.assertEqual(events[0]["log_level"].name, "warn")
+        self.assertEqual(events[0]["backend"], "api")
+        self.assertEqual(events[0]["size"], 2)
+        self.assertEqual(self.backend.queue_refused, 5)
+        self.backend.release(self.server)
+        with capturedLogs() as events:
+            self.assertIsNotNone(self.wait("c"))
+            self.assertIsNone(self.wait("refused"))
+            self.assertIsNone(self.wait("refused"))
+        self.assertEqual(len(events), 1)
+
+
 class PassiveHealthTests(SynchronousTestCase):
     """
     L{Backend.report_failure} ejects a failing server for C{fail_timeout}.

@@ -1713,6 +1713,24 @@ class ReverseErrorTests(ConfigTestMixin, SynchronousTestCase):
             ],
         )
 
+    def test_queue_size(self) -> None:
+        """
+        C{queue_size} (default 1000) is an integer >= 0 of requests that may
+        wait per backend.
+        """
+        config = self.parse(REVERSE + ROUTE + WEB + "queue_size = 0\n")
+        self.assertEqual(config.backends["web"].queue_size, 0)
+        config = self.parse(REVERSE + ROUTE + WEB)
+        self.assertEqual(config.backends["web"].queue_size, 1000)
+        self.assertEqual(
+            self.errors(LISTENER + WEB + "queue_size = -1\n"),
+            ["p.toml: backend.web.queue_size: must be an integer >= 0, not -1"],
+        )
+        self.assertEqual(
+            self.errors(LISTENER + WEB + "queue_size = 1.5\n"),
+            ["p.toml: backend.web.queue_size: must be an integer, not a float"],
+        )
+
     def test_broken_backend_named(self) -> None:
         """
         A route naming a backend that has its own errors gets no extra

@@ -278,3 +278,63 @@ class BugTests(SynchronousTestCase):
         self.assertTrue(h.ft.value().startswith(b"HTTP/1.1 500 "))
         self.assertTrue(ut.disconnecting)
         self.assertEqual(len(self.flushLoggedErrors(ValueError)), 1)
+
+
+class LoopTests(SynchronousTestCase):
+    def test_request_from_own_direct_connection(self) -> None:
+        """
+        A request that a forward listener receives on a connection the
+        proxy itself opened straight to an "origin" (a name or address of
+        this machine that is a forward listener) is a loop: 508, and the
+        client of the first hop sees that 508.
+        """
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+
+        h = EngineHarness()
+        h.front.dataReceived(b"GET http://myself.example:3128/x HTTP/1.1\r\nHost: myself.example:3128\r\n\r\n")
+        host, port, factory = h.attempt()
+        up = factory.buildProtocol(None)
+        ut = StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 55555),
+            peerAddress=IPv4Address("TCP", "127.0.0.1", 3128),
+        )
+        up.makeConnection(ut)
+        self.assertIn(("127.0.0.1", 55555), h.pool.direct_ends)
+        # the same request arrives at the listener from that end
+        inner, it = h.another_client(IPv4Address("TCP", "127.0.0.1", 55555))
+        inner.dataReceived(ut.value())
+        self.assertTrue(it.value().startswith(b"HTTP/1.1 508 "))
+        up.dataReceived(it.value())
+        self.assertTrue(h.ft.value().startswith(b"HTTP/1.1 508 "))
+
+    def test_closed_connection_forgotten(self) -> None:
+        """
+        Once the proxy's own connection closes, its end is forgotten (a
+        later client with that address and port is an ordinary client).
+        """
+        from twisted.internet import error as ierror
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+        from twisted.python.failure import Failure
+
+        h = EngineHarness()
+        h.front.dataReceived(GET)
+        host, port, factory = h.attempt()
+        up = factory.buildProtocol(None)
+        ut = StringTransport(hostAddress=IPv4Address("TCP", "127.0.0.1", 55556))
+        up.makeConnection(ut)
+        self.assertIn(("127.0.0.1", 55556), h.pool.direct_ends)
+        up.connectionLost(Failure(ierror.ConnectionDone()))
+        self.assertEqual(h.pool.direct_ends, set())
+
+    def test_backend_connections_not_noted(self) -> None:
+        """
+        Connections to a reverse listener's backends are not the forward
+        path: a forward listener of the same process may be reached from
+        them without a loop.
+        """
+        h = EngineHarness(ports=[5001])
+        h.front.dataReceived(b"GET /x HTTP/1.1\r\nHost: app\r\n\r\n")
+        up, ut = h.connect_upstream()
+        self.assertEqual(h.pool.direct_ends, set())

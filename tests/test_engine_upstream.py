@@ -281,3 +281,65 @@ class UpgradeTests(SynchronousTestCase):
         self.assertTrue(ut.value().startswith(b"GET /x HTTP/1.1\r\n"))
         up.dataReceived(OK)
         self.assertTrue(h.ft.value().startswith(b"HTTP/1.1 200 OK"))
+
+
+class QueueSizeTests(SynchronousTestCase):
+    """
+    A backend's waiting queue is bounded by C{queue_size}: a request that
+    finds it full is answered 503 with C{Retry-After} at once.
+    """
+
+    def harness(self) -> EngineHarness:
+        return EngineHarness(
+            ports=[5001],
+            backend_options={"queue_size": 1, "queue_timeout": 5.0},
+            server_options={"max_connections": 1},
+        )
+
+    def test_full_queue_answers_503_at_once(self) -> None:
+        """
+        With the only server at max_connections and one request waiting,
+        the next request gets 503 with Retry-After before any time passes,
+        without a connection attempt and without its reading being paused;
+        the waiting request still goes on when the slot frees.
+        """
+        h = self.harness()
+        h.front.dataReceived(GET)
+        up, ut = h.connect_upstream()
+        waiting, wt = h.another_client()
+        waiting.dataReceived(GET)
+        self.assertEqual(wt.producerState, "paused")
+        refused, rt = h.another_client()
+        refused.dataReceived(GET)
+        self.assertTrue(rt.value().startswith(b"HTTP/1.1 503 "))
+        self.assertIn(b"\r\nRetry-After: 1\r\n", rt.value())
+        self.assertEqual(rt.producerState, "producing")
+        self.assertEqual(wt.value(), b"")
+        assert h.backend is not None
+        self.assertEqual(h.backend.queue_refused, 1)
+        self.assertEqual(len(h.clock.tcpClients), 1)
+        up.dataReceived(OK)
+        self.assertTrue(h.ft.value().startswith(b"HTTP/1.1 200 OK"))
+        up2, ut2 = h.connect_upstream()
+        self.assertTrue(ut2.value().startswith(b"GET /x"))
+        up2.dataReceived(OK)
+        self.assertTrue(wt.value().startswith(b"HTTP/1.1 200 OK"))
+
+    def test_room_again_after_timeout(self) -> None:
+        """
+        Once the waiting request leaves the queue (here by queue_timeout,
+        503), a new request may wait again instead of being refused.
+        """
+        h = self.harness()
+        h.front.dataReceived(GET)
+        h.connect_upstream()
+        first, ft = h.another_client()
+        first.dataReceived(GET)
+        h.clock.advance(5.0)
+        self.assertTrue(ft.value().startswith(b"HTTP/1.1 503 "))
+        later, lt = h.another_client()
+        later.dataReceived(GET)
+        self.assertEqual(lt.value(), b"")
+        self.assertEqual(lt.producerState, "paused")
+        assert h.backend is not None
+        self.assertEqual(h.backend.queue_refused, 0)

@@ -386,15 +386,16 @@ class ParentTests(SynchronousTestCase):
 
 class LoopTests(SynchronousTestCase):
     """
-    A request addressed to the proxy itself would loop forever: refused.
+    A request addressed to a forward listener of the proxy itself would
+    loop forever: refused with 508 before anything is connected.
     """
 
     OWN = {("127.0.0.1", 3128), ("10.0.0.5", 3128)}
 
     def loops(self, target: bytes, method: bytes = b"GET") -> None:
         error = self.assertRaises(BadRequest, route, target, method, own=set(self.OWN))
-        self.assertEqual(error.status, 400)
-        self.assertIn("proxy itself", error.message)
+        self.assertEqual(error.status, 508)
+        self.assertIn("loop", error.message)
 
     def test_exact_address(self) -> None:
         """

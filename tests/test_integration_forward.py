@@ -658,17 +658,21 @@ class ClientBehaviourTests(IntegrationCase):
     @inlineCallbacks
     def test_bad_targets(self) -> Gen:
         """
-        A forward proxy refuses origin-form targets, https:// URIs and
-        requests for itself with a 400.
+        A forward proxy refuses origin-form targets and https:// URIs with
+        a 400, and requests for itself with a 508 (a loop).
         """
         proxy = self.h.proxy()
         own = b"127.0.0.1:%d" % proxy.port
-        targets = (b"/fixed", b"https://" + self.origin.authority + b"/", b"http://" + own + b"/")
-        for target in targets:
+        targets = (
+            (b"/fixed", 400),
+            (b"https://" + self.origin.authority + b"/", 400),
+            (b"http://" + own + b"/", 508),
+        )
+        for target, status in targets:
             client: RawClient = yield self.h.client(proxy.port)
             client.send(get(target, self.origin.authority))
             response: Response = yield client.response()
-            self.assertEqual(response.status, 400, target)
+            self.assertEqual(response.status, status, target)
             client.transport.loseConnection()
             yield client.closed()
         self.assertEqual(self.origin.requests, [])
@@ -1342,3 +1346,71 @@ class ListenerFailureTests(TestCase):
         self.assertIn(endpoint, message)
         self.assertTrue(re.search("in use", message, re.I), message)
         self.assertIn(message, stderr.getvalue())
+
+
+class LoopIntegrationTests(IntegrationCase):
+    """
+    Forwarding loops end in 508; a forward listener reaching a reverse
+    listener of the same process is no loop.
+    """
+
+    @inlineCallbacks
+    def test_own_address_of_wildcard_bind(self) -> Gen:
+        """
+        A forward listener bound to every address gets 508 for a request
+        to itself by a loopback address, before anything is connected.
+        """
+        proxy = self.h.proxy({"endpoint": "tcp:0"})
+        client: RawClient = yield self.h.client(proxy.port)
+        authority = b"127.0.0.7:%d" % proxy.port
+        client.send(get(b"http://" + authority + b"/", authority))
+        response: Response = yield client.response()
+        self.assertEqual(response.status, 508)
+
+    @inlineCallbacks
+    def test_own_name(self) -> Gen:
+        """
+        A name of this machine (its host name, when it resolves to a
+        loopback address) that reaches the forward listener itself: the
+        request comes back on the proxy's own connection and gets 508,
+        which the first hop's client sees; it does not go round again.
+        """
+        import socket
+
+        name = socket.gethostname()
+        try:
+            address = socket.gethostbyname(name)
+        except OSError:
+            address = ""
+        if not address.startswith("127."):
+            raise self.skipTest(f"host name {name!r} does not resolve to a loopback address")
+        proxy = self.h.proxy({"endpoint": f"tcp:0:interface={address}"})
+        client: RawClient = yield self.h.client(proxy.port)
+        authority = name.encode("ascii") + b":%d" % proxy.port
+        client.send(get(b"http://" + authority + b"/", authority))
+        response: Response = yield client.response()
+        self.assertEqual(response.status, 508)
+
+    @inlineCallbacks
+    def test_forward_to_own_reverse_listener(self) -> Gen:
+        """
+        An employee behind the forward listener reaches the company's site
+        behind a reverse listener of the same process: answered, no loop.
+        """
+        config = proxy_config()
+        config["listener"].append(
+            {
+                "name": "site",
+                "kind": "reverse",
+                "endpoint": "tcp:0:interface=127.0.0.1",
+                "route": [{"path": "/", "backend": "web"}],
+            }
+        )
+        config["backend"] = {"web": {"servers": [{"url": f"http://127.0.0.1:{self.origin.port}"}]}}
+        proxy = self.h.start(config)
+        client: RawClient = yield self.h.client(proxy.ports["fwd"])
+        authority = b"127.0.0.1:%d" % proxy.ports["site"]
+        client.send(get(b"http://" + authority + b"/fixed", authority))
+        response: Response = yield client.response()
+        self.assertEqual(response.status, 200)
+        self.assertEqual(self.origin.requests[-1].path, "/fixed")

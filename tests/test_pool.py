@@ -753,3 +753,167 @@ class NoDelayTests(SynchronousTestCase):
         self.assertEqual(transport.no_delay, [True])
         self.assertIs(transport.producer, conn.relay)
         self.assertTrue(transport.streaming)
+
+
+class NoEmptyEntryTests(PoolCase):
+    """
+    The pool keeps no entry for an address without an idle or held
+    connection (a forward proxy meets millions of origins): every path that
+    takes the last connection of an address away also drops the address.
+    """
+
+    N = 50
+
+    def origins(self) -> List[Tuple[str, int]]:
+        return [("127.0.0.1", 10000 + i) for i in range(self.N)]
+
+    def assertEmpty(self, pool: Pool) -> None:
+        self.assertEqual(len(pool.idle), 0)
+        self.assertEqual(len(pool.held), 0)
+
+    def test_used_and_closed(self) -> None:
+        """
+        After N distinct origins are each used (pooled, reused, closed),
+        the pool's tables are empty.
+        """
+        pool = self.pool()
+        for key in self.origins():
+            conn = self.connection(pool, key)
+            pool.release(conn)
+            self.assertIs(pool.acquire(key), conn)
+            conn.transport.loseConnection()
+            lose(conn)
+        self.assertEmpty(pool)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_acquire_last(self) -> None:
+        """
+        Taking the last idle connection of an address drops the address
+        while the connection is in use.
+        """
+        pool = self.pool()
+        conns = [self.connection(pool, key) for key in self.origins()]
+        for conn in conns:
+            pool.release(conn)
+        self.assertEqual(len(pool.idle), self.N)
+        for conn in conns:
+            self.assertIs(pool.acquire(conn.key), conn)
+        self.assertEmpty(pool)
+
+    def test_acquire_only_lost(self) -> None:
+        """
+        An address whose idle connections are all known to be lost is
+        dropped by the C{acquire} that finds nothing.
+        """
+        pool = self.pool()
+        conn = self.connection(pool)
+        pool.release(conn)
+        conn.lost = True
+        self.assertIsNone(pool.acquire(KEY))
+        self.assertEmpty(pool)
+
+    def test_acquire_unknown(self) -> None:
+        """
+        Asking for an address never seen adds no entry.
+        """
+        pool = self.pool()
+        for key in self.origins():
+            self.assertIsNone(pool.acquire(key))
+        self.assertEmpty(pool)
+
+    def test_release_over_bound(self) -> None:
+        """
+        A connection closed because its address has no place left (here
+        C{max_idle = 0}) leaves no entry behind.
+        """
+        pool = self.pool(max_idle=0)
+        for key in self.origins():
+            conn = self.connection(pool, key)
+            pool.release(conn)
+            self.assertTrue(conn.transport.disconnecting)
+            lose(conn)
+        self.assertEmpty(pool)
+
+    def test_release_over_bound_held(self) -> None:
+        """
+        With the only place taken by a held connection, a released one is
+        closed without an idle entry; unholding then empties the table.
+        """
+        pool = self.pool(max_idle=1)
+        held, extra = self.connection(pool), self.connection(pool)
+        self.assertTrue(pool.hold(held))
+        pool.release(extra)
+        self.assertTrue(extra.transport.disconnecting)
+        self.assertEqual(pool.idle, {})
+        pool.unhold(held)
+        self.assertEmpty(pool)
+
+    def test_lost_while_idle(self) -> None:
+        """
+        Idle connections the origins close (L{Pool.forget}) take their
+        addresses with them.
+        """
+        pool = self.pool()
+        conns = [self.connection(pool, key) for key in self.origins()]
+        for conn in conns:
+            pool.release(conn)
+        for conn in conns:
+            lose(conn)
+        self.assertEmpty(pool)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_forget_directly(self) -> None:
+        """
+        C{forget} of the last connection of an address drops the address.
+        """
+        pool = self.pool()
+        a, b = self.connection(pool), self.connection(pool)
+        pool.release(a)
+        pool.release(b)
+        pool.forget(a)
+        self.assertEqual(len(pool.idle), 1)
+        pool.forget(b)
+        self.assertEmpty(pool)
+
+    def test_idle_timeout(self) -> None:
+        """
+        Connections closed by the idle timeout take their addresses with
+        them.
+        """
+        pool = self.pool(idle_timeout=10.0)
+        for key in self.origins():
+            pool.release(self.connection(pool, key))
+        self.reactor.advance(10.0)
+        self.assertEmpty(pool)
+
+    def test_close_idle(self) -> None:
+        """
+        C{close_idle} leaves empty tables, and the losses that follow
+        change nothing.
+        """
+        pool = self.pool()
+        conns = [self.connection(pool, key) for key in self.origins()]
+        for conn in conns:
+            pool.release(conn)
+        pool.close_idle()
+        self.assertEmpty(pool)
+        for conn in conns:
+            lose(conn)
+        self.assertEmpty(pool)
+
+    def test_unhold(self) -> None:
+        """
+        Held connections given back (or lost while held) take their
+        addresses out of C{held}.
+        """
+        pool = self.pool()
+        conns = [self.connection(pool, key) for key in self.origins()]
+        for conn in conns:
+            self.assertTrue(pool.hold(conn))
+        self.assertEqual(len(pool.held), self.N)
+        for i, conn in enumerate(conns):
+            if i % 2:
+                pool.unhold(conn)
+            else:
+                lose(conn)
+        self.assertEmpty(pool)

@@ -462,6 +462,29 @@ class QueueTests(TcpCase):
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 
 
+class QueueSizeTests(TcpCase):
+    """
+    C{queue_size} bounds the connections waiting for a slot.
+    """
+
+    def test_full_queue_closes_at_once(self) -> None:
+        """
+        A connection that finds the backend's queue full is closed at once
+        and logged as 503; the waiting one keeps its place.
+        """
+        self.make(ports=[5001], server_options={"max_connections": 1}, queue_size=1)
+        self.client()
+        self.server_answers()
+        _, waiting = self.client()
+        proto, refused = self.client()
+        self.assertTrue(refused.disconnecting)
+        self.assertFalse(waiting.disconnecting)
+        self.lose(proto)
+        self.assertEqual(len(self.attempts()), 1)
+        [line] = self.access_log.lines
+        self.assertEqual((line["status"], line["decision"]), (503, "error"))
+
+
 class ConnectFailureTests(TcpCase):
     """
     A server connection that cannot be made.

@@ -28,8 +28,12 @@ class ForwardRouter:
 
     @param parents: C{(domains, host, port)} triples; the first whose
         domains match a request's host is its parent proxy.
-    @param own_addresses: C{(host, port)} pairs the proxy itself listens
-        on; a request for one of them would loop and is refused.
+    @param own_addresses: C{(host, port)} pairs the proxy's forward
+        listeners listen on (C{"*"} for a wildcard bind); a request for one
+        of them, named by a literal address or C{localhost}, would loop and
+        is refused (508) before anything is connected. Other names and
+        other addresses of this machine are caught once connected (see
+        L{twisted_proxy.engine.policy.RequestPolicy}).
     """
 
     #: response headers removed (none: a forward proxy hides nothing)
@@ -125,7 +129,7 @@ class ForwardRouter:
             (host, port) in own
             or (any(p == port for _, p in own) and _is_local(host))
         ):
-            raise BadRequest(400, "refusing to proxy a request to the proxy itself")
+            raise BadRequest(508, "this request would loop through the proxy")
         if self.parents:
             target.parent = self.parent_for(host)
             if target.parent is not None and not target.connect:

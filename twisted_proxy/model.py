@@ -215,6 +215,9 @@ class BackendConfig:
     @ivar balance: C{round_robin}, C{least_conn}, C{random_two}, C{hash},
         or a dotted path to a custom balancer factory.
     @ivar hash_key: C{"client_ip"}, C{"header:NAME"} or C{"cookie:NAME"}.
+    @ivar queue_size: requests that may wait (each up to C{queue_timeout})
+        while every up server is at its C{max_connections}; one more is
+        answered 503 at once.
     """
 
     name: str
@@ -226,6 +229,7 @@ class BackendConfig:
     max_fails: int = 3
     fail_timeout: float = 10.0
     queue_timeout: float = 5.0
+    queue_size: int = 1000
 
 
 @attrs.frozen

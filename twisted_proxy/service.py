@@ -559,7 +559,8 @@ def make_service(config: Config, reactor: Any) -> ProxyService:
             factory,
             reactor,
             top.listener_failed,
-            top.listening,
+            # a forward listener's own address: requests for it would loop
+            top.listening if lconf.kind == "forward" else None,
             tls=lconf.tls,
         ).setServiceParent(top)
     if config.admin is not None:

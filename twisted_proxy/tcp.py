@@ -178,6 +178,8 @@ class TcpFrontProtocol(Protocol):
             return
         if server is BUSY:
             self.waiter = backend.wait(self._slot_free, self._queue_timeout)
+            if self.waiter is None:
+                self._queue_timeout()  # the backend's queue is full: 503 at once
             return
         backend.acquire(server)
         self.server = server

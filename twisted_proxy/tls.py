@@ -12,8 +12,9 @@ Listeners
     first, then C{*.example.com} wildcards (one label, as clients match
     them); the first certificate is the default (no SNI, or an unknown
     name). Defaults: TLS 1.2 and 1.3 only, forward-secret AEAD ciphers for
-    1.2, no compression, no renegotiation, the server's cipher order; ALPN
-    offers L{ALPN_PROTOCOLS}. L{ServerTLS.reload} re-reads every file; on
+    1.2, the key-exchange groups L{SERVER_GROUPS}, no compression, no
+    renegotiation, the server's cipher order; ALPN offers
+    L{ALPN_PROTOCOLS}. L{ServerTLS.reload} re-reads every file; on
     any error the contexts in use stay. The service wraps the listener's
     factory with L{wrap_server_factory}.
 
@@ -42,6 +43,7 @@ import os
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from cryptography import x509
+from cryptography.hazmat.bindings.openssl.binding import Binding
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL, crypto
@@ -65,6 +67,7 @@ __all__ = [
     "BackendTLS",
     "BackendTLSPolicy",
     "DEFAULT_CIPHERS",
+    "SERVER_GROUPS",
     "ServerTLS",
     "TLSFileError",
     "check_ciphers",
@@ -94,6 +97,11 @@ DEFAULT_CIPHERS = ":".join(
         "ECDHE-RSA-CHACHA20-POLY1305",
     ]
 )
+#: Key-exchange groups a listener offers (TLS 1.2's ECDHE curves, TLS 1.3's
+#: key shares), most preferred first: Mozilla's "intermediate" profile
+#: (X25519, P-256, P-384). OpenSSL's own list adds X448, P-521 and the
+#: ffdhe groups (and X25519MLKEM768 from OpenSSL 3.5).
+SERVER_GROUPS: Tuple[str, ...] = ("X25519", "prime256v1", "secp384r1")
 MIN_VERSIONS: Mapping[str, int] = {"1.2": SSL.TLS1_2_VERSION, "1.3": SSL.TLS1_3_VERSION}
 VERIFY_CLIENT: Tuple[str, ...] = ("required", "optional")
 SERVER_OPTIONS = SSL.OP_NO_COMPRESSION | SSL.OP_NO_RENEGOTIATION | SSL.OP_CIPHER_SERVER_PREFERENCE
@@ -252,6 +260,29 @@ def certificate_names(certificate: x509.Certificate) -> List[str]:
 # --- listeners -------------------------------------------------------------------
 
 
+def _restrict_groups(context: SSL.Context, groups: Sequence[str]) -> Optional[str]:
+    """
+    Offer only C{groups} on C{context}, in this order of preference.
+
+    pyOpenSSL (26.4 and older) has no method for it: this calls OpenSSL's
+    C{SSL_CTX_set1_groups_list} through cryptography's OpenSSL binding
+    (which exports it by its older name, C{SSL_CTX_set1_curves_list}) on
+    pyOpenSSL's C{Context._context}, the one private name this module uses;
+    replace it with pyOpenSSL's method once there is one.
+
+    @return: L{None} when done, else why not (OpenSSL's defaults stay).
+    """
+    lib = Binding().lib
+    set_list = getattr(lib, "SSL_CTX_set1_curves_list", None)
+    if set_list is None:
+        return "cryptography's OpenSSL binding lacks SSL_CTX_set1_curves_list"
+    if set_list(context._context, ":".join(groups).encode("ascii")) != 1:
+        # leave no error in OpenSSL's queue for pyOpenSSL's next call to find
+        lib.ERR_clear_error()
+        return "OpenSSL does not know them all"
+    return None
+
+
 def _alpn_select(connection: SSL.Connection, offered: List[bytes]) -> Any:
     for protocol in ALPN_PROTOCOLS:
         if protocol in offered:
@@ -377,6 +408,17 @@ class ServerTLS:
         ctx.set_min_proto_version(MIN_VERSIONS[config.min_version])
         ctx.set_options(SERVER_OPTIONS)
         ctx.set_cipher_list((config.ciphers or DEFAULT_CIPHERS).encode("ascii"))
+        why = _restrict_groups(ctx, SERVER_GROUPS)
+        if why is not None and index == 0:
+            # once per load: every context gets the same answer
+            log.warn(
+                "listener {listener}: key-exchange groups not restricted to {groups},"
+                " OpenSSL's defaults stay: {why}",
+                listener=self.listener,
+                groups=":".join(SERVER_GROUPS),
+                why=why,
+                tls_event="groups_not_restricted",
+            )
         ctx.set_session_id(SESSION_ID)
         try:
             ctx.use_certificate_chain_file(cert)

@@ -2,7 +2,8 @@
 """
 The C{[backend.NAME]} tables: their servers (C{http://}, C{https://} or
 C{tcp://} URLs, with weights, limits and TLS keys), the balancer, the hash
-key, the health check and the passive-failure settings.
+key, the health check, the passive-failure settings and the waiting queue
+(C{queue_timeout}, C{queue_size}).
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class BackendChecks(Checks):
                 result = self.hash_key(item, item_key)
             elif item_name == "health":
                 result = self.health(item, item_key)
-            elif item_name in ("retries", "max_fails"):
+            elif item_name in ("retries", "max_fails", "queue_size"):
                 result = self.integer(item, item_key, 0)
             elif item_name in ("fail_timeout", "queue_timeout"):
                 result = self.seconds(item, item_key)

@@ -33,7 +33,7 @@ from twisted_proxy.flow import QUEUED, UPGRADING, Gate, Relay
 from twisted_proxy.http.errors import error_response
 from twisted_proxy.http.parser import BadRequest, RequestHead, RequestParser
 from twisted_proxy.tls import client_subject
-from twisted_proxy.upstream.pool import UpstreamProtocol, set_no_delay
+from twisted_proxy.upstream.pool import UpstreamProtocol, set_no_delay, unmapped
 
 log = Logger()
 
@@ -81,6 +81,7 @@ class FrontProtocol(Protocol):
         self.timer_kind = NO_TIMER
         self.deadline = 0.0
         self.client_ip = ""
+        self.peer_end: Any = None
         self.allowed = False
         self.relay = Relay()
         self.gate: Any = None
@@ -201,6 +202,7 @@ class FrontProtocol(Protocol):
         if self.client_ip == "unix" or not isinstance(self.client_ip, str):
             self.client_ip = "127.0.0.1" if peer.__class__.__name__ == "UNIXAddress" else str(self.client_ip)
         self.allowed = self.ctx.client_allowed(self.client_ip)
+        self.peer_end = (unmapped(self.client_ip), getattr(peer, "port", 0))
         self.gate = Gate(self.transport)
         self.transport.registerProducer(self.relay, True)
         set_no_delay(self.transport)

@@ -87,6 +87,7 @@ class RequestPolicy:
         self.allow_all = allow_all
         self.connect_ports = frozenset(connect_ports)
         self.kind = kind
+        self.forward = kind == "forward"
         self.name = name
         self._allowed = AddressMatcher(tuple(allow_clients))
         self._chains: Dict[int, Tuple[Any, FilterChain]] = {}
@@ -115,8 +116,15 @@ class RequestPolicy:
         Decide on C{ex}: C{ex.admitted()} or C{ex.respond(...)}, now or
         once a filter's Deferred fires.
         """
-        if not ex.front.allowed:
+        front = ex.front
+        if not front.allowed:
             ex.respond(403, "client address not allowed", "deny", "listener.allow_clients")
+            return
+        if self.forward and front.peer_end in front.ctx.pool.direct_ends:
+            # this connection is one the proxy opened to an "origin": that
+            # origin was this forward listener (a wildcard bind, a name of
+            # this machine); the request would go round for ever
+            ex.respond(508, "this request would loop through the proxy", "deny", "loop")
             return
         try:
             target = self.router.route(ex.head)

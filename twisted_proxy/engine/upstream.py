@@ -164,10 +164,14 @@ class UpstreamLeg:
             )
             return
         if server is BUSY:
+            self.waiter = backend.wait(self._slot_free, self._queue_timeout)
+            if self.waiter is None:
+                # the backend's queue is full (queue_size): 503 at once
+                self._queue_timeout()
+                return
             # queue_timeout bounds this wait, not the front's timer
             self.front.gate.pause(CONNECTING)
             self.front.stop_timer()
-            self.waiter = backend.wait(self._slot_free, self._queue_timeout)
             return
         backend.acquire(server)
         self.server = server
@@ -249,6 +253,10 @@ class UpstreamLeg:
         else:
             address = target.address
             ex.upstream = f"{address[0]}:{address[1]}"
+            if target.parent is None and conn.local_end is None:
+                # straight to an origin: if that is us, the request comes
+                # back from this end (RequestPolicy answers 508)
+                self.ctx.pool.note_direct(conn)
         if target.connect:
             if target.parent is not None:
                 conn.attach_raw(self)

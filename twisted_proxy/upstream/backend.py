@@ -6,7 +6,9 @@ A server is available when its active health check has it up, passive
 health has not ejected it, and it is below its C{max_connections}. Backup
 servers are used only when no primary server is up. When every up server is
 at its C{max_connections}, requests wait (up to C{queue_timeout}) for a
-slot; when none is up, the answer is 503 with C{Retry-After}.
+slot, at most C{queue_size} of them per backend: one more is refused at
+once (L{Backend.wait} gives L{None}; the caller answers 503 with
+C{Retry-After}); when none is up, the answer is 503 with C{Retry-After}.
 """
 
 from __future__ import annotations
@@ -97,6 +99,11 @@ class Backend:
         self.waiters: Deque[Any] = deque()
         self.retries = config.retries
         self.queue_timeout = config.queue_timeout
+        self.queue_size = config.queue_size
+        #: requests refused because the queue was full (since start)
+        self.queue_refused = 0
+        # one warning per episode of a full queue, not one per request
+        self._queue_full_warned = False
         hash_key = config.hash_key if config.balance == "hash" else ""
         self.key_kind = ""
         self.key_name = b""
@@ -192,12 +199,31 @@ class Backend:
             waiter.fire()
             return
 
-    def wait(self, callback: Callable[[], None], on_timeout: Callable[[], None]) -> "Waiter":
+    def wait(
+        self, callback: Callable[[], None], on_timeout: Callable[[], None]
+    ) -> Optional["Waiter"]:
         """
         Queue a request until a server has a free slot (then C{callback()}
         runs and should call L{choose} again) or C{queue_timeout} passes
         (then C{on_timeout()}).
+
+        @return: the L{Waiter} (its C{cancel()} takes the request out of the
+            queue), or L{None} when C{queue_size} requests already wait:
+            the request is not queued and neither callback will run; the
+            caller answers 503 with C{Retry-After} at once.
         """
+        if len(self.waiters) >= self.queue_size:
+            self.queue_refused += 1
+            if not self._queue_full_warned:
+                self._queue_full_warned = True
+                log.warn(
+                    "backend {backend}: {size} requests already wait for a server;"
+                    " refusing more with 503 until the queue has room",
+                    backend=self.name,
+                    size=self.queue_size,
+                )
+            return None
+        self._queue_full_warned = False
         waiter = Waiter(self, callback, on_timeout)
         waiter.timer = self.clock.callLater(self.queue_timeout, waiter.expire)
         self.waiters.append(waiter)

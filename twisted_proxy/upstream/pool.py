@@ -21,7 +21,7 @@ attempt (502) with a log event naming the reason, never a silent downgrade.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from zope.interface import implementer
 from twisted.internet import error as ierror
@@ -106,6 +106,8 @@ class UpstreamProtocol(Protocol):
         self.held = False
         self.lost = False
         self.raw = False
+        #: the local end, when it is one of the pool's direct_ends
+        self.local_end: Optional[Tuple[str, int]] = None
 
     # Protocol
 
@@ -177,6 +179,8 @@ class UpstreamProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = ierror.ConnectionDone()) -> None:  # type: ignore[assignment]
         self.lost = True
+        if self.local_end is not None:
+            self.pool.direct_ends.discard(self.local_end)
         if self.idle_timer is not None and self.idle_timer.active():
             self.idle_timer.cancel()
         self.idle_timer = None
@@ -327,6 +331,11 @@ class Pool:
     Keep-alive connections to upstream addresses, shared by every listener
     of a process.
 
+    A forward proxy meets millions of origins: C{idle} and C{held} keep an
+    entry only for an address with at least one idle (or held) connection,
+    so their size is bounded by the connections open, not by the addresses
+    ever seen.
+
     @param reactor: provides C{IReactorTCP}, C{IReactorTime} (and for host
         names C{IReactorPluggableNameResolver} via L{HostnameEndpoint}).
     """
@@ -345,21 +354,45 @@ class Pool:
         self.connect_timeout = connect_timeout
         self.max_head_size = max_head_size
         self.idle: Dict[Key, List[UpstreamProtocol]] = {}
+        #: the local ends (address, port) of connections made straight to
+        #: an origin by a forward listener: a request arriving from one of
+        #: them at a forward listener is the proxy talking to itself
+        self.direct_ends: Set[Tuple[str, int]] = set()
         #: idle connections a client connection keeps for its next request
         self.held: Dict[Key, int] = {}
+
+    def note_direct(self, conn: UpstreamProtocol) -> None:
+        """
+        C{conn} goes straight to an origin for a forward listener: remember
+        its local end (see L{direct_ends}) while it lives.
+        """
+        if conn.local_end is None and not conn.lost:
+            host = getattr(conn.transport.getHost(), "host", None)
+            port = getattr(conn.transport.getHost(), "port", None)
+            if host is not None and port is not None:
+                end = (unmapped(host), port)
+                conn.local_end = end
+                self.direct_ends.add(end)
 
     def acquire(self, key: Key) -> Optional[UpstreamProtocol]:
         """
         The most recently used idle connection to C{key}, or L{None}.
         """
         conns = self.idle.get(key)
+        if conns is None:
+            return None
+        found: Optional[UpstreamProtocol] = None
         while conns:
             conn = conns.pop()
             conn.in_pool = False
             if not conn.lost:
                 conn.reused = True
-                return conn
-        return None
+                found = conn
+                break
+        if not conns:
+            # no entry is kept for an address without idle connections
+            del self.idle[key]
+        return found
 
     def release(self, conn: UpstreamProtocol) -> None:
         """
@@ -368,10 +401,13 @@ class Pool:
         """
         if conn.lost:
             return
-        conns = self.idle.setdefault(conn.key, [])
-        if len(conns) + self.held.get(conn.key, 0) >= self.max_idle:
+        key = conn.key
+        conns = self.idle.get(key)
+        if (len(conns) if conns else 0) + self.held.get(key, 0) >= self.max_idle:
             conn.transport.loseConnection()
             return
+        if conns is None:
+            conns = self.idle[key] = []
         conns.append(conn)
         conn.in_pool = True
         now = self.reactor.seconds()
@@ -412,10 +448,12 @@ class Pool:
     def forget(self, conn: UpstreamProtocol) -> None:
         conn.in_pool = False
         conns = self.idle.get(conn.key)
-        if conns and conn in conns:
+        if conns is None:
+            return
+        if conn in conns:
             conns.remove(conn)
-            if not conns:
-                del self.idle[conn.key]
+        if not conns:
+            del self.idle[conn.key]
 
     def _idle_check(self, conn: UpstreamProtocol) -> None:
         conn.idle_timer = None
@@ -517,3 +555,13 @@ def set_no_delay(transport: Any) -> None:
             set_nodelay(True)
         except Exception:
             pass
+
+
+def unmapped(host: str) -> str:
+    """
+    C{host} without an IPv4-mapped IPv6 prefix (C{::ffff:127.0.0.1} is
+    C{127.0.0.1}), as a dual-stack listener sees IPv4 peers.
+    """
+    if host.startswith("::ffff:") and "." in host:
+        return host[7:]
+    return host
