@@ -44,6 +44,8 @@ class FrontFactory(Factory):
     """
 
     noisy = False
+    #: the service's L{twisted_proxy.limits.ConnectionLimiter}, if any
+    limiter: Any = None
 
     def __init__(self, context: ListenerContext) -> None:
         self.context = context
@@ -62,12 +64,16 @@ class FrontProtocol(Protocol):
     """
 
     factory: Any = None
+    limiter: Any = None
     transport: Any
 
     def __init__(self, context: ListenerContext) -> None:
         self.ctx = context
         self.clock = context.reactor
-        self.parser = RequestParser(self, context.settings.max_head_size)
+        settings = context.settings
+        self.parser = RequestParser(
+            self, settings.max_head_size, settings.max_field_size, settings.max_header_count
+        )
         self.current: Optional[Exchange] = None
         self.receiving: Optional[Exchange] = None
         self.queue: Deque[Exchange] = deque()
@@ -106,23 +112,6 @@ class FrontProtocol(Protocol):
             self.sticky = conn
         else:
             pool.release(conn)
-
-    def take_upstream(self, key: Any) -> Optional[UpstreamProtocol]:
-        """
-        The connection this client kept, if it goes to C{key} (else it
-        returns to the pool).
-        """
-        conn = self.sticky
-        if conn is None:
-            return None
-        self.sticky = None
-        pool = self.ctx.pool
-        pool.unhold(conn)
-        if conn.key == key and not conn.lost:
-            conn.reused = True
-            return conn
-        pool.release(conn)
-        return None
 
     def release_upstream(self) -> None:
         conn = self.sticky
@@ -209,6 +198,17 @@ class FrontProtocol(Protocol):
         if self.factory is not None:
             self.factory.connections.add(self)
         self.set_timer(HEADER, self.ctx.settings.header_timeout)
+        limiter = self.limiter = getattr(self.factory, "limiter", None)
+        if limiter is not None:
+            limiter.opened(self)
+
+    def sheddable(self) -> bool:
+        """
+        Whether the connection limiter may close this connection to make
+        room: it is idle between requests or has not sent a whole request
+        head yet (no exchange, no tunnel, not closing already).
+        """
+        return self.current is None and self.splice is None and not self.closing
 
     def dataReceived(self, data: bytes) -> None:
         splice = self.splice
@@ -277,6 +277,8 @@ class FrontProtocol(Protocol):
         self.relay.switch(None)
         if self.factory is not None:
             self.factory.connections.discard(self)
+        if self.limiter is not None:
+            self.limiter.closed(self)
         if self.splice is not None:
             self.splice.lost_front()
             return
@@ -414,6 +416,9 @@ class FrontProtocol(Protocol):
             self.transport.loseConnection()
             return
         self.set_timer(IDLE, self.ctx.settings.idle_timeout)
+        limiter = self.limiter
+        if limiter is not None and limiter.full:
+            limiter.idle(self)
         if self.held is not None:
             self.resume_parsing()
 

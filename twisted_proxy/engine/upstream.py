@@ -127,15 +127,22 @@ class UpstreamLeg:
         a pooled one, or a new one.
         """
         front = self.front
+        pool = self.ctx.pool
         conn = front.sticky
         if conn is not None:
-            conn = front.take_upstream(address)
-        if conn is None:
-            conn = self.ctx.pool.acquire(address)
+            # the connection this client kept, if it goes there
+            front.sticky = None
+            pool.unhold(conn)
+            if conn.key == address and not conn.lost:
+                conn.reused = True
+                self.upstream_ready(conn)
+                return
+            pool.release(conn)
+        conn = pool.acquire(address)
         if conn is not None:
             self.upstream_ready(conn)
         else:
-            self.ctx.pool.connect(address, self)
+            pool.connect(address, self)
 
     # backends (reverse listeners)
 
@@ -500,8 +507,8 @@ class UpstreamLeg:
         closed (never reused mid-message), the server's slot is freed.
         """
         self.closed = True
-        self.pending = None
         if self.conn is not None:
+            self.pending = None
             self._unlink(close=True)
         if self.server is not None or self.waiter is not None:
             self.release_server()
