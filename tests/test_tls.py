@@ -11,7 +11,9 @@ trustme in each test: no private key is committed.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import ssl
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import trustme
@@ -26,10 +28,11 @@ from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
 )
+from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import globalLogPublisher
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web.iweb import IPolicyForHTTPS
 
 from twisted_proxy.config import ConfigError, parse_config
@@ -37,8 +40,10 @@ from twisted_proxy.http.parser import BadRequest, RequestHead
 from twisted_proxy.model import CertificateConfig, HealthConfig, ServerConfig, TLSConfig
 from twisted_proxy.redirect import Redirect, RedirectRouter
 from twisted_proxy.service import make_service
+from twisted_proxy import tls as tls_module
 from twisted_proxy.tls import (
     ALPN_PROTOCOLS,
+    SERVER_GROUPS,
     BackendTLS,
     ServerTLS,
     TLSFileError,
@@ -194,6 +199,119 @@ def tls_connect(harness: Harness, port: int, creator: Any) -> Deferred:
     return d
 
 
+class StdlibTLSClient(RawClient):
+    """
+    A TLS client made with Python's C{ssl} module, whose contexts can be
+    limited to one key-exchange group (C{set_ecdh_curve}: for TLS 1.2 and,
+    with OpenSSL 1.1.1 or later, for 1.3): an C{SSLObject} over memory
+    BIOs, so the reactor carries its bytes. C{handshake} fires with the
+    protocol version, or fails with the C{ssl.SSLError} (or the reason the
+    connection ended first).
+    """
+
+    def __init__(self, tracker: Any, context: ssl.SSLContext) -> None:
+        RawClient.__init__(self, tracker)
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.tls = context.wrap_bio(self.incoming, self.outgoing)
+        self.handshake: Deferred = Deferred()
+
+    def connectionMade(self) -> None:
+        RawClient.connectionMade(self)
+        self._step()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.incoming.write(data)
+        self._step()
+
+    def _step(self) -> None:
+        if self.handshake.called:
+            return
+        error: Optional[ssl.SSLError] = None
+        try:
+            self.tls.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLError as e:
+            error = e
+        pending = self.outgoing.read()
+        if pending:
+            self.transport.write(pending)
+        if error is not None:
+            self.transport.loseConnection()
+            self.handshake.errback(error)
+        elif self.tls.version() is not None:
+            self.handshake.callback(self.tls.version())
+
+    def connectionLost(self, reason: Failure = Failure(Exception())) -> None:
+        RawClient.connectionLost(self, reason)
+        if not self.handshake.called:
+            self.handshake.errback(reason)
+
+
+def stdlib_handshake(harness: Harness, port: int, version: ssl.TLSVersion, group: str) -> Deferred:
+    """
+    The handshake of a Python C{ssl} client speaking only C{version} and
+    offering only the key-exchange group C{group} (it verifies nothing).
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = context.maximum_version = version
+    context.set_ecdh_curve(group)
+    client = StdlibTLSClient(harness.tracker, context)
+    harness.clients.append(client)
+    endpoint = TCP4ClientEndpoint(harness.reactor, "127.0.0.1", port, timeout=5)
+    d = connectProtocol(endpoint, client)
+    d.addCallback(lambda _: client.handshake)
+    return d
+
+
+#: the openssl command, or None (the tests that run it skip)
+OPENSSL = shutil.which("openssl")
+
+
+class ProcessOutput(ProcessProtocol):
+    """
+    A program's stdout and stderr together; its stdin is closed at once.
+    C{ended} fires with the output when it has exited.
+    """
+
+    def __init__(self) -> None:
+        self.output = b""
+        self.ended: Deferred = Deferred()
+
+    def connectionMade(self) -> None:
+        self.transport.closeStdin()  # type: ignore[union-attr]
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Failure) -> None:
+        self.ended.callback(self.output)
+
+
+def s_client(harness: Harness, port: int, *args: str) -> Deferred:
+    """
+    The output of C{openssl s_client -brief} connecting to C{port} with
+    C{args}; killed after 10 seconds.
+    """
+    assert OPENSSL is not None
+    protocol = ProcessOutput()
+    argv = [OPENSSL, "s_client", "-connect", f"127.0.0.1:{port}", "-brief", *args]
+    process = harness.reactor.spawnProcess(protocol, OPENSSL, argv, env=None)
+    timer = harness.reactor.callLater(10, process.signalProcess, "KILL")
+
+    def done(result: Any) -> Any:
+        if timer.active():
+            timer.cancel()
+        return result
+
+    return protocol.ended.addBoth(done)
+
+
 def tls_origin(harness: Harness, creator: Any, name: str = "") -> Origin:
     """
     An L{Origin} speaking TLS with C{creator}'s settings.
@@ -335,6 +453,38 @@ class ServerTLSTests(SynchronousTestCase):
         HTTP/1.1 is offered; the list has room for h2.
         """
         self.assertEqual(ALPN_PROTOCOLS, (b"http/1.1",))
+
+    def test_groups_not_restricted(self) -> None:
+        """
+        When the groups cannot be set (cryptography's binding lacks the
+        function, or OpenSSL refuses the list), the listener still loads,
+        with OpenSSL's default groups, and one warning per load says why.
+        """
+        cleared: List[bool] = []
+
+        class Refusing:
+            @staticmethod
+            def SSL_CTX_set1_curves_list(context: Any, groups: bytes) -> int:
+                return 0
+
+            @staticmethod
+            def ERR_clear_error() -> None:
+                cleared.append(True)
+
+        pairs = (self.files.leaf(self.ca, "a.example"), self.files.leaf(self.ca, "b.example"))
+        for lib, why in [
+            (object(), "lacks SSL_CTX_set1_curves_list"),
+            (Refusing, "OpenSSL does not know them all"),
+        ]:
+            events = capture(self)
+            self.patch(tls_module, "Binding", lambda: type("FakeBinding", (), {"lib": lib})())
+            server = ServerTLS(tls_config(*pairs), "web")
+            self.assertEqual(server.names, [["a.example"], ["b.example"]])
+            [event] = tls_events(events, "groups_not_restricted")
+            self.assertEqual(event["listener"], "web")
+            self.assertEqual(event["groups"], "X25519:prime256v1:secp384r1")
+            self.assertIn(why, event["why"])
+        self.assertEqual(cleared, [True, True])
 
 
 class ClientSubjectTests(SynchronousTestCase):
@@ -957,6 +1107,76 @@ class ListenerTLSTests(TestCase):
         response = yield get(client)
         self.assertEqual(response.status, 200)
         self.assertEqual(self.origin.user_requests()[-1].values(b"x-forwarded-proto"), [b"https"])
+
+
+class KeyExchangeGroupTests(TestCase):
+    """
+    A listener offers only the key-exchange groups of Mozilla's
+    "intermediate" profile, X25519, P-256 and P-384, preferring them in
+    that order, over TLS 1.2 and 1.3.
+
+    Its certificate is RSA: over TLS 1.2 a client must also list the curve
+    of an ECDSA certificate among its groups.
+    """
+
+    VERSIONS = (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3)
+
+    def setUp(self) -> None:
+        self.harness = Harness(self)
+        self.files = Files(self)
+        ca = trustme.CA()
+        pair = self.files.write(ca.issue_cert("a.example", key_type=trustme.KeyType.RSA))
+        origin = self.harness.origin()
+        self.proxy = self.harness.reverse(
+            ROUTES, {"web": {"servers": servers(origin)}}, {"tls": {"certificates": [cert_entry(pair)]}}
+        )
+
+    def test_groups(self) -> None:
+        """
+        The groups, in order, by OpenSSL's names.
+        """
+        self.assertEqual(SERVER_GROUPS, ("X25519", "prime256v1", "secp384r1"))
+
+    @inlineCallbacks
+    def test_offered_groups(self) -> Any:
+        """
+        A client offering only X25519, only P-256 or only P-384 gets in,
+        with TLS 1.2 and with 1.3.
+        """
+        for version in self.VERSIONS:
+            for group in ("X25519", "prime256v1", "secp384r1"):
+                got = yield stdlib_handshake(self.harness, self.proxy.port, version, group)
+                self.assertEqual(got, version.name.replace("_", "."), group)
+
+    @inlineCallbacks
+    def test_other_groups_refused(self) -> Any:
+        """
+        A client offering only P-521 or only X448 is refused (handshake
+        failure), with TLS 1.2 and with 1.3.
+        """
+        for version in self.VERSIONS:
+            for group in ("secp521r1", "X448"):
+                failure = yield self.assertFailure(
+                    stdlib_handshake(self.harness, self.proxy.port, version, group), ssl.SSLError
+                )
+                self.assertIn("HANDSHAKE_FAILURE", str(failure), (version, group))
+
+    @inlineCallbacks
+    def test_server_preference(self) -> Any:
+        """
+        A client offering every group, X25519 last, gets X25519 (with TLS
+        1.3 by a HelloRetryRequest, its key share being X448's); one
+        offering P-384 and P-256 gets P-256 over TLS 1.2.
+        """
+        if OPENSSL is None:
+            raise SkipTest("no openssl command")
+        for args, expected in [
+            (("-tls1_2", "-groups", "X448:P-521:P-384:P-256:X25519"), b"Server Temp Key: X25519"),
+            (("-tls1_3", "-groups", "X448:P-521:P-384:P-256:X25519"), b"Server Temp Key: X25519"),
+            (("-tls1_2", "-groups", "P-384:P-256"), b"Server Temp Key: ECDH, prime256v1"),
+        ]:
+            output = yield s_client(self.harness, self.proxy.port, *args)
+            self.assertIn(expected, output, args)
 
 
 class ClientCertificateTests(TestCase):
