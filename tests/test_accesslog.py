@@ -7,12 +7,14 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import sys
 from typing import Any
 
 from twisted.application import service
 from twisted.internet import task
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from twisted_proxy import accesslog
 from twisted_proxy.accesslog import (
@@ -486,3 +488,377 @@ class OffAndStdoutTests(SynchronousTestCase):
         self.patch(sys, "stdout", object())
         log = open_access_log("-", task.Clock())
         self.assertIs(log._stream, sys.__stdout__.buffer)
+
+
+def guard_against_blocking(case: SynchronousTestCase, seconds: int = 20) -> None:
+    """
+    Fail C{case} rather than hang it if a write blocks: a SIGALRM handler
+    that raises interrupts the blocked system call.
+    """
+    if not hasattr(signal, "SIGALRM"):
+        return
+
+    def blocked(signum: int, frame: Any) -> None:
+        raise AssertionError("a write blocked")
+
+    previous = signal.signal(signal.SIGALRM, blocked)
+    case.addCleanup(signal.signal, signal.SIGALRM, previous)
+    signal.alarm(seconds)
+    case.addCleanup(signal.alarm, 0)
+
+
+def small_pipe() -> tuple[int, int]:
+    """
+    A pipe whose buffer is as small as the system allows (one page on
+    Linux), so filling it takes a few lines.
+    """
+    r, w = os.pipe()
+    try:
+        import fcntl
+
+        fcntl.fcntl(w, getattr(fcntl, "F_SETPIPE_SZ", 1031), 4096)
+    except (ImportError, OSError):
+        pass
+    return r, w
+
+
+class SlowPipeTests(SynchronousTestCase):
+    """
+    An access log on a pipe whose reader does not read: the proxy never
+    blocks, at most C{max_buffer} bytes wait, lines beyond are dropped and
+    counted, and what waits reaches the reader whole and in order once it
+    reads again.
+    """
+
+    if not hasattr(os, "set_blocking"):
+        skip = "no non-blocking pipes on this platform"
+
+    BOUND = 16 * 1024
+    URL = "http://example.com/{:05d}/" + "p" * 400
+
+    def setUp(self) -> None:
+        guard_against_blocking(self)
+        self.clock: Any = task.Clock()
+        self.clock.advance(T0)
+        self.r, self.w = small_pipe()
+        self.addCleanup(os.close, self.r)
+        os.set_blocking(self.r, False)
+        self.events: list[dict[str, Any]] = []
+        self.patch(accesslog._log, "observer", self.events.append)
+        self.received = b""
+
+    def open_log(self, owned: bool = True) -> AccessLog:
+        stream = os.fdopen(self.w, "wb", buffering=0)
+        if not owned:
+            self.addCleanup(stream.close)
+        log = AccessLog(stream, self.clock, name="pipe", owned=owned, max_buffer=self.BOUND)
+        self.addCleanup(log.close)
+        return log
+
+    def fill(self, log: AccessLog) -> int:
+        """
+        Log numbered lines until some are dropped; how many were logged.
+        """
+        count = 0
+        while log.dropped < 5:
+            entry(log, url=self.URL.format(count))
+            count += 1
+            self.assertLess(count, 10000)
+        log.flush()
+        return count
+
+    def read(self) -> None:
+        """
+        The reader takes everything the pipe holds.
+        """
+        while True:
+            try:
+                data = os.read(self.r, 65536)
+            except BlockingIOError:
+                return
+            if not data:
+                return
+            self.received += data
+
+    def drain(self, log: AccessLog, writable: Any) -> None:
+        """
+        Read until the log has nothing left to write, telling it the pipe
+        is writable (C{writable()}) after each read.
+        """
+        for _ in range(10000):
+            self.read()
+            if not log.pending:
+                break
+            writable()
+        self.read()
+        self.assertEqual(log.pending, 0)
+
+    def assertWholeLinesInOrder(self, count: int) -> None:
+        self.assertTrue(self.received.endswith(b"\n"))
+        records = [json.loads(line) for line in self.received.splitlines()]
+        self.assertEqual([r["url"] for r in records], [self.URL.format(i) for i in range(count)])
+
+    def test_full_pipe(self) -> None:
+        """
+        With the reader stopped, log() returns at once; at most
+        C{max_buffer} bytes wait; later lines are dropped and counted with
+        one warning; once the reader drains the pipe (the log retrying on
+        its clock), every kept line arrives whole and in order, the
+        catching up is reported with the count, and no timer is left.
+        """
+        log = self.open_log()
+        count = self.fill(log)
+        self.assertGreater(log.pending, 0)
+        self.assertLessEqual(log.pending, self.BOUND)
+        for i in range(100):
+            entry(log, url=self.URL.format(count + i))
+        self.assertEqual(log.dropped, 105)
+        [warning] = self.events
+        self.assertEqual(warning["log_level"].name, "warn")
+        self.assertEqual((warning["name"], warning["size"]), ("pipe", self.BOUND))
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)  # the retry
+        self.drain(log, lambda: self.clock.advance(accesslog.RETRY_DELAY))
+        self.assertWholeLinesInOrder(count - 5)
+        self.assertEqual(len(self.events), 2)
+        self.assertEqual(self.events[1]["dropped"], 105)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        entry(log, url="after")
+        log.flush()
+        self.read()
+        self.assertEqual(json.loads(self.received.splitlines()[-1])["url"], "after")
+        self.assertEqual(log.dropped, 105)
+
+    def test_reactor_says_writable(self) -> None:
+        """
+        With a reactor that watches descriptors, the log waits for the
+        pipe's writable event (no polling timer) and stops watching once
+        everything is written.
+        """
+        self.clock = MemoryReactorClock()
+        log = self.open_log()
+        count = self.fill(log)
+        [writer] = self.clock.getWriters()
+        self.assertEqual(writer.fileno(), self.w)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.drain(log, writer.doWrite)
+        self.assertEqual(self.clock.getWriters(), [])
+        self.assertWholeLinesInOrder(count - 5)
+
+    def test_reader_gone(self) -> None:
+        """
+        A pipe whose reader closed is a failing write: reported once, the
+        waiting lines are dropped and counted, nothing is left watched.
+        """
+        self.reader_gone(lambda writer: writer.doWrite())
+
+    def test_reader_gone_reactor_gives_up(self) -> None:
+        """
+        The same when the reactor drops the descriptor itself (an error
+        event) and tells the log through C{connectionLost}.
+        """
+
+        def lost(writer: Any) -> None:
+            self.clock.removeWriter(writer)
+            writer.connectionLost(None)
+
+        self.reader_gone(lost)
+
+    def reader_gone(self, event: Any) -> None:
+        self.clock = MemoryReactorClock()
+        log = self.open_log()
+        count = self.fill(log)
+        pending = len(self.events)
+        os.close(self.r)
+        self.r = os.open(os.devnull, os.O_RDONLY)
+        [writer] = self.clock.getWriters()
+        event(writer)
+        # lines go into a pipe whole: nothing was partly written
+        self.assertEqual(log.pending, 0)
+        self.assertEqual(self.clock.getWriters(), [])
+        self.assertEqual(len(self.events), pending + 1)
+        self.assertIsInstance(self.events[-1]["error"], BrokenPipeError)
+        self.assertGreater(log.dropped, 5)
+        self.assertLess(log.dropped, count)
+
+    def test_stdout_keeps_blocking(self) -> None:
+        """
+        For a stream it does not own (standard output), the log writes
+        through a description of its own: the stream's descriptor stays
+        blocking for its other writers, and stays open after close().
+        """
+        if not os.path.isdir("/proc/self/fd"):
+            raise SkipTest("needs Linux's /proc/self/fd")
+        log = self.open_log(owned=False)
+        count = self.fill(log)
+        self.assertTrue(os.get_blocking(self.w))
+        self.drain(log, lambda: self.clock.advance(accesslog.RETRY_DELAY))
+        self.assertWholeLinesInOrder(count - 5)
+        log.close()
+        os.fstat(self.w)  # still open
+
+    def test_other_writer_between_lines(self) -> None:
+        """
+        A full pipe never holds half a line: another writer of the same
+        pipe (print, twistd's log on stdout) lands between two lines.
+        """
+        log = self.open_log()
+        count = self.fill(log)
+        self.read()
+        os.write(self.w, b"OTHER\n")
+        self.drain(log, lambda: self.clock.advance(accesslog.RETRY_DELAY))
+        lines = self.received.splitlines()
+        self.assertIn(b"OTHER", lines)
+        lines.remove(b"OTHER")
+        urls = [json.loads(line)["url"] for line in lines]
+        self.assertEqual(urls, [self.URL.format(i) for i in range(count - 5)])
+
+    def test_close_counts_unwritten(self) -> None:
+        """
+        Closing with lines the reader has not taken drops them (a line
+        partly written included), counted, with a warning: every line
+        logged was either received whole or counted as dropped.
+        """
+        log = self.open_log()
+        count = self.fill(log)
+        log.close()
+        self.assertGreater(log.dropped, 5)
+        self.assertEqual(self.events[-1]["lost"], log.dropped - 5)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.read()
+        self.assertEqual(self.received.count(b"\n") + log.dropped, count)
+
+    def test_service_waits_for_reader(self) -> None:
+        """
+        Stopping the access log service with lines waiting gives a Deferred
+        that fires once the reader has taken them, then the log is closed.
+        """
+        log = self.open_log()
+        count = self.fill(log)
+        svc = AccessLogService(log)
+        svc.startService()
+        stopped = svc.stopService()
+        self.assertIsNotNone(stopped)
+        self.assertNoResult(stopped)
+        self.drain(log, lambda: self.clock.advance(accesslog.RETRY_DELAY))
+        self.successResultOf(stopped)
+        self.assertTrue(log.closed)
+        self.assertWholeLinesInOrder(count - 5)
+
+    def test_service_gives_up(self) -> None:
+        """
+        If the reader takes nothing for DRAIN_TIMEOUT seconds, the service
+        stops anyway and the lines left are counted as dropped.
+        """
+        log = self.open_log()
+        self.fill(log)
+        svc = AccessLogService(log)
+        svc.startService()
+        stopped = svc.stopService()
+        self.clock.advance(accesslog.DRAIN_TIMEOUT)
+        self.successResultOf(stopped)
+        self.assertTrue(log.closed)
+        self.assertGreater(log.dropped, 5)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+
+class StalledStream(io.RawIOBase):
+    """
+    A stream without a descriptor that takes nothing while C{stalled}
+    (a non-blocking raw stream's C{None}), then at most 100 bytes a write.
+    """
+
+    def __init__(self) -> None:
+        self.stalled = True
+        self.data = b""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int | None:
+        if self.stalled:
+            return None
+        chunk = bytes(data[:100])
+        self.data += chunk
+        return len(chunk)
+
+
+class BoundedStreamTests(SynchronousTestCase):
+    """
+    The bound holds for any stream, whatever its kind.
+    """
+
+    def test_stalled_stream(self) -> None:
+        """
+        A stream that would block keeps the lines (up to the bound) and is
+        retried on the clock; they arrive whole and in order.
+        """
+        clock = task.Clock()
+        stream = StalledStream()
+        log = AccessLog(stream, clock, max_buffer=2000)
+        for i in range(20):
+            entry(log, url=f"u{i}")
+        log.flush()
+        self.assertGreater(log.dropped, 0)
+        kept = 20 - log.dropped
+        self.assertEqual(stream.data, b"")
+        clock.advance(accesslog.RETRY_DELAY)
+        self.assertEqual(stream.data, b"")
+        stream.stalled = False
+        while log.pending:
+            clock.advance(accesslog.RETRY_DELAY)
+        records = [json.loads(line) for line in stream.data.splitlines()]
+        self.assertEqual([r["url"] for r in records], [f"u{i}" for i in range(kept)])
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_regular_file_bounded(self) -> None:
+        """
+        On a regular file lines are written with plain writes; a bound
+        smaller than a flush still holds (the log writes rather than drop
+        while it can).
+        """
+        clock = task.Clock()
+        path = self.mktemp()
+        with open(path, "wb", buffering=0) as stream:
+            log = AccessLog(stream, clock, owned=False, max_buffer=1000)
+            for i in range(50):
+                entry(log, url=f"u{i}")
+            log.close()
+        self.assertEqual(log.dropped, 0)
+        with open(path, "rb") as f:
+            records = [json.loads(line) for line in f.read().splitlines()]
+        self.assertEqual([r["url"] for r in records], [f"u{i}" for i in range(50)])
+        os.remove(path)
+
+    def test_failure_mid_line(self) -> None:
+        """
+        A write that fails after part of a line was written keeps the rest
+        of that line (the next write completes it) and drops only the lines
+        not begun.
+        """
+
+        class Flaky(io.RawIOBase):
+            def __init__(self) -> None:
+                self.data = b""
+                self.calls = 0
+
+            def writable(self) -> bool:
+                return True
+
+            def write(self, data: Any) -> int:
+                self.calls += 1
+                if self.calls == 2:
+                    raise OSError(5, "Input/output error")
+                chunk = bytes(data[:10]) if self.calls == 1 else bytes(data)
+                self.data += chunk
+                return len(chunk)
+
+        stream = Flaky()
+        log = AccessLog(stream, task.Clock())
+        entry(log, url="first")
+        entry(log, url="second")
+        log.flush()
+        self.assertEqual(log.dropped, 1)
+        entry(log, url="third")
+        log.flush()
+        records = [json.loads(line) for line in stream.data.splitlines()]
+        self.assertEqual([r["url"] for r in records], ["first", "third"])

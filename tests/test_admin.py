@@ -94,6 +94,16 @@ class AdminSiteTests(SynchronousTestCase):
         self.assertIn('twisted_proxy_requests_total{listener="out",status="200"} 1.0', text)
         self.assertIn('twisted_proxy_server_up{backend="web",server="http://127.0.0.1:9"} 1.0', text)
 
+    def test_access_log_dropped(self) -> None:
+        """
+        /status and /metrics report the access log lines dropped so far.
+        """
+        self.proxy.getServiceNamed("access-log").access_log.dropped = 7
+        status = json.loads(render(self.site, b"/status"))
+        self.assertEqual(status["access_log_dropped"], 7)
+        text = render(self.site, b"/metrics").decode()
+        self.assertIn("twisted_proxy_access_log_dropped_total 7.0", text)
+
     def test_dashboard(self) -> None:
         """
         / is an HTML page that reads /status.

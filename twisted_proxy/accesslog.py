@@ -13,6 +13,23 @@ timer, not one per line), and on L{AccessLog.close}.  A failing write (disk
 full, stdout closed) never raises into the proxy: it is reported once through
 C{twisted.logger} and the lines are dropped.
 
+Writing never blocks the reactor.  A pipe, a terminal or a socket (standard
+output under a pager, C{| logger}, systemd's journal) is written without
+blocking: a pipe or terminal through a non-blocking file description (for
+standard output a description of its own where Linux's C{/proc/self/fd}
+gives one, so that C{print} and twistd's log keep their blocking writes;
+elsewhere the flag is set on standard output itself), a socket with
+C{MSG_DONTWAIT}.  What the reader does not take yet stays in memory and is
+written when the reactor says the descriptor is writable again (or, with a
+reactor that cannot watch descriptors, every L{RETRY_DELAY} seconds), whole
+lines in order.  A regular file is written with plain writes (a disk does
+not stall like a pipe).  Either way at most L{MAX_BUFFER} bytes of lines
+wait: a line logged beyond that is dropped and counted
+(L{AccessLog.dropped}, the admin listener's C{access_log_dropped}); one
+warning is logged per episode, and one info line with the count once the
+reader has caught up.  At shutdown L{AccessLogService} waits up to
+L{DRAIN_TIMEOUT} seconds for the rest to be written.
+
 Every line has these fields, in this order::
 
     {"time": "2026-11-26T15:04:05.123Z", "listener": "outbound",
@@ -24,17 +41,27 @@ Every line has these fields, in this order::
 from __future__ import annotations
 
 import json
+import os
+import select
+import socket
+import stat
 import sys
 import time
-from typing import IO, Any, Callable
+from collections import deque
+from typing import IO, Any, Callable, Deque
 
+from zope.interface import implementer
 from twisted.application import service
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReactorTime, IWriteDescriptor
 from twisted.logger import Logger
 
 __all__ = [
+    "DRAIN_TIMEOUT",
     "FLUSH_BYTES",
     "FLUSH_DELAY",
+    "MAX_BUFFER",
+    "RETRY_DELAY",
     "AccessLog",
     "AccessLogService",
     "NullAccessLog",
@@ -46,6 +73,19 @@ FLUSH_BYTES = 64 * 1024
 
 #: Write out the buffer at most this many seconds after its first line.
 FLUSH_DELAY = 1.0
+
+#: Bytes of lines that may wait to be written (a slow or stopped reader):
+#: about 16,000 lines of 250 bytes, a second of a busy proxy.  A line logged
+#: beyond it is dropped and counted.
+MAX_BUFFER = 4 * 1024 * 1024
+
+#: Seconds between attempts to write to a full pipe when the reactor cannot
+#: say when it is writable (a clock without C{IReactorFDSet}).
+RETRY_DELAY = 0.05
+
+#: Seconds L{AccessLogService} waits at shutdown for the lines still
+#: waiting to be written.
+DRAIN_TIMEOUT = 2.0
 
 #: The field names, in the order every line has them.
 FIELDS = (
@@ -75,6 +115,12 @@ _MAX_DURATION = 1e15
 _encoder = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), default=str)
 
 _log = Logger(namespace="twisted_proxy.accesslog")
+
+# send() without blocking, whatever the socket's own flags (0: no such flag)
+_MSG_DONTWAIT: int = getattr(socket, "MSG_DONTWAIT", 0)
+
+# the largest write a pipe takes whole or not at all (512 at least: POSIX)
+_PIPE_BUF: int = getattr(select, "PIPE_BUF", 512)
 
 
 def _text(value: object) -> str:
@@ -117,9 +163,14 @@ def _duration(value: object) -> float:
 
 class AccessLog:
     """
-    A buffered writer of access log lines to a binary file.
+    A buffered writer of access log lines to a binary file, a pipe or
+    standard output, which never blocks the reactor.
 
     @ivar enabled: C{True}: callers may skip assembling arguments when False.
+    @ivar max_buffer: bytes of lines it may hold that are not written yet.
+    @ivar dropped: lines lost since the log was opened: logged while
+        C{max_buffer} bytes were waiting, lost to a failed write, or still
+        unwritten at L{close}.
     """
 
     enabled = True
@@ -131,27 +182,69 @@ class AccessLog:
         *,
         name: str = "",
         owned: bool = True,
+        max_buffer: int = MAX_BUFFER,
     ) -> None:
         """
         @param stream: a binary file open for writing; it is flushed after
             every write (so a C{BufferedWriter} such as C{sys.stdout.buffer}
-            is fine).
-        @param reactor: the clock for timestamps and the flush timer.
+            is fine).  If it is a pipe, a terminal or a socket, its file
+            descriptor is written to without blocking (see the module's
+            docstring).
+        @param reactor: the clock for timestamps and timers; if it also
+            provides C{IReactorFDSet}, it says when a pipe that was full is
+            writable again.
         @param name: what the error report calls this log (a path or "-").
         @param owned: close C{stream} in L{close}; C{False} for stdout.
+        @param max_buffer: see L{MAX_BUFFER}.
         """
         self._stream = stream
         self._reactor = reactor
         self.name = name
         self._owned = owned
+        self.max_buffer = max_buffer
+        self.dropped = 0
+        # lines not yet handed to the writer
         self._lines: list[str] = []
         self._size = 0
         self._timer: IDelayedCall | None = None
+        # bytes handed to the writer, not written yet: whole lines, the
+        # first chunk written up to _offset
+        self._out: Deque[bytes] = deque()
+        self._offset = 0
+        self._out_size = 0
+        # how bytes are written: a descriptor of a pipe, a terminal or a
+        # socket (non-blocking), or else the stream itself; set at the first
+        # write, so a log that writes nothing touches nothing
+        self._prepared = False
+        self._fd: int | None = None
+        self._own_fd = False
+        # the flag was set on a descriptor shared with others (stdout where
+        # no description of our own could be had): cleared again at close
+        self._shared_nonblocking = False
+        self._sock: socket.socket | None = None
+        self._atomic = False
+        # waiting for a full pipe: a writer registered with the reactor, or
+        # a retry timer
+        self._writer: _Writable | None = None
+        self._retry: IDelayedCall | None = None
+        self._written: list[Deferred[None]] = []
         self._second = -1
         self._prefix = ""
+        # a failing write: reported once, then counted until one succeeds
         self._failed = False
         self._dropped = 0
+        # an episode of a full buffer: reported once, counted until the
+        # buffer is written out
+        self._full = False
+        self._full_dropped = 0
         self.closed = False
+
+    @property
+    def pending(self) -> int:
+        """
+        Bytes of lines logged and not written yet.
+        """
+        return self._size + self._out_size
 
     def _time_prefix(self, second: int) -> str:
         """
@@ -177,7 +270,9 @@ class AccessLog:
         rule: str,
     ) -> None:
         """
-        Record one request or tunnel.  Never raises.
+        Record one request or tunnel.  Never raises, never blocks: with
+        L{max_buffer} bytes waiting, the line is dropped and counted in
+        L{dropped}.
 
         @param listener: the listener's name.
         @param client: the client's address.
@@ -225,12 +320,36 @@ class AccessLog:
                 decision,
                 rule,
             )
+        # every line is ASCII: its length in characters is its size in bytes
+        size = len(line)
+        if self._size + self._out_size + size > self.max_buffer:
+            if self._lines:
+                self.flush()
+            if self._size + self._out_size + size > self.max_buffer:
+                self._drop_line()
+                return
         self._lines.append(line)
-        self._size += len(line)
+        self._size += size
         if self._size > FLUSH_BYTES:
             self.flush()
         elif self._timer is None:
             self._timer = self._reactor.callLater(FLUSH_DELAY, self._timed_flush)
+
+    def _drop_line(self) -> None:
+        """
+        A line found the buffer full: count it; the first of an episode is
+        reported.
+        """
+        self.dropped += 1
+        self._full_dropped += 1
+        if not self._full:
+            self._full = True
+            _log.warn(
+                "access log {name}: {size} bytes of lines wait for a slow reader;"
+                " dropping new lines until they are written",
+                name=self.name,
+                size=self.max_buffer,
+            )
 
     @staticmethod
     def _slow_line(
@@ -273,58 +392,310 @@ class AccessLog:
 
     def flush(self) -> None:
         """
-        Write out every buffered line now.  Never raises.
+        Write out every buffered line now, as far as the file takes it
+        without blocking; the rest follows when it is writable.  Never
+        raises.
         """
         if self._timer is not None:
             if self._timer.active():
                 self._timer.cancel()
             self._timer = None
-        if not self._lines:
+        if self._lines:
+            data = "".join(self._lines).encode("ascii")
+            self._lines = []
+            self._size = 0
+            self._out.append(data)
+            self._out_size += len(data)
+        if self._out and self._writer is None and self._retry is None:
+            # (while waiting for a full pipe, the wait's end writes)
+            self._write_out()
+
+    # writing
+
+    def _prepare(self) -> None:
+        """
+        Choose how to write, at the first write: a pipe, a terminal or a
+        socket is written through a non-blocking descriptor; anything else
+        (a regular file, an in-memory stream) through the stream.
+        """
+        self._prepared = True
+        stream = self._stream
+        if stream is None:
             return
-        lines = self._lines
-        self._lines = []
-        self._size = 0
-        data = "".join(lines).encode("ascii")
         try:
-            if self._stream is None:
-                raise ValueError("the access log is not open")
-            view = memoryview(data)
-            while view:
-                written = self._stream.write(view)
-                if written is None:
-                    # A non-blocking raw stream that could take nothing.
-                    raise BlockingIOError("access log stream would block")
-                view = view[written:]
-            self._stream.flush()
-        except Exception as e:
-            self._dropped += len(lines)
-            if not self._failed:
-                self._failed = True
-                _log.error(
-                    "cannot write access log {name}: {error}; dropping lines "
-                    "until writes succeed again",
-                    name=self.name,
-                    error=e,
-                )
+            fd = stream.fileno()
+            mode = os.fstat(fd).st_mode
+        except Exception:
+            return
+        if stat.S_ISREG(mode):
+            # a disk does not block like a pipe: plain writes
+            return
+        # a pipe takes a write of up to PIPE_BUF bytes whole or not at all:
+        # writing whole lines in such pieces, a full pipe never cuts a line
+        # (where another writer, print or twistd's log, could slip in)
+        self._atomic = stat.S_ISFIFO(mode)
+        try:
+            stream.flush()  # what the stream's own buffer holds goes first
+            if stat.S_ISSOCK(mode) and _MSG_DONTWAIT:
+                # one non-blocking send at a time; the socket's flags stay
+                sock = socket.socket(fileno=os.dup(fd))
+                self._sock = sock
+                self._fd = sock.fileno()
+                return
+            if not self._owned:
+                # standard output: a description of our own, so that other
+                # writers to it (print, twistd's log) keep blocking writes
+                private = _reopen_nonblocking(fd)
+                if private is not None:
+                    self._fd = private
+                    self._own_fd = True
+                    return
+            os.set_blocking(fd, False)
+            self._fd = fd
+            self._shared_nonblocking = not self._owned
+        except Exception:
+            # no non-blocking write on this platform: write through the
+            # stream
+            return
+
+    def _write(self, view: memoryview) -> int:
+        """
+        Write what the file takes of C{view} now: the count, 0 when it would
+        block.
+        """
+        sock = self._sock
+        if sock is not None:
+            try:
+                return sock.send(view, _MSG_DONTWAIT)
+            except BlockingIOError:
+                return 0
+        fd = self._fd
+        if fd is not None:
+            try:
+                return os.write(fd, view)
+            except BlockingIOError:
+                return 0
+        stream = self._stream
+        if stream is None:
+            raise ValueError("the access log is not open")
+        try:
+            written = stream.write(view)
+        except BlockingIOError as e:
+            return e.characters_written
+        # None: a non-blocking raw stream that could take nothing
+        return written or 0
+
+    def _write_out(self) -> None:
+        """
+        Write the waiting bytes until the file would block (then wait for
+        it) or they are all written.
+        """
+        if not self._prepared:
+            self._prepare()
+        out = self._out
+        while out:
+            chunk = out[0]
+            start = self._offset
+            end = len(chunk)
+            if self._atomic and end - start > _PIPE_BUF:
+                # whole lines up to PIPE_BUF bytes (a longer line alone)
+                end = chunk.rfind(b"\n", start, start + _PIPE_BUF) + 1
+                if end <= start:
+                    end = chunk.find(b"\n", start) + 1 or len(chunk)
+            try:
+                written = self._write(memoryview(chunk)[start:end])
+            except Exception as e:
+                self._write_failed(e)
+                return
+            if written <= 0:
+                self._wait_writable()
+                return
+            self._offset += written
+            self._out_size -= written
+            if self._offset >= len(chunk):
+                out.popleft()
+                self._offset = 0
+        if self._fd is None and self._stream is not None:
+            try:
+                self._stream.flush()
+            except BlockingIOError:
+                self._wait_writable()
+                return
+            except Exception as e:
+                self._write_failed(e)
+                return
+        self._all_written()
+
+    def _wait_writable(self) -> None:
+        """
+        The file takes no more now: write again when the reactor says it
+        is writable, or else after L{RETRY_DELAY}.
+        """
+        if self._writer is not None or self._retry is not None or self.closed:
+            return
+        fd = self._fd
+        if fd is not None and IReactorFDSet.providedBy(self._reactor):
+            writer = _Writable(self, fd)
+            try:
+                self._reactor.addWriter(writer)  # type: ignore[attr-defined]
+            except Exception:
+                pass
+            else:
+                self._writer = writer
+                return
+        self._retry = self._reactor.callLater(RETRY_DELAY, self._retry_write)
+
+    def _stop_waiting(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
+                self._reactor.removeWriter(writer)  # type: ignore[attr-defined]
+            except Exception:
+                pass
+        retry, self._retry = self._retry, None
+        if retry is not None and retry.active():
+            retry.cancel()
+
+    def _retry_write(self) -> None:
+        self._retry = None
+        if not self.closed:
+            self._write_out()
+
+    def _writable(self) -> None:
+        """
+        The reactor says the descriptor is writable.
+        """
+        if self._out:
+            self._write_out()
         else:
-            if self._failed:
-                _log.warn(
-                    "access log {name} writable again; {dropped} lines were dropped",
-                    name=self.name,
-                    dropped=self._dropped,
-                )
-                self._failed = False
-                self._dropped = 0
+            self._stop_waiting()
+
+    def _writer_lost(self) -> None:
+        """
+        The reactor gave up on the descriptor (the reader of the pipe is
+        gone): the next write says why.
+        """
+        self._writer = None
+        if self._out and not self.closed:
+            self._write_out()
+
+    def _all_written(self) -> None:
+        self._stop_waiting()
+        if self._failed:
+            _log.warn(
+                "access log {name} writable again; {dropped} lines were dropped",
+                name=self.name,
+                dropped=self._dropped,
+            )
+            self._failed = False
+            self._dropped = 0
+        if self._full:
+            _log.info(
+                "access log {name} caught up; {dropped} lines were dropped",
+                name=self.name,
+                dropped=self._full_dropped,
+            )
+            self._full = False
+            self._full_dropped = 0
+        self._fire_written()
+
+    def _fire_written(self) -> None:
+        waiting, self._written = self._written, []
+        for d in waiting:
+            d.callback(None)
+
+    def _discard_out(self) -> int:
+        """
+        Forget the bytes waiting, except the rest of a line partly written
+        (so the file never holds half a line followed by another); the
+        number of lines forgotten.
+        """
+        out = self._out
+        if not out:
+            return 0
+        keep = b""
+        lost = 0
+        first = out.popleft()
+        offset = self._offset
+        if offset and first[offset - 1] != 0x0A:  # b"\n": inside a line
+            end = first.find(b"\n", offset) + 1
+            keep = first[offset:end]
+            lost += first.count(b"\n", end)
+        else:
+            lost += first.count(b"\n", offset)
+        for chunk in out:
+            lost += chunk.count(b"\n")
+        out.clear()
+        self._offset = 0
+        self._out_size = len(keep)
+        if keep:
+            out.append(keep)
+        return lost
+
+    def _write_failed(self, error: Exception) -> None:
+        self._stop_waiting()
+        lost = self._discard_out()
+        self.dropped += lost
+        self._dropped += lost
+        if not self._failed:
+            self._failed = True
+            _log.error(
+                "cannot write access log {name}: {error}; dropping lines "
+                "until writes succeed again",
+                name=self.name,
+                error=error,
+            )
+        # nothing more will be written until the next line
+        self._fire_written()
+
+    def when_written(self) -> Deferred[None]:
+        """
+        A L{Deferred} that fires once every line logged so far is written
+        (or lost to a failed write).
+        """
+        self.flush()
+        if not self._out or self._failed or self.closed:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._written.append(d)
+        return d
 
     def close(self) -> None:
         """
-        Write out every buffered line and close the file (stdout is only
-        flushed).  Later lines are ignored.  Never raises.
+        Write out every buffered line (as far as the file takes it without
+        blocking: the rest is dropped and counted) and close the file
+        (stdout is only flushed).  Later lines are ignored.  Never raises.
         """
         if self.closed:
             return
         self.flush()
+        self._stop_waiting()
         self.closed = True
+        lost = self._discard_out()
+        if self._out:
+            lost += 1  # the rest of a line partly written
+            self._out.clear()
+            self._out_size = 0
+        if lost:
+            self.dropped += lost
+            _log.warn(
+                "access log {name} closed with {lost} lines unwritten",
+                name=self.name,
+                lost=lost,
+            )
+        self._fire_written()
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
+        elif self._fd is not None and (self._own_fd or self._shared_nonblocking):
+            try:
+                if self._own_fd:
+                    os.close(self._fd)
+                else:
+                    os.set_blocking(self._fd, True)
+            except OSError:
+                pass
+        self._fd = None
         stream, self._stream = self._stream, None
         if stream is not None and self._owned:
             try:
@@ -336,6 +707,54 @@ class AccessLog:
                         name=self.name,
                         error=e,
                     )
+
+
+@implementer(IWriteDescriptor)
+class _Writable:
+    """
+    What the reactor watches while a pipe (or terminal, or socket) the
+    access log writes to is full.
+    """
+
+    def __init__(self, log: AccessLog, fd: int) -> None:
+        self._log = log
+        self._fd = fd
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def doWrite(self) -> None:
+        self._log._writable()
+
+    def connectionLost(self, reason: Any) -> None:
+        self._log._writer_lost()
+
+    def logPrefix(self) -> str:
+        return "AccessLog"
+
+
+def _reopen_nonblocking(fd: int) -> int | None:
+    """
+    A new open file description of what C{fd} refers to (a pipe or a
+    terminal), non-blocking, so that C{fd}'s own description keeps blocking
+    for its other writers: Linux's C{/proc/self/fd/N} gives one (a C{dup}
+    would share the flag).  L{None} where it cannot.
+    """
+    try:
+        new = os.open(
+            f"/proc/self/fd/{fd}",
+            os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0),
+        )
+    except OSError:
+        return None
+    try:
+        same = os.path.samestat(os.fstat(new), os.fstat(fd))
+    except OSError:
+        same = False
+    if not same:
+        os.close(new)
+        return None
+    return new
 
 
 class NullAccessLog(AccessLog):
@@ -398,9 +817,17 @@ class AccessLogService(service.Service):
     def __init__(self, access_log: AccessLog) -> None:
         self.access_log = access_log
 
-    def stopService(self) -> None:
+    def stopService(self) -> Deferred[None] | None:
         """
-        Flush and close the access log.
+        Flush and close the access log; if a slow reader has not taken
+        every line yet, wait up to L{DRAIN_TIMEOUT} seconds for it first.
         """
         super().stopService()
-        self.access_log.close()
+        log = self.access_log
+        written = log.when_written()
+        if written.called:
+            log.close()
+            return None
+        written.addTimeout(DRAIN_TIMEOUT, log._reactor)
+        written.addBoth(lambda _: log.close())
+        return written

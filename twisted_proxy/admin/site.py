@@ -76,11 +76,21 @@ class StatusSource:
     def backends(self) -> Dict[str, Any]:
         return {name: backend.status() for name, backend in self.proxy.backends.items()}
 
+    def access_log_dropped(self) -> int:
+        """
+        Access log lines dropped since start (a slow reader, failed writes).
+        """
+        try:
+            return int(self.proxy.getServiceNamed("access-log").access_log.dropped)
+        except (AttributeError, KeyError):
+            return 0
+
     def status(self) -> Dict[str, Any]:
         return {
             "version": __version__,
             "listeners": self.listeners(),
             "backends": self.backends(),
+            "access_log_dropped": self.access_log_dropped(),
         }
 
 
@@ -127,7 +137,12 @@ class Collector:
                 labels = [backend, server["server"]]
                 up.add_metric(labels, 1 if server["up"] and not server["ejected"] else 0)
                 in_flight.add_metric(labels, server["in_flight"])
-        yield from (requests, decisions, bytes_, connections, up, in_flight)
+        dropped = CounterMetricFamily(
+            "twisted_proxy_access_log_dropped",
+            "Access log lines dropped (a slow reader, failed writes)",
+            value=self.source.access_log_dropped(),
+        )
+        yield from (requests, decisions, bytes_, connections, up, in_flight, dropped)
 
 
 class _Metrics(Resource):
