@@ -473,6 +473,46 @@ class ErrorTests(ConfigTestMixin, SynchronousTestCase):
             ],
         )
 
+    def test_head_limits(self) -> None:
+        """
+        C{max_head_size} (default 32768), C{max_field_size} (default 8192,
+        at least 256) and C{max_header_count} (default 100, at least 16)
+        are integers; each problem names its key.
+        """
+        defaults = self.parse(LISTENER).proxy
+        self.assertEqual(
+            (defaults.max_head_size, defaults.max_field_size, defaults.max_header_count),
+            (32768, 8192, 100),
+        )
+        proxy = self.parse(
+            "[proxy]\nmax_head_size = 16384\nmax_field_size = 256\nmax_header_count = 16\n"
+            + LISTENER
+        ).proxy
+        self.assertEqual(
+            (proxy.max_head_size, proxy.max_field_size, proxy.max_header_count),
+            (16384, 256, 16),
+        )
+        lines = self.errors(
+            "[proxy]\nmax_field_size = 255\nmax_header_count = 15\n" + LISTENER
+        )
+        self.assertEqual(
+            lines,
+            [
+                "p.toml: proxy.max_field_size: must be an integer >= 256, not 255",
+                "p.toml: proxy.max_header_count: must be an integer >= 16, not 15",
+            ],
+        )
+        lines = self.errors(
+            '[proxy]\nmax_field_size = "8KiB"\nmax_header_count = 100.0\n' + LISTENER
+        )
+        self.assertEqual(
+            lines,
+            [
+                "p.toml: proxy.max_field_size: must be an integer, not a string",
+                "p.toml: proxy.max_header_count: must be an integer, not a float",
+            ],
+        )
+
     def test_access_log(self) -> None:
         """
         An access log file's folder must exist; a folder is not a file.
@@ -1905,3 +1945,95 @@ class ExampleConfigTests(SynchronousTestCase):
                 load_config(path)
             except ConfigError as e:
                 self.fail("\n".join(e.lines()))
+
+
+class ConnectionLimitConfigTests(ConfigTestMixin, SynchronousTestCase):
+    """
+    C{[proxy] max_connections} and the listeners' C{backlog}.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        10000 connections for the process, a listen queue of 1024.
+        """
+        config = self.parse(LISTENER)
+        self.assertEqual(config.proxy.max_connections, 10000)
+        self.assertEqual(config.listeners[0].backlog, 1024)
+
+    def test_values(self) -> None:
+        """
+        Any integer >= 1; a backlog on every kind of listener (a custom
+        listener's factory does not see it among its options).
+        """
+        config = self.parse(
+            "[proxy]\nmax_connections = 1\n"
+            + LISTENER
+            + "backlog = 1\n"
+            + TCP
+            + "backend = \"db\"\nbacklog = 65535\n"
+            + DB
+            + '[[listener]]\nname = "echo"\nkind = "custom"\nendpoint = "unix:/tmp/x.sock"\n'
+            'factory = "tests.test_config:echo_factory"\nbacklog = 5\ngreeting = "hi"\n'
+        )
+        self.assertEqual(config.proxy.max_connections, 1)
+        self.assertEqual([lc.backlog for lc in config.listeners], [1, 65535, 5])
+        self.assertEqual(config.listeners[2].options, {"greeting": "hi"})
+
+    def test_errors(self) -> None:
+        """
+        Integers only, at least 1; a backlog at most 65535 and not also in
+        the endpoint string.
+        """
+        self.assertEqual(
+            self.errors("[proxy]\nmax_connections = 0\n" + LISTENER + "backlog = 0\n"),
+            [
+                "p.toml: proxy.max_connections: must be an integer >= 1, not 0",
+                "p.toml: listener[0].backlog: must be an integer from 1 to 65535, not 0",
+            ],
+        )
+        self.assertEqual(
+            self.errors("[proxy]\nmax_connections = 1.5\n" + LISTENER + "backlog = true\n"),
+            [
+                "p.toml: proxy.max_connections: must be an integer, not a float",
+                "p.toml: listener[0].backlog: must be an integer, not a boolean",
+            ],
+        )
+        self.assertEqual(
+            self.errors(
+                '[[listener]]\nname = "out"\nkind = "forward"\n'
+                'endpoint = "tcp:3128:backlog=10"\nbacklog = 65536\n'
+            ),
+            ["p.toml: listener[0].backlog: must be an integer from 1 to 65535, not 65536"],
+        )
+        self.assertEqual(
+            self.errors(
+                '[[listener]]\nname = "out"\nkind = "forward"\n'
+                'endpoint = "tcp:3128:backlog=10"\nbacklog = 20\n'
+            ),
+            [
+                "p.toml: listener[0].backlog: the endpoint sets backlog=10 already"
+                " (keep one of the two)"
+            ],
+        )
+
+    def test_with_backlog(self) -> None:
+        """
+        The backlog is added to tcp, tcp6, ssl and unix endpoint strings
+        that have none; others are left as they are.
+        """
+        from twisted_proxy.config.endpoints import with_backlog
+
+        self.assertEqual(with_backlog("tcp:80", 1024), "tcp:80:backlog=1024")
+        self.assertEqual(
+            with_backlog("tcp6:80:interface=\\:\\:1", 9), "tcp6:80:interface=\\:\\:1:backlog=9"
+        )
+        self.assertEqual(
+            with_backlog("ssl:443:privateKey=k.pem", 9), "ssl:443:privateKey=k.pem:backlog=9"
+        )
+        self.assertEqual(with_backlog("unix:/run/p.sock", 9), "unix:/run/p.sock:backlog=9")
+        self.assertEqual(with_backlog("tcp:80:backlog=5", 9), "tcp:80:backlog=5")
+        self.assertEqual(
+            with_backlog("systemd:domain=INET:index=0", 9), "systemd:domain=INET:index=0"
+        )
+        for description in ("tcp:80:backlog=1024", "unix:/run/p.sock:backlog=9"):
+            self.assertIsNone(endpoint_problem(description))

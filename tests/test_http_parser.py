@@ -61,18 +61,31 @@ class RecordingSink:
         return [e[0] for e in self.events]
 
 
-def request_parser(max_head_size: int = 65536) -> Tuple[RequestParser, RecordingSink]:
+def request_parser(
+    max_head_size: int = 65536, max_field_size: int = 8192, max_header_count: int = 100
+) -> Tuple[RequestParser, RecordingSink]:
     sink = RecordingSink()
-    return RequestParser(sink, max_head_size), sink
+    return RequestParser(sink, max_head_size, max_field_size, max_header_count), sink
 
 
 def response_parser(
-    no_body: bool = False, max_head_size: int = 65536
+    no_body: bool = False,
+    max_head_size: int = 65536,
+    max_field_size: int = 8192,
+    max_header_count: int = 100,
 ) -> Tuple[ResponseParser, RecordingSink]:
     sink = RecordingSink()
-    parser = ResponseParser(sink, max_head_size)
+    parser = ResponseParser(sink, max_head_size, max_field_size, max_header_count)
     parser.expect(no_body)
     return parser, sink
+
+
+def with_fields(count: int, size: int = 10) -> bytes:
+    """
+    C{count} distinct header field lines, each of C{size} bytes of name
+    and value.
+    """
+    return b"".join(b"X-%04d: %s\r\n" % (i, b"v" * (size - 6)) for i in range(count))
 
 
 CHUNKED_POST = (
@@ -316,6 +329,41 @@ class RequestBodyTests(SynchronousTestCase):
             ],
         )
 
+    def test_trailers_never_join_the_head(self) -> None:
+        """
+        Trailer fields are not header fields: in the same read as the head,
+        or in a later one, they never appear in the reported head (where
+        they would be forwarded as headers).
+        """
+        data = (
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"3\r\nabc\r\n0\r\nX-Forwarded-For: 10.0.0.1\r\nX-Trailer: yes\r\n\r\n"
+        )
+        for cut in (len(data), data.index(b"3\r\n")):
+            parser, sink = request_parser()
+            parser.feed(data[:cut])
+            parser.feed(data[cut:])
+            self.assertEqual(sink.kinds(), ["head", "body", "end"], cut)
+            self.assertEqual(
+                sink.heads[0].headers,
+                [(b"Host", b"a"), (b"Transfer-Encoding", b"chunked")],
+                cut,
+            )
+
+    def test_trailers_bounded(self) -> None:
+        """
+        Trailer fields are bounded like header fields: too many of them, or
+        one too large, is 431.
+        """
+        head = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        for trailers in (with_fields(11), b"X-Big: " + b"t" * 200 + b"\r\n"):
+            parser, sink = request_parser(max_field_size=100, max_header_count=10)
+            parser.feed(head)
+            error = self.assertRaises(
+                BadRequest, parser.feed, b"1\r\na\r\n0\r\n" + trailers + b"\r\n"
+            )
+            self.assertEqual(error.status, 431)
+
     def test_chunked_split_at_every_boundary(self) -> None:
         """
         Wherever a chunked request is split in two, the same head, body
@@ -401,6 +449,175 @@ class PipeliningTests(SynchronousTestCase):
         self.assertEqual(sink.body(), b"x" * 5000)
         parser.feed(b"\r\n")
         self.assertEqual(sink.events[-2:], [("head", b"GET", b"/next"), ("end",)])
+
+
+class HeldEventsTests(SynchronousTestCase):
+    """
+    The bytes already in hand are validated before anything goes on: what
+    one read produces reaches the sink only once llhttp has accepted the
+    whole read, in order; when it rejects the read, only the requests that
+    were complete before the fault are reported.
+    """
+
+    BAD_CHUNKED = (
+        b"POST /bad HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n0x5\r\nworld\r\n0\r\n\r\n"
+    )
+
+    def test_malformed_chunk_with_its_head(self) -> None:
+        """
+        A head and a malformed chunked body in one read: the sink sees
+        nothing (not the head, not the good first chunk) and C{feed} raises
+        L{BadRequest} 400.
+        """
+        parser, sink = request_parser()
+        error = self.assertRaises(BadRequest, parser.feed, self.BAD_CHUNKED)
+        self.assertEqual(error.status, 400)
+        self.assertEqual(sink.events, [])
+
+    def test_whole_request_before_malformed_one(self) -> None:
+        """
+        A whole pipelined request before a malformed one in the same read is
+        reported (head, body, end); nothing of the malformed one is.
+        """
+        parser, sink = request_parser()
+        error = self.assertRaises(
+            BadRequest,
+            parser.feed,
+            b"POST /1 HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nok"
+            + b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n"
+            + self.BAD_CHUNKED,
+        )
+        self.assertEqual(error.status, 400)
+        self.assertEqual(
+            sink.events,
+            [
+                ("head", b"POST", b"/1"),
+                ("body", b"ok"),
+                ("end",),
+                ("head", b"GET", b"/2"),
+                ("end",),
+            ],
+        )
+
+    def test_refused_head_after_whole_request(self) -> None:
+        """
+        A request refused by the adapter (HTTP/1.1 without Host) after a
+        whole one in the same read: the whole one is reported, then the
+        refusal is raised.
+        """
+        parser, sink = request_parser()
+        error = self.assertRaises(
+            BadRequest,
+            parser.feed,
+            b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nAccept: */*\r\n\r\n",
+        )
+        self.assertEqual(error.status, 400)
+        self.assertEqual(sink.events, [("head", b"GET", b"/1"), ("end",)])
+
+    def test_oversized_partial_head_after_whole_request(self) -> None:
+        """
+        A whole request followed in the same read by the start of a head
+        already beyond C{max_head_size}: the whole one is reported, then
+        431 is raised.
+        """
+        parser, sink = request_parser(max_head_size=1024)
+        error = self.assertRaises(
+            BadRequest,
+            parser.feed,
+            b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\n" + with_fields(60, 30),
+        )
+        self.assertEqual(error.status, 431)
+        self.assertEqual(sink.events, [("head", b"GET", b"/1"), ("end",)])
+
+    def test_split_reads_deliver_as_before(self) -> None:
+        """
+        A head alone in its read is reported when that read is fed; a
+        malformed chunk in a later read then raises 400 (the sink has the
+        head, the good chunk of that read is not reported).
+        """
+        parser, sink = request_parser()
+        end = self.BAD_CHUNKED.index(b"\r\n\r\n") + 4
+        self.assertIsNone(parser.feed(self.BAD_CHUNKED[:end]))
+        self.assertEqual(sink.events, [("head", b"POST", b"/bad")])
+        error = self.assertRaises(BadRequest, parser.feed, self.BAD_CHUNKED[end:])
+        self.assertEqual(error.status, 400)
+        self.assertEqual(sink.events, [("head", b"POST", b"/bad")])
+
+    def test_good_chunks_reported_per_read(self) -> None:
+        """
+        Each read's chunks are reported once that read is accepted, in
+        order, as they came.
+        """
+        parser, sink = request_parser()
+        parser.feed(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+        self.assertEqual(sink.events, [("head", b"POST", b"/"), ("body", b"abc")])
+        parser.feed(b"2\r\nde\r\n1\r\nf\r\n")
+        self.assertEqual(sink.events[2:], [("body", b"de"), ("body", b"f")])
+        parser.feed(b"0\r\n\r\n")
+        self.assertEqual(sink.events[4:], [("end",)])
+
+    def test_nothing_reported_inside_feed(self) -> None:
+        """
+        The sink is called only after llhttp has taken the whole read: by
+        the first call, the parser has already seen every byte of it (the
+        next head is under way).
+        """
+        parser = RequestParser(None)
+        states: List[bool] = []
+
+        class Sink(RecordingSink):
+            def request_head(self, head: RequestHead) -> None:
+                states.append(parser.in_head)
+                RecordingSink.request_head(self, head)
+
+        parser.sink = sink = Sink()
+        parser.feed(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHo")
+        self.assertEqual(states, [True])
+        self.assertEqual(sink.events, [("head", b"GET", b"/1"), ("end",)])
+
+    def test_upgrade_delivers_then_returns_rest(self) -> None:
+        """
+        A whole request and an Upgrade request in one read: both are
+        reported in order and the bytes after the upgrade head returned.
+        """
+        parser, sink = request_parser()
+        rest = parser.feed(
+            b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n"
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+            b"\x81\x00"
+        )
+        self.assertEqual(rest, b"\x81\x00")
+        self.assertEqual(
+            sink.events,
+            [("head", b"GET", b"/1"), ("end",), ("head", b"GET", b"/ws"), ("end",)],
+        )
+
+    def test_sink_refusal_stops_delivery(self) -> None:
+        """
+        A sink that raises L{BadRequest} while the read's events are
+        delivered makes C{feed} raise it; the next read is parsed afresh,
+        not mixed with what was left undelivered.
+        """
+        parser = RequestParser(None)
+
+        class Sink(RecordingSink):
+            def request_head(self, head: RequestHead) -> None:
+                RecordingSink.request_head(self, head)
+                if head.target == b"/no":
+                    raise BadRequest(403, "no")
+
+        parser.sink = sink = Sink()
+        error = self.assertRaises(
+            BadRequest,
+            parser.feed,
+            b"GET /no HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n",
+        )
+        self.assertEqual(error.status, 403)
+        parser.feed(b"GET /3 HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(
+            sink.events, [("head", b"GET", b"/no"), ("head", b"GET", b"/3"), ("end",)]
+        )
 
 
 class ExpectTests(SynchronousTestCase):
@@ -611,23 +828,136 @@ class HeadSizeTests(SynchronousTestCase):
         self.assertEqual(len(sink.heads), 20)
 
 
+class FieldLimitTests(SynchronousTestCase):
+    """
+    A request with a header field beyond C{max_field_size} bytes (name and
+    value) or more than C{max_header_count} header fields is refused with
+    431 before its head is reported.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        By default a head may have 32768 bytes, a field 8192 and a head 100
+        fields (nginx's figures).
+        """
+        parser = RequestParser(RecordingSink())
+        self.assertEqual(
+            (parser.max_head_size, parser.max_field_size, parser.max_header_count),
+            (32768, 8192, 100),
+        )
+        response = ResponseParser(RecordingSink())
+        self.assertEqual(
+            (response.max_head_size, response.max_field_size, response.max_header_count),
+            (32768, 8192, 100),
+        )
+
+    def test_field_too_large(self) -> None:
+        """
+        One field of 9 KiB (under the head bound) is 431 "header field too
+        large" with the default limits; nothing is reported.
+        """
+        parser, sink = request_parser()
+        error = self.assertRaises(
+            BadRequest,
+            parser.feed,
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + b"b" * 9216 + b"\r\n\r\n",
+        )
+        self.assertEqual((error.status, error.message), (431, "header field too large"))
+        self.assertEqual(sink.events, [])
+
+    def test_field_size_bound_is_inclusive(self) -> None:
+        """
+        A field of exactly C{max_field_size} bytes of name and value is
+        accepted; one byte more is 431.
+        """
+        parser, sink = request_parser(max_field_size=256)
+        parser.feed(b"GET / HTTP/1.1\r\nHost: a\r\nX-Pad: " + b"p" * 251 + b"\r\n\r\n")
+        self.assertEqual(sink.kinds(), ["head", "end"])
+        parser, sink = request_parser(max_field_size=256)
+        error = self.assertRaises(
+            BadRequest,
+            parser.feed,
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Pad: " + b"p" * 252 + b"\r\n\r\n",
+        )
+        self.assertEqual(error.status, 431)
+
+    def test_field_too_large_in_pieces(self) -> None:
+        """
+        A field that grows beyond the bound over several reads is refused
+        when it is complete, before the head is reported.
+        """
+        parser, sink = request_parser(max_field_size=256)
+        parser.feed(b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: ")
+        for _ in range(3):
+            parser.feed(b"b" * 100)
+        error = self.assertRaises(BadRequest, parser.feed, b"\r\n\r\n")
+        self.assertEqual(error.status, 431)
+        self.assertEqual(sink.events, [])
+
+    def test_too_many_fields(self) -> None:
+        """
+        101 header fields (Host included) are 431 "too many header fields"
+        with the default limits, however small; 100 are accepted.
+        """
+        parser, sink = request_parser()
+        parser.feed(b"GET / HTTP/1.1\r\nHost: a\r\n" + with_fields(99) + b"\r\n")
+        self.assertEqual(len(sink.heads[0].headers), 100)
+        parser, sink = request_parser()
+        error = self.assertRaises(
+            BadRequest,
+            parser.feed,
+            b"GET / HTTP/1.1\r\nHost: a\r\n" + with_fields(100) + b"\r\n",
+        )
+        self.assertEqual((error.status, error.message), (431, "too many header fields"))
+        self.assertEqual(sink.events, [])
+
+    def test_ten_thousand_fields(self) -> None:
+        """
+        10,000 small header fields, one read or one field per read, are
+        refused with 431.
+        """
+        fields = with_fields(10000)
+        parser, sink = request_parser()
+        error = self.assertRaises(
+            BadRequest, parser.feed, b"GET / HTTP/1.1\r\nHost: a\r\n" + fields + b"\r\n"
+        )
+        self.assertEqual(error.status, 431)
+        parser, sink = request_parser()
+        parser.feed(b"GET / HTTP/1.1\r\nHost: a\r\n")
+
+        def feed_all() -> None:
+            for i in range(0, len(fields), 12):
+                parser.feed(fields[i : i + 12])
+
+        error = self.assertRaises(BadRequest, feed_all)
+        self.assertEqual(error.status, 431)
+        self.assertEqual(sink.events, [])
+
+    def test_count_restarts_for_each_request(self) -> None:
+        """
+        The count is per head: pipelined requests each under it are all
+        accepted.
+        """
+        parser, sink = request_parser(max_header_count=10)
+        request = b"GET / HTTP/1.1\r\nHost: a\r\n" + with_fields(9) + b"\r\n"
+        parser.feed(request * 5)
+        self.assertEqual(len(sink.heads), 5)
+
+
 class MalformedRequestTests(SynchronousTestCase):
     """
     The smuggling and malformed-request corpus: each is refused with
-    L{BadRequest}, and its head is never reported to the sink (except
-    where the fault lies in the body, after the head).
+    L{BadRequest}, and nothing of it is reported to the sink (not even a
+    head that precedes a fault in its body, when both are in one read).
     """
 
-    def refused(self, data: bytes, status: int = 400, head_reported: bool = False) -> BadRequest:
+    def refused(self, data: bytes, status: int = 400) -> BadRequest:
         parser, sink = request_parser()
         error = self.assertRaises(BadRequest, parser.feed, data)
         self.assertEqual(error.status, status, error.message)
         self.assertIsInstance(error.message, str)
         self.assertTrue(error.message)
-        if head_reported:
-            self.assertEqual(sink.kinds(), ["head"])
-        else:
-            self.assertEqual(sink.events, [])
+        self.assertEqual(sink.events, [])
         return error
 
     def test_content_length_and_transfer_encoding(self) -> None:
@@ -674,13 +1004,12 @@ class MalformedRequestTests(SynchronousTestCase):
 
     def test_hex_prefixed_chunk_size(self) -> None:
         """
-        A C{0x}-prefixed chunk size is refused (the head was already
-        reported; the error comes with the body).
+        A C{0x}-prefixed chunk size is refused; in the same read as its
+        head, the head is not reported either.
         """
         self.refused(
             b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-            b"0x5\r\nhello\r\n0\r\n\r\n",
-            head_reported=True,
+            b"0x5\r\nhello\r\n0\r\n\r\n"
         )
 
     def test_chunk_size_with_garbage(self) -> None:
@@ -689,8 +1018,7 @@ class MalformedRequestTests(SynchronousTestCase):
         """
         self.refused(
             b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-            b"5zz\r\nhello\r\n0\r\n\r\n",
-            head_reported=True,
+            b"5zz\r\nhello\r\n0\r\n\r\n"
         )
 
     def test_transfer_encoding_not_ending_in_chunked(self) -> None:
@@ -1308,6 +1636,100 @@ class ResponseParserTests(SynchronousTestCase):
 
 
 
+class ResponseLimitTests(SynchronousTestCase):
+    """
+    A response from upstream with a header field beyond C{max_field_size}
+    or more than C{max_header_count} fields is invalid (L{BadResponse}, the
+    proxy answers 502).
+    """
+
+    def test_field_too_large(self) -> None:
+        """
+        One response field beyond the bound raises L{BadResponse}; nothing
+        is reported.
+        """
+        parser, sink = response_parser()
+        error = self.assertRaises(
+            BadResponse,
+            parser.feed,
+            b"HTTP/1.1 200 OK\r\nSet-Cookie: " + b"c" * 9000 + b"\r\nContent-Length: 0\r\n\r\n",
+        )
+        self.assertIn("field too large", str(error))
+        self.assertEqual(sink.events, [])
+
+    def test_too_many_fields(self) -> None:
+        """
+        200 response fields raise L{BadResponse}; 100 are accepted.
+        """
+        parser, sink = response_parser()
+        error = self.assertRaises(
+            BadResponse,
+            parser.feed,
+            b"HTTP/1.1 200 OK\r\n" + with_fields(200) + b"Content-Length: 0\r\n\r\n",
+        )
+        self.assertIn("too many", str(error))
+        self.assertEqual(sink.events, [])
+        parser, sink = response_parser()
+        parser.feed(b"HTTP/1.1 200 OK\r\n" + with_fields(99) + b"Content-Length: 0\r\n\r\n")
+        self.assertEqual(len(sink.responses[0].headers), 100)
+        self.assertEqual(sink.kinds(), ["head", "end"])
+
+    def test_limits_configurable(self) -> None:
+        """
+        The limits are the parser's arguments.
+        """
+        parser, sink = response_parser(max_field_size=256, max_header_count=16)
+        self.assertRaises(
+            BadResponse, parser.feed, b"HTTP/1.1 204 No Content\r\n" + with_fields(17) + b"\r\n"
+        )
+        parser, sink = response_parser(max_field_size=256, max_header_count=16)
+        self.assertRaises(
+            BadResponse,
+            parser.feed,
+            b"HTTP/1.1 204 No Content\r\nX-A: " + b"a" * 300 + b"\r\n\r\n",
+        )
+
+    def test_interim_response_bounded(self) -> None:
+        """
+        An interim (1xx) response is bounded too.
+        """
+        parser, sink = response_parser()
+        self.assertRaises(
+            BadResponse, parser.feed, b"HTTP/1.1 103 Early Hints\r\n" + with_fields(101) + b"\r\n"
+        )
+
+    def test_trailers_never_join_the_head(self) -> None:
+        """
+        Response trailer fields are bounded but never added to the reported
+        head's fields (which stay parallel to its C{lnames}).
+        """
+        parser, sink = response_parser()
+        parser.feed(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"1\r\na\r\n0\r\nX-Trailer: yes\r\n\r\n"
+        )
+        [head] = sink.responses
+        self.assertEqual(head.headers, [(b"Transfer-Encoding", b"chunked")])
+        self.assertEqual(head.lnames, [b"transfer-encoding"])
+        self.assertEqual(sink.kinds(), ["head", "body", "end"])
+        parser, sink = response_parser(max_header_count=16)
+        parser.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        self.assertRaises(BadResponse, parser.feed, b"0\r\n" + with_fields(17) + b"\r\n")
+
+    def test_unsolicited_message_absorbed(self) -> None:
+        """
+        After a complete response, an unsolicited one with too many fields
+        does not undo it: the connection is only marked not reusable.
+        """
+        parser, sink = response_parser()
+        parser.feed(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na"
+            b"HTTP/1.1 200 OK\r\n" + with_fields(200) + b"\r\n"
+        )
+        self.assertEqual(sink.events, [("head", 200), ("body", b"a"), ("end",)])
+        self.assertTrue(parser.extra)
+
+
 class BodyHandOverTests(SynchronousTestCase):
     """
     Content-Length bodies that span reads go past llhttp after the first
@@ -1393,6 +1815,34 @@ class CallbackBugTests(SynchronousTestCase):
 
         parser = RequestParser(Sink())
         self.assertRaises(KeyError, parser.feed, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+
+    def test_request_parser_bug(self) -> None:
+        """
+        An exception of the parser's own callbacks (not L{BadRequest})
+        makes C{feed} raise it, not a 400.
+        """
+
+        class Buggy(RequestParser):
+            def on_url(self, url: bytes) -> None:
+                raise KeyError("bug")
+
+        parser = Buggy(RecordingSink())
+        self.assertRaises(KeyError, parser.feed, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+
+    def test_request_sink_bug_in_later_event(self) -> None:
+        """
+        A sink raising in C{request_end} (after the head was delivered)
+        makes C{feed} raise that exception.
+        """
+
+        class Sink(RecordingSink):
+            def request_end(self) -> None:
+                raise ZeroDivisionError()
+
+        parser = RequestParser(Sink())
+        self.assertRaises(
+            ZeroDivisionError, parser.feed, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+        )
 
     def test_response_sink_bug_after_message(self) -> None:
         """

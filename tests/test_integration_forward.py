@@ -44,6 +44,62 @@ def get(url: bytes, host: bytes, extra: bytes = b"", method: bytes = b"GET") -> 
     return method + b" " + url + b" HTTP/1.1\r\nHost: " + host + b"\r\n" + extra + b"\r\n"
 
 
+def smuggling_corpus(target: bytes, authority: bytes) -> List[Tuple[str, bytes, Tuple[int, ...]]]:
+    """
+    Malformed and smuggling-prone requests for C{target} (absolute or
+    origin-form) on C{authority}, each a name, its bytes (sent in one
+    write) and the statuses it may get; also run through a reverse
+    listener by L{tests.test_integration_reverse}.
+    """
+    url = target
+    host = b"Host: " + authority + b"\r\n"
+    get11 = b"GET " + url + b" HTTP/1.1\r\n"
+    post = b"POST " + url + b" HTTP/1.1\r\n" + host
+    chunked = post + b"Transfer-Encoding: chunked\r\n\r\n"
+    te_chunked = b"Transfer-Encoding: chunked\r\n"
+    return [
+        ("CL+TE", post + b"Content-Length: 5\r\n" + te_chunked + b"\r\n0\r\n\r\n", (400,)),
+        ("TE+CL", post + te_chunked + b"Content-Length: 5\r\n\r\n0\r\n\r\n", (400,)),
+        ("duplicate CL", post + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", (400,)),
+        ("duplicate equal CL", post + b"Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello", (400,)),
+        ("signed CL +", post + b"Content-Length: +5\r\n\r\nhello", (400,)),
+        ("signed CL -", post + b"Content-Length: -5\r\n\r\nhello", (400,)),
+        ("CL with a space inside", post + b"Content-Length: 1 0\r\n\r\n0123456789", (400,)),
+        ("space before colon", post + b"Content-Length : 5\r\n\r\nhello", (400,)),
+        (
+            "TE not chunked last",
+            post + b"Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+            (400, 501),
+        ),
+        (
+            "TE in HTTP/1.0",
+            b"POST " + url + b" HTTP/1.0\r\n" + te_chunked + b"\r\n0\r\n\r\n",
+            (400,),
+        ),
+        ("HTTP/1.1 without Host", get11 + b"\r\n", (400,)),
+        ("two Host headers", get11 + host + b"Host: evil.test\r\n\r\n", (400,)),
+        ("obs-fold", get11 + host + b"X-A: b\r\n c\r\n\r\n", (400,)),
+        ("bare LF", get11[:-2] + b"\n" + host[:-2] + b"\n\n", (400,)),
+        ("bare CR", get11[:-2] + b"\r" + host[:-2] + b"\r\r", (400,)),
+        ("NUL in a value", get11 + host + b"X-A: a\x00b\r\n\r\n", (400,)),
+        ("HTTP/1.2", b"GET " + url + b" HTTP/1.2\r\n" + host + b"\r\n", (400, 505)),
+        # errors in the body, in the same write as the head: the head is
+        # checked with them and never acted on
+        ("0x chunk size", chunked + b"0x5\r\nhello\r\n0\r\n\r\n", (400,)),
+        ("0x chunk size after a good chunk", chunked + b"1\r\na\r\n0x5\r\nhello\r\n0\r\n\r\n",
+         (400,)),
+        ("chunk size overflow", chunked + b"1" * 20 + b"\r\nhello\r\n0\r\n\r\n", (400,)),
+        ("bare LF after chunk size", chunked + b"5\nhello\r\n0\r\n\r\n", (400,)),
+        (
+            "unknown TE",
+            post + b"Transfer-Encoding: xchunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+            (400, 501),
+        ),
+        ("control byte in chunk extension", chunked + b"5;\x01\r\nhello\r\n0\r\n\r\n", (400,)),
+        ("chunk longer than its size", chunked + b"5\r\nhelloXX\r\n0\r\n\r\n", (400,)),
+    ]
+
+
 class IntegrationCase(TestCase):
     """
     Each test gets a L{Harness} and an origin server.
@@ -516,53 +572,14 @@ class ErrorTests(IntegrationCase):
 
 class MalformedRequestTests(IntegrationCase):
     """
-    A corpus of malformed and smuggling-prone requests: each is refused
-    with a 400 (505 for an unknown version, 501 for an unsupported transfer
-    coding), the connection closes, and the origin never gets a complete
-    request.
+    A corpus of malformed and smuggling-prone requests (L{smuggling_corpus}):
+    each is refused with a 400 (505 for an unknown version, 501 for an
+    unsupported transfer coding), the connection closes, and the origin
+    never sees anything of it.
     """
 
     def corpus(self) -> List[Tuple[str, bytes, Tuple[int, ...]]]:
-        url = self.origin.url("/echo")
-        host = b"Host: " + self.origin.authority + b"\r\n"
-        get11 = b"GET " + url + b" HTTP/1.1\r\n"
-        post = b"POST " + url + b" HTTP/1.1\r\n" + host
-        chunked = post + b"Transfer-Encoding: chunked\r\n\r\n"
-        te_chunked = b"Transfer-Encoding: chunked\r\n"
-        return [
-            ("CL+TE", post + b"Content-Length: 5\r\n" + te_chunked + b"\r\n0\r\n\r\n", (400,)),
-            ("TE+CL", post + te_chunked + b"Content-Length: 5\r\n\r\n0\r\n\r\n", (400,)),
-            ("duplicate CL", post + b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
-             (400,)),
-            ("signed CL +", post + b"Content-Length: +5\r\n\r\nhello", (400,)),
-            ("signed CL -", post + b"Content-Length: -5\r\n\r\nhello", (400,)),
-            ("space before colon", post + b"Content-Length : 5\r\n\r\nhello", (400,)),
-            (
-                "TE not chunked last",
-                post + b"Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
-                (400, 501),
-            ),
-            (
-                "TE in HTTP/1.0",
-                b"POST " + url + b" HTTP/1.0\r\n" + te_chunked + b"\r\n0\r\n\r\n",
-                (400,),
-            ),
-            ("HTTP/1.1 without Host", get11 + b"\r\n", (400,)),
-            ("two Host headers", get11 + host + b"Host: evil.test\r\n\r\n", (400,)),
-            ("obs-fold", get11 + host + b"X-A: b\r\n c\r\n\r\n", (400,)),
-            ("bare LF", get11[:-2] + b"\n" + host[:-2] + b"\n\n", (400,)),
-            ("NUL in a value", get11 + host + b"X-A: a\x00b\r\n\r\n", (400,)),
-            ("HTTP/1.2", b"GET " + url + b" HTTP/1.2\r\n" + host + b"\r\n", (400, 505)),
-            # errors in the body, after a head the proxy has already acted on
-            ("0x chunk size", chunked + b"0x5\r\nhello\r\n0\r\n\r\n", (400,)),
-            (
-                "unknown TE",
-                post + b"Transfer-Encoding: xchunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
-                (400, 501),
-            ),
-            ("control byte in chunk extension", chunked + b"5;\x01\r\nhello\r\n0\r\n\r\n", (400,)),
-            ("chunk longer than its size", chunked + b"5\r\nhelloXX\r\n0\r\n\r\n", (400,)),
-        ]
+        return smuggling_corpus(self.origin.url("/echo"), self.origin.authority)
 
     @inlineCallbacks
     def test_corpus(self) -> Gen:
@@ -580,6 +597,9 @@ class MalformedRequestTests(IntegrationCase):
             rest = yield client.closed()
             self.assertEqual(rest, b"", name)
             self.assertEqual(self.origin.requests, [], name)
+            # not even a connection: every sample is refused before
+            # anything goes upstream
+            self.assertEqual(self.origin.connections_made, 0, name)
 
     @inlineCallbacks
     def test_bad_body_behind_good_request(self) -> Gen:

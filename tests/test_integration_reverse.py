@@ -27,6 +27,7 @@ from tests.helpers import (
     pattern,
     servers,
 )
+from tests.test_integration_forward import smuggling_corpus
 
 if WSPROTO_MISSING is None:
     from wsproto.events import BytesMessage, CloseConnection, TextMessage
@@ -754,6 +755,110 @@ class BrokenBackendTests(ReverseCase):
         )
         self.assertIn(b"chunked", head.lower())
         self.assertEqual(rest, b"5\r\nhello\r\n")
+
+
+class LimitTests(ReverseCase):
+    """
+    The head limits and the check of the bytes in hand, over a real
+    socket: what is refused never reaches the origin.
+    """
+
+    def setUp(self) -> None:
+        ReverseCase.setUp(self)
+        [self.origin] = self.origins("a")
+
+        def many_headers(proto: OriginProtocol, req: OriginRequest, keep_alive: bool) -> bool:
+            if req.path != "/many-headers":
+                return False
+            fields = [(b"X-H%d" % i, b"v") for i in range(200)]
+            proto.send(req, keep_alive, b"body\n", headers=fields)
+            return True
+
+        self.origin.handler = many_headers
+        self.proxy = self.balanced([self.origin])
+
+    @inlineCallbacks
+    def refused(self, data: bytes, status: int) -> Gen:
+        """
+        Send C{data} in one write: it gets C{status} and a closed
+        connection, and the origin never sees a connection.
+        """
+        client: RawClient = yield self.h.client(self.proxy.port)
+        client.send(data + request(b"/smuggled"))
+        response: Response = yield client.response()
+        self.assertEqual(response.status, status, response.body)
+        self.assertEqual(response.header(b"connection"), b"close")
+        rest = yield client.closed()
+        self.assertEqual(rest, b"")
+        self.assertEqual(self.origin.requests, [])
+        self.assertEqual(self.origin.connections_made, 0)
+
+    @inlineCallbacks
+    def test_header_field_too_large(self) -> Gen:
+        """
+        A request with a 9 KiB header field (beyond the default
+        max_field_size, within max_head_size) gets 431.
+        """
+        yield self.refused(request(b"/big", extra=b"X-Big: " + b"b" * 9216 + b"\r\n"), 431)
+
+    @inlineCallbacks
+    def test_too_many_header_fields(self) -> Gen:
+        """
+        A request with 101 header fields gets 431.
+        """
+        fields = b"".join(b"X-F%d: v\r\n" % i for i in range(100))
+        yield self.refused(request(b"/many", extra=fields), 431)
+
+    @inlineCallbacks
+    def test_malformed_chunk_with_its_head(self) -> Gen:
+        """
+        A head and a malformed chunked body in one write get 400; the head
+        is never forwarded.
+        """
+        yield self.refused(
+            request(b"/upload", extra=b"Transfer-Encoding: chunked\r\n", method=b"POST")
+            + b"5\r\nhello\r\n0x5\r\nworld\r\n0\r\n\r\n",
+            400,
+        )
+
+    @inlineCallbacks
+    def test_response_with_too_many_headers(self) -> Gen:
+        """
+        An origin response with 200 header fields is invalid: the client
+        gets 502, and the proxy goes on serving.
+        """
+        response = yield self.fetch(self.proxy, b"/many-headers")
+        self.assertEqual(response.status, 502)
+        self.assertNotIn(b"X-H1", b"".join(n for n, _ in response.headers))
+        response = yield self.fetch(self.proxy, b"/fine")
+        self.assertEqual(response.status, 200)
+
+
+class MalformedRequestTests(ReverseCase):
+    """
+    The smuggling corpus of the forward tests (L{smuggling_corpus}) through
+    a reverse listener.
+    """
+
+    @inlineCallbacks
+    def test_corpus(self) -> Gen:
+        """
+        Every sample gets its 4xx (505 for an unknown version) and a closed
+        connection, and the origin never sees anything: no request, not
+        even a connection.
+        """
+        [origin] = self.origins("a")
+        proxy = self.balanced([origin])
+        for name, data, statuses in smuggling_corpus(b"/echo", b"site.test"):
+            client: RawClient = yield self.h.client(proxy.port)
+            client.send(data + request(b"/smuggled"))
+            response: Response = yield client.response()
+            self.assertIn(response.status, statuses, name)
+            self.assertEqual(response.header(b"connection"), b"close", name)
+            rest = yield client.closed()
+            self.assertEqual(rest, b"", name)
+            self.assertEqual(origin.requests, [], name)
+            self.assertEqual(origin.connections_made, 0, name)
 
 
 class QueueTests(ReverseCase):

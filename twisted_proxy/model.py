@@ -39,9 +39,17 @@ class ProxySettings:
     #: a filter's Deferred verdict must come within this (503 beyond)
     filter_timeout: float = 10.0
     tunnel_idle_timeout: float = 300.0
-    max_head_size: int = 65536
+    #: bytes of a request or response head (431 / 502 beyond)
+    max_head_size: int = 32768
+    #: bytes of one header field, name and value (431 / 502 beyond)
+    max_field_size: int = 8192
+    #: header fields in one head (431 / 502 beyond)
+    max_header_count: int = 100
     pool_max_idle: int = 32
     pool_idle_timeout: float = 60.0
+    #: client connections the process holds, all listeners together (idle
+    #: and header-less ones are shed beyond it, then accepting pauses)
+    max_connections: int = 10000
 
 
 @attrs.frozen
@@ -158,6 +166,8 @@ class ListenerConfig:
     tls: Optional[TLSConfig] = None
     # a plain listener answering every request with a 308 to https on this port
     redirect_to_https: Optional[int] = None
+    # the listen queue (added to the endpoint string unless it has one)
+    backlog: int = 1024
 
 
 @attrs.frozen

@@ -12,7 +12,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from twisted_proxy.config.checks import Checks
 from twisted_proxy.model import AdminConfig, ProxySettings
 
-__all__ = ["MIN_HEAD_SIZE", "PROXY_SECONDS", "ProxyChecks"]
+__all__ = ["MIN_FIELD_SIZE", "MIN_HEAD_SIZE", "MIN_HEADER_COUNT", "PROXY_SECONDS", "ProxyChecks"]
 
 #: The C{[proxy]} keys that are a number of seconds.
 PROXY_SECONDS: Tuple[str, ...] = (
@@ -26,6 +26,11 @@ PROXY_SECONDS: Tuple[str, ...] = (
 )
 #: The smallest C{max_head_size} accepted.
 MIN_HEAD_SIZE = 1024
+#: The smallest C{max_field_size} accepted (a cookie or a token needs room).
+MIN_FIELD_SIZE = 256
+#: The smallest C{max_header_count} accepted (ordinary responses carry a
+#: dozen or more).
+MIN_HEADER_COUNT = 16
 
 
 class ProxyChecks(Checks):
@@ -42,8 +47,14 @@ class ProxyChecks(Checks):
                 result = self.seconds(value, key)
             elif name == "max_head_size":
                 result = self.integer(value, key, MIN_HEAD_SIZE)
+            elif name == "max_field_size":
+                result = self.integer(value, key, MIN_FIELD_SIZE)
+            elif name == "max_header_count":
+                result = self.integer(value, key, MIN_HEADER_COUNT)
             elif name == "pool_max_idle":
                 result = self.integer(value, key, 0)
+            elif name == "max_connections":
+                result = self.integer(value, key, 1)
             elif name == "access_log":
                 result = self.access_log(value, key)
             else:

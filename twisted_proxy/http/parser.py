@@ -6,8 +6,10 @@ llhttp is strict about request smuggling (it rejects CL+TE, duplicate or
 signed Content-Length, bad chunk sizes, obs-fold, bare LF, NUL). This adapter
 adds what llhttp accepts but a proxy must refuse (HTTP/1.1 without Host,
 several Host headers, Transfer-Encoding in HTTP/1.0, versions other than 1.0
-and 1.1), bounds the size of heads, and for responses ends the message itself
-where llhttp cannot know there is no body (HEAD, 2xx to CONNECT).
+and 1.1), bounds heads (their size, the size of one field, the number of
+fields), and for responses ends the message itself where llhttp cannot know
+there is no body (HEAD, 2xx to CONNECT). A request's events reach the sink
+only once llhttp has accepted the whole read they came in.
 """
 
 from __future__ import annotations
@@ -99,17 +101,43 @@ class RequestParser:
     pieces and ends to a sink with the methods C{request_head(head)},
     C{request_body(data)} and C{request_end()}.
 
+    What one read produces reaches the sink only once llhttp has accepted
+    the whole read: if it rejects it, only the messages that completed
+    before the fault are reported, so nothing of a malformed request (not
+    even a head that preceded a bad chunk) is ever acted on.
+
     L{feed} raises L{BadRequest} for anything the client must be refused
     for, and returns the bytes that follow a CONNECT or Upgrade request
     head (which are not HTTP) or L{None}.
+
+    @ivar max_head_size: bytes of one head (431 beyond).
+    @ivar max_field_size: bytes of one header field, name and value (431
+        beyond).
+    @ivar max_header_count: header fields in one head (431 beyond).
     """
 
-    def __init__(self, sink: Any, max_head_size: int = 65536) -> None:
+    def __init__(
+        self,
+        sink: Any,
+        max_head_size: int = 32768,
+        max_field_size: int = 8192,
+        max_header_count: int = 100,
+    ) -> None:
         self.sink = sink
         self.max_head_size = max_head_size
+        self.max_field_size = max_field_size
+        self.max_header_count = max_header_count
         self._parser = HttpRequestParser(self)
         self._url: List[bytes] = []
         self._headers: Headers = []
+        #: where trailer fields go: counted and bounded, never reported
+        self._trailers: Headers = []
+        #: what the current read produced, for the sink once it is accepted:
+        #: a RequestHead (request_head), bytes (request_body), None
+        #: (request_end)
+        self._events: List[Any] = []
+        #: how many of _events belong to messages complete in this read
+        self._complete = 0
         self.in_head = False
         self._pending = 0
         self._ended = False
@@ -151,17 +179,20 @@ class RequestParser:
             if not data:
                 return None
         self._ended = False
+        self._complete = 0
         # a complete head inside one read larger than the limit is measured
         # when it completes; smaller reads are bounded below
         self._big = len(data) > self.max_head_size
         try:
             self._parser.feed_data(data)
         except HttpParserUpgrade as e:
+            # the upgrade request is complete: its head and end go out
+            self._deliver(-1)
             offset = e.args[0]
             return data[offset:]
-        except BadRequest:
-            raise
         except HttpParserError as e:
+            # only the messages complete before the fault go to the sink
+            self._deliver(self._complete)
             cause = e.__context__
             if cause is not None:
                 # raised by a callback: a refusal (BadRequest), or a bug of
@@ -178,12 +209,37 @@ class RequestParser:
             else:
                 self._pending += len(data)
             if self._pending > self.max_head_size:
+                # everything before it was complete
+                self._deliver(-1)
                 raise BadRequest(431, "request head too large")
         elif self._length > 0:
             # this read ended inside a Content-Length body
             self.remaining = self._length
             self._length = 0
+        if self._events:
+            self._deliver(-1)
         return None
+
+    def _deliver(self, count: int) -> None:
+        """
+        Hand the events of this read to the sink, in order: the first
+        C{count} of them, or all for C{-1}.
+        """
+        events = self._events
+        if not events:
+            return
+        # a fresh list first: the sink may feed again (or raise)
+        self._events = []
+        if count >= 0:
+            del events[count:]
+        sink = self.sink
+        for event in events:
+            if event is None:
+                sink.request_end()
+            elif event.__class__ is bytes:
+                sink.request_body(event)
+            else:
+                sink.request_head(event)
 
     # llhttp callbacks
 
@@ -208,7 +264,12 @@ class RequestParser:
         self._url.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
+        headers = self._headers
+        if len(headers) >= self.max_header_count:
+            raise BadRequest(431, "too many header fields")
+        if len(name) + len(value) > self.max_field_size:
+            raise BadRequest(431, "header field too large")
+        headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -224,6 +285,12 @@ class RequestParser:
         else:
             raise BadRequest(505, f"HTTP/{version} is not supported")
         headers = self._headers
+        # trailer fields (after a chunked body) are bounded like headers
+        # but never join the head
+        trailers = self._trailers
+        if trailers:
+            del trailers[:]
+        self._headers = trailers
         lnames = [name.lower() for name, _ in headers]
         hosts = lnames.count(b"host")
         if hosts != 1:
@@ -279,7 +346,7 @@ class RequestParser:
             parser.get_method(),
             url,
             bversion,
-            self._headers,
+            headers,
             host,
             parser.should_keep_alive(),
             framing,
@@ -287,16 +354,18 @@ class RequestParser:
             upgrade,
         )
         head.tokens = tokens
-        self.sink.request_head(head)
+        self._events.append(head)
 
     def on_body(self, data: bytes) -> None:
         self._length -= len(data)
-        self.sink.request_body(data)
+        self._events.append(data)
 
     def on_message_complete(self) -> None:
         self._ended = True
         self._length = 0
-        self.sink.request_end()
+        events = self._events
+        events.append(None)
+        self._complete = len(events)
 
 
 #: Connection values that name no other header (the keep-alive and close
@@ -380,18 +449,30 @@ class ResponseParser:
     the head, whatever the headers announce.
 
     L{feed} returns the bytes after a 101 head (the upgraded protocol's
-    first bytes) or L{None}; it raises L{BadResponse}.
+    first bytes) or L{None}; it raises L{BadResponse}, also for a head
+    beyond C{max_head_size}, a header field beyond C{max_field_size} bytes
+    or more than C{max_header_count} header fields.
     """
 
-    def __init__(self, sink: Any, max_head_size: int = 65536) -> None:
+    def __init__(
+        self,
+        sink: Any,
+        max_head_size: int = 32768,
+        max_field_size: int = 8192,
+        max_header_count: int = 100,
+    ) -> None:
         self.sink = sink
         self.max_head_size = max_head_size
+        self.max_field_size = max_field_size
+        self.max_header_count = max_header_count
         self._parser = HttpResponseParser(self)
         self.no_body = False
         self.done = False
         self.extra = False
         self.started = False
         self._headers: Headers = []
+        #: where trailer fields go: counted and bounded, never reported
+        self._trailers: Headers = []
         self._reason: List[bytes] = []
         self._interim = False
         self._in_head = False
@@ -491,7 +572,20 @@ class ResponseParser:
         self._reason.append(reason)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
+        headers = self._headers
+        if len(headers) >= self.max_header_count or len(name) + len(value) > self.max_field_size:
+            self._refuse_field(name, value)
+        headers.append((name, value))
+
+    def _refuse_field(self, name: bytes, value: bytes) -> None:
+        if self.done:
+            # a message after the one reported: absorbed (extra is set),
+            # the response stands
+            self._headers = []
+            return
+        if len(name) + len(value) > self.max_field_size:
+            raise BadResponse("response header field too large")
+        raise BadResponse("too many response header fields")
 
     def on_headers_complete(self) -> None:
         if self.done:
@@ -511,6 +605,12 @@ class ResponseParser:
         version = parser.get_http_version()
         bversion = b"1.1" if version == "1.1" else b"1.0"
         headers = self._headers
+        # trailer fields (after a chunked body) are bounded like headers
+        # but never join the head
+        trailers = self._trailers
+        if trailers:
+            del trailers[:]
+        self._headers = trailers
         lnames = [name.lower() for name, _ in headers]
         framing = 1 if b"content-length" in lnames else 3
         te = None
@@ -546,9 +646,7 @@ class ResponseParser:
         if framing == 1:
             value = headers[lnames.index(b"content-length")][1]
             self._length = int(value)  # llhttp accepted it: digits only
-        head = ResponseHead(
-            status, reason, bversion, self._headers, parser.should_keep_alive(), framing
-        )
+        head = ResponseHead(status, reason, bversion, headers, parser.should_keep_alive(), framing)
         head.lnames = lnames
         head.tokens = tokens
         self.sink.response_head(head)

@@ -89,10 +89,17 @@ class UpstreamProtocol(Protocol):
 
     transport: Any
 
-    def __init__(self, pool: "Pool", key: Key, max_head_size: int) -> None:
+    def __init__(
+        self,
+        pool: "Pool",
+        key: Key,
+        max_head_size: int,
+        max_field_size: int = 8192,
+        max_header_count: int = 100,
+    ) -> None:
         self.pool = pool
         self.key = key
-        self.parser = ResponseParser(DISCARD, max_head_size)
+        self.parser = ResponseParser(DISCARD, max_head_size, max_field_size, max_header_count)
         self.leg: Any = None
         self.writer: Any = NO_WRITER
         self.requester: Any = None
@@ -317,7 +324,8 @@ class _Connector(ClientFactory):
 
     def buildProtocol(self, addr: Any) -> UpstreamProtocol:
         cls = TLSUpstreamProtocol if len(self.key) > 2 else UpstreamProtocol
-        proto = cls(self.pool, self.key, self.pool.max_head_size)
+        pool = self.pool
+        proto = cls(pool, self.key, pool.max_head_size, pool.max_field_size, pool.max_header_count)
         proto.requester = self.requester
         proto.factory = self  # type: ignore[attr-defined]
         return proto
@@ -346,13 +354,17 @@ class Pool:
         max_idle: int = 32,
         idle_timeout: float = 60.0,
         connect_timeout: float = 5.0,
-        max_head_size: int = 65536,
+        max_head_size: int = 32768,
+        max_field_size: int = 8192,
+        max_header_count: int = 100,
     ) -> None:
         self.reactor = reactor
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self.connect_timeout = connect_timeout
         self.max_head_size = max_head_size
+        self.max_field_size = max_field_size
+        self.max_header_count = max_header_count
         self.idle: Dict[Key, List[UpstreamProtocol]] = {}
         #: the local ends (address, port) of connections made straight to
         #: an origin by a forward listener: a request arriving from one of
