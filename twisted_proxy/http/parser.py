@@ -142,6 +142,7 @@ class RequestParser:
         self._pending = 0
         self._ended = False
         self._big = False
+        self._long = False
         #: Content-Length body bytes still to come past llhttp (see feed)
         self.remaining = 0
         self._length = 0
@@ -182,7 +183,11 @@ class RequestParser:
         self._complete = 0
         # a complete head inside one read larger than the limit is measured
         # when it completes; smaller reads are bounded below
-        self._big = len(data) > self.max_head_size
+        size = len(data)
+        self._big = size > self.max_head_size
+        # only a read larger than a field may hold a field too large (or a
+        # head begun in an earlier read)
+        self._long = size > self.max_field_size or self.in_head
         try:
             self._parser.feed_data(data)
         except HttpParserUpgrade as e:
@@ -264,18 +269,30 @@ class RequestParser:
         self._url.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        headers = self._headers
-        if len(headers) >= self.max_header_count:
+        # bounded when the head (or the trailer section) is complete: a
+        # field can only be too large in a read larger than the limit (or
+        # in a head spread over reads), which feed() notes in _long
+        self._headers.append((name, value))
+
+    def _check_fields(self, fields: Headers) -> None:
+        """
+        431 for more than C{max_header_count} fields or one field (name
+        and value) over C{max_field_size} bytes.
+        """
+        if len(fields) > self.max_header_count:
             raise BadRequest(431, "too many header fields")
-        if len(name) + len(value) > self.max_field_size:
-            raise BadRequest(431, "header field too large")
-        headers.append((name, value))
+        if self._long:
+            limit = self.max_field_size
+            for name, value in fields:
+                if len(name) + len(value) > limit:
+                    raise BadRequest(431, "header field too large")
 
     def on_headers_complete(self) -> None:
         self.in_head = False
         self._pending = 0
         if self._big and self._measure() > self.max_head_size:
             raise BadRequest(431, "request head too large")
+        self._check_fields(self._headers)
         parser = self._parser
         version = parser.get_http_version()
         if version == "1.1":
@@ -361,6 +378,11 @@ class RequestParser:
         self._events.append(data)
 
     def on_message_complete(self) -> None:
+        if self._headers:
+            # trailer fields: bounded like a head's, never reported
+            self._long = True
+            self._check_fields(self._headers)
+            del self._headers[:]
         self._ended = True
         self._length = 0
         events = self._events
@@ -480,6 +502,7 @@ class ResponseParser:
         self._pending = 0
         self._ended = False
         self._big = False
+        self._long = False
         self.framing = 0
         #: Content-Length body bytes still to come once llhttp has handed
         #: over (0: llhttp parses what comes)
@@ -520,7 +543,9 @@ class ResponseParser:
                 self.sink.response_end()
             return None
         self._ended = False
-        self._big = len(data) > self.max_head_size
+        size = len(data)
+        self._big = size > self.max_head_size
+        self._long = size > self.max_field_size or self._in_head
         try:
             self._parser.feed_data(data)
         except HttpParserUpgrade as e:
@@ -572,20 +597,22 @@ class ResponseParser:
         self._reason.append(reason)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        headers = self._headers
-        if len(headers) >= self.max_header_count or len(name) + len(value) > self.max_field_size:
-            self._refuse_field(name, value)
-        headers.append((name, value))
+        # bounded when the head (or the trailer section) is complete (see
+        # RequestParser.on_header)
+        self._headers.append((name, value))
 
-    def _refuse_field(self, name: bytes, value: bytes) -> None:
-        if self.done:
-            # a message after the one reported: absorbed (extra is set),
-            # the response stands
-            self._headers = []
-            return
-        if len(name) + len(value) > self.max_field_size:
-            raise BadResponse("response header field too large")
-        raise BadResponse("too many response header fields")
+    def _check_fields(self, fields: Headers) -> None:
+        """
+        An invalid response for more than C{max_header_count} fields or one
+        field over C{max_field_size} bytes.
+        """
+        if len(fields) > self.max_header_count:
+            raise BadResponse("too many response header fields")
+        if self._long:
+            limit = self.max_field_size
+            for name, value in fields:
+                if len(name) + len(value) > limit:
+                    raise BadResponse("response header field too large")
 
     def on_headers_complete(self) -> None:
         if self.done:
@@ -593,6 +620,7 @@ class ResponseParser:
         self._in_head = False
         if self._big and self._measure() > self.max_head_size:
             raise BadResponse("response head too large")
+        self._check_fields(self._headers)
         parser = self._parser
         status = parser.get_status_code()
         if 100 <= status < 200 and status != 101:
@@ -680,6 +708,11 @@ class ResponseParser:
             self._length = 0
 
     def on_message_complete(self) -> None:
+        if self._headers and not self.done:
+            # trailer fields: bounded like a head's, never reported
+            self._long = True
+            self._check_fields(self._headers)
+            del self._headers[:]
         self._ended = True
         if self._interim:
             self._interim = False
