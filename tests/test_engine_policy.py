@@ -338,3 +338,35 @@ class LoopTests(SynchronousTestCase):
         h.front.dataReceived(b"GET /x HTTP/1.1\r\nHost: app\r\n\r\n")
         up, ut = h.connect_upstream()
         self.assertEqual(h.pool.direct_ends, set())
+
+
+class ViaLoopTests(SynchronousTestCase):
+    def test_own_via_mark(self) -> None:
+        """
+        A request whose Via carries this process's mark went round (maybe
+        through other proxies): 508, nothing connected.
+        """
+        from twisted_proxy.http.policy import request_via
+
+        h = EngineHarness(ports=[5001])
+        h.front.dataReceived(
+            b"GET /x HTTP/1.1\r\nHost: app\r\nVia: 1.1 other, "
+            + request_via(h.ctx.policy.via_mark) + b"\r\n\r\n"
+        )
+        self.assertTrue(h.ft.value().startswith(b"HTTP/1.1 508 "))
+        self.assertEqual(h.clock.tcpClients, [])
+
+    def test_other_proxies_via(self) -> None:
+        """
+        Another proxy's Via, another twisted-proxy process's, or another
+        listener's of this process (a forward listener reaching a reverse
+        one) is no loop.
+        """
+        from twisted_proxy.http.policy import request_via
+
+        h = EngineHarness(ports=[5001])
+        h.front.dataReceived(
+            b"GET /x HTTP/1.1\r\nHost: app\r\nVia: 1.1 twisted-proxy (00000000.1), 1.0 squid, "
+            + request_via(EngineHarness().ctx.policy.via_mark) + b"\r\n\r\n"
+        )
+        self.assertEqual(len(h.clock.tcpClients), 1)

@@ -49,6 +49,8 @@ class ForwardRouter:
         self.own_addresses = own_addresses if own_addresses is not None else set()
         self.anonymity = anonymity
         self.add_via = anonymity != policy.ELITE
+        #: the Via entry of the requests it forwards (its listener's mark)
+        self.via_token = policy.request_via(policy.listener_mark())
 
     def request_head(
         self, head: RequestHead, target: Target, client_ip: str, server: Any = None
@@ -68,6 +70,7 @@ class ForwardRouter:
             head.upgrade,
             head.expect_continue,
             head.tokens,
+            self.via_token,
         )
 
     def parent_for(self, host: str) -> Optional[Tuple[str, int]]:

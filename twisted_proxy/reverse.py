@@ -217,6 +217,8 @@ class ReverseRouter:
         self.bscheme = scheme.encode("ascii")
         self.default_port = default_port
         self.strip = frozenset(h.lower().encode("latin-1") for h in strip_headers)
+        #: the Via entry of the requests it forwards (its listener's mark)
+        self.via_token = policy.request_via(policy.listener_mark())
         self._trusted = AddressMatcher(self.trusted_proxies)
 
     def is_trusted(self, client_ip: str) -> bool:
@@ -307,4 +309,5 @@ class ReverseRouter:
             head.expect_continue,
             self.strip,
             head.tokens,
+            self.via_token,
         )

@@ -59,6 +59,9 @@ class ListenerContext:
         self.policy = RequestPolicy(
             router, filters, allow_clients, allow_all, connect_ports, kind, name
         )
+        if hasattr(router, "via_token"):
+            # the requests this listener forwards carry its own Via mark
+            router.via_token = policy.request_via(self.policy.via_mark)
         self.origin = origin if origin is not None else UpstreamOrigin()
         # the front timer never sleeps longer than the shortest timeout, so
         # a new deadline is never earlier than the scheduled wake-up

@@ -26,6 +26,7 @@ from twisted_proxy.addresses import AddressMatcher
 from twisted_proxy.filters import Deny, RequestInfo
 from twisted_proxy.engine.timers import FILTER
 from twisted_proxy.flow import FILTERING
+from twisted_proxy.http import policy
 from twisted_proxy.http.parser import BadRequest
 
 log = Logger()
@@ -89,6 +90,8 @@ class RequestPolicy:
         self.kind = kind
         self.forward = kind == "forward"
         self.name = name
+        #: this listener's mark in the Via of the requests it forwards
+        self.via_mark = policy.listener_mark()
         self._allowed = AddressMatcher(tuple(allow_clients))
         self._chains: Dict[int, Tuple[Any, FilterChain]] = {}
 
@@ -120,10 +123,15 @@ class RequestPolicy:
         if not front.allowed:
             ex.respond(403, "client address not allowed", "deny", "listener.allow_clients")
             return
-        if self.forward and front.peer_end in front.ctx.pool.direct_ends:
-            # this connection is one the proxy opened to an "origin": that
-            # origin was this forward listener (a wildcard bind, a name of
-            # this machine); the request would go round for ever
+        looped = ex.head.looped
+        if (looped is not None and self.via_mark in looped) or (
+            self.forward and front.peer_end in front.ctx.pool.direct_ends
+        ):
+            # the request carries this listener's Via mark (it went round,
+            # maybe through other proxies), or this connection is one the
+            # proxy opened to an "origin" that was this forward listener (a
+            # wildcard bind, a name of this machine): it would go round for
+            # ever
             ex.respond(508, "this request would loop through the proxy", "deny", "loop")
             return
         try:

@@ -19,7 +19,7 @@ from typing import Any, List, Optional, Tuple
 from httptools import HttpRequestParser, HttpResponseParser  # type: ignore[attr-defined]
 from httptools import HttpParserError, HttpParserUpgrade  # type: ignore[attr-defined]
 
-from twisted_proxy.http.policy import UNKNOWN_TOKENS
+from twisted_proxy.http.policy import UNKNOWN_TOKENS, VIA_PREFIX
 
 Headers = List[Tuple[bytes, bytes]]
 
@@ -64,6 +64,7 @@ class RequestHead:
         "expect_continue",
         "upgrade",
         "tokens",
+        "looped",
     )
 
     def __init__(
@@ -90,6 +91,9 @@ class RequestHead:
         #: options named in Connection headers (None: no such header; set
         #: by the parser, unknown for a head made by hand)
         self.tokens: Any = UNKNOWN_TOKENS
+        #: the Via value that carries a mark of this process, if any (the
+        #: policy stage looks for its listener's own mark in it)
+        self.looped: Optional[bytes] = None
 
     def __repr__(self) -> str:
         return f"<RequestHead {self.method!r} {self.target!r} HTTP/{self.version.decode()}>"
@@ -322,6 +326,7 @@ class RequestParser:
         expect = False
         upgrade = None
         tokens = None
+        looped = None
         if not _SPECIAL_REQUEST_NAMES.isdisjoint(lnames):
             for i, lname in enumerate(lnames):
                 if lname not in _SPECIAL_REQUEST_NAMES:
@@ -345,6 +350,9 @@ class RequestParser:
                         raise BadRequest(417, "only 100-continue is expected")
                 elif lname == b"upgrade":
                     upgrade = value
+                elif lname == b"via":
+                    if VIA_PREFIX in value:
+                        looped = value
                 else:  # connection, proxy-connection
                     if tokens is None:
                         tokens = set()
@@ -371,6 +379,8 @@ class RequestParser:
             upgrade,
         )
         head.tokens = tokens
+        if looped is not None:
+            head.looped = looped
         self._events.append(head)
 
     def on_body(self, data: bytes) -> None:
@@ -402,6 +412,7 @@ _SPECIAL_REQUEST_NAMES = frozenset(
         b"upgrade",
         b"connection",
         b"proxy-connection",
+        b"via",
     ]
 )
 

@@ -9,6 +9,8 @@ their case and are compared lower-cased.
 
 from __future__ import annotations
 
+import secrets
+
 from typing import Any, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 Headers = List[Tuple[bytes, bytes]]
@@ -34,7 +36,26 @@ FORWARDING: FrozenSet[bytes] = frozenset(
      b"x-forwarded-proto", b"x-forwarded-port", b"client-ip", b"true-client-ip"]
 )
 
+#: the Via entry of responses
 VIA_TOKEN = b"1.1 twisted-proxy"
+#: what every Via mark of this process starts with: requests carry their
+#: listener's mark in a comment after the pseudonym (RFC 9110 §7.6.3), so a
+#: request that comes back to the listener that sent it is seen as a loop
+VIA_PREFIX = b"twisted-proxy (" + secrets.token_hex(4).encode("ascii") + b"."
+
+
+def listener_mark() -> bytes:
+    """
+    A new Via mark for one listener of this process.
+    """
+    return VIA_PREFIX + secrets.token_hex(4).encode("ascii") + b")"
+
+
+def request_via(mark: bytes) -> bytes:
+    """
+    The Via entry a listener with C{mark} adds to the requests it forwards.
+    """
+    return b"1.1 " + mark
 
 TRANSPARENT = "transparent"
 ANONYMOUS = "anonymous"
@@ -84,6 +105,7 @@ def request_head(
     upgrade: Optional[bytes] = None,
     drop_expect: bool = False,
     tokens: Any = _COMPUTE,
+    via_token: bytes = VIA_TOKEN,
 ) -> bytes:
     """
     Serialise the request head the proxy sends upstream.
@@ -112,7 +134,7 @@ def request_head(
             else:
                 append(name + b": " + value)
     if anonymity != ELITE:
-        via.append(VIA_TOKEN)
+        via.append(via_token)
         append(b"Via: " + b", ".join(via))
     if keep_forwarding:
         xff.append(client_ip.encode("ascii"))
@@ -299,6 +321,7 @@ def reverse_request_head(
     drop_expect: bool = False,
     strip: FrozenSet[bytes] = frozenset(),
     tokens: Any = _COMPUTE,
+    via_token: bytes = VIA_TOKEN,
 ) -> bytes:
     """
     Serialise the request head a reverse proxy sends to a backend.
@@ -356,7 +379,7 @@ def reverse_request_head(
         # a trusted proxy's Forwarded goes on as it came
         append(b"Forwarded: " + b", ".join(fwd))
     if add_via:
-        via.append(VIA_TOKEN)
+        via.append(via_token)
     if via:
         append(b"Via: " + b", ".join(via))
     return _end_request_head(lines, upgrade, framing)
