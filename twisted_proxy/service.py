@@ -27,10 +27,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_proxy.accesslog import AccessLog, AccessLogService, open_access_log
+from twisted_proxy.config.endpoints import with_backlog
 from twisted_proxy.engine import FrontFactory, ListenerContext, SubjectFrontFactory
 from twisted_proxy.filters.registry import filter_type
 from twisted_proxy.forward import ForwardRouter
 from twisted_proxy.redirect import RedirectRouter
+from twisted_proxy.limits import ConnectionLimiter
 from twisted_proxy.loading import load_object
 from twisted_proxy.reverse import ReverseRouter, Route
 from twisted_proxy.tcp import TcpContext, TcpFactory
@@ -66,6 +68,8 @@ class ListenerService(service.Service):
         on_failure: Callable[[str], None],
         on_listening: Optional[Callable[[Any], None]] = None,
         tls: Optional[TLSConfig] = None,
+        backlog: Optional[int] = None,
+        limiter: Optional[ConnectionLimiter] = None,
     ) -> None:
         self.setName(name)
         self.endpoint_description = endpoint_description
@@ -74,6 +78,10 @@ class ListenerService(service.Service):
         self.on_failure = on_failure
         self.on_listening = on_listening
         self.tls = tls
+        #: the listen queue, added to the endpoint string (see L{with_backlog})
+        self.backlog = backlog
+        #: pauses this port's accepting with the others (see L{ConnectionLimiter})
+        self.limiter = limiter
         #: the listener's L{twisted_proxy.tls.ServerTLS}, once listening
         self.tls_server: Any = None
         self.port: Any = None
@@ -101,7 +109,10 @@ class ListenerService(service.Service):
                 return
             factory = wrap_server_factory(self.tls_server, factory, self.reactor)
         try:
-            endpoint = endpoints.serverFromString(self.reactor, self.endpoint_description)
+            description = self.endpoint_description
+            if self.backlog is not None:
+                description = with_backlog(description, self.backlog)
+            endpoint = endpoints.serverFromString(self.reactor, description)
             d = endpoint.listen(factory)
         except Exception as e:
             self._failed(Failure(e))
@@ -110,6 +121,8 @@ class ListenerService(service.Service):
 
     def _listening(self, port: Any) -> None:
         self.port = port
+        if self.limiter is not None:
+            self.limiter.watch(port)
         if self.on_listening is not None:
             self.on_listening(port)
         address = port.getHost()
@@ -128,6 +141,8 @@ class ListenerService(service.Service):
     def stopService(self) -> Any:
         service.Service.stopService(self)
         port, self.port = self.port, None
+        if port is not None and self.limiter is not None:
+            self.limiter.unwatch(port)
         connections = getattr(self.factory, "connections", ())
         for proto in list(connections):
             transport = getattr(proto, "transport", None)
@@ -539,16 +554,23 @@ def make_service(config: Config, reactor: Any) -> ProxyService:
         idle_timeout=settings.pool_idle_timeout,
         connect_timeout=settings.connect_timeout,
         max_head_size=settings.max_head_size,
+        max_field_size=settings.max_field_size,
+        max_header_count=settings.max_header_count,
     )
     PoolService(pool).setServiceParent(top)
     filters = build_filters(config, reactor)
     FiltersService(filters).setServiceParent(top)
     backends = build_backends(config, reactor, top)
     top.backends = backends
+    # stops after the listeners (a MultiService stops its children last first)
+    limiter = ConnectionLimiter(settings.max_connections, reactor)
+    limiter.setServiceParent(top)
     for lconf in config.listeners:
         factory = make_listener_factory(
             lconf, config, reactor, pool, access_log, filters, top.own_addresses, backends
         )
+        if isinstance(factory, (FrontFactory, TcpFactory)):
+            factory.limiter = limiter
         stats_holder = getattr(factory, "context", None) or getattr(factory, "ctx", None)
         stats = getattr(stats_holder, "stats", None)
         if stats is not None:
@@ -562,6 +584,8 @@ def make_service(config: Config, reactor: Any) -> ProxyService:
             # a forward listener's own address: requests for it would loop
             top.listening if lconf.kind == "forward" else None,
             tls=lconf.tls,
+            backlog=lconf.backlog,
+            limiter=limiter,
         ).setServiceParent(top)
     if config.admin is not None:
         from twisted_proxy.admin.site import admin_site

@@ -66,6 +66,7 @@ class TcpFrontProtocol(Protocol):
     """
 
     transport: Any
+    limiter: Any = None
 
     def __init__(self, ctx: TcpContext) -> None:
         self.ctx = ctx
@@ -87,6 +88,9 @@ class TcpFrontProtocol(Protocol):
         factory = getattr(self, "factory", None)
         if factory is not None:
             factory.connections.add(self)
+            self.limiter = getattr(factory, "limiter", None)
+            if self.limiter is not None:
+                self.limiter.opened(self)
         self.start_time = ctx.reactor.seconds()
         self.client_ip = getattr(self.transport.getPeer(), "host", "") or ""
         self.transport.pauseProducing()
@@ -101,6 +105,12 @@ class TcpFrontProtocol(Protocol):
             self.run_filters(0, info)
             return
         self.choose()
+
+    def sheddable(self) -> bool:
+        """
+        Never: the connection limiter cannot tell an idle tcp connection.
+        """
+        return False
 
     def run_filters(self, index: int, info: RequestInfo) -> None:
         """
@@ -258,6 +268,8 @@ class TcpFrontProtocol(Protocol):
         factory = getattr(self, "factory", None)
         if factory is not None:
             factory.connections.discard(self)
+        if self.limiter is not None:
+            self.limiter.closed(self)
         if self.splice is not None:
             self.splice.lost_front()
             return
@@ -296,6 +308,8 @@ class TcpFactory(Factory):
     """
 
     noisy = False
+    #: the service's L{twisted_proxy.limits.ConnectionLimiter}, if any
+    limiter: Any = None
 
     def __init__(self, ctx: TcpContext) -> None:
         self.ctx = ctx

@@ -19,10 +19,12 @@ from __future__ import annotations
 import socket
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-__all__ = ["endpoint_problem", "split_endpoint", "systemd_problem"]
+__all__ = ["endpoint_problem", "split_endpoint", "systemd_problem", "with_backlog"]
 
 #: Endpoint types whose first argument is a port number.
 _PORT_TYPES: Tuple[str, ...] = ("tcp", "tcp6", "ssl")
+#: Endpoint types that take a C{backlog} keyword (the listen queue).
+_BACKLOG_TYPES: Tuple[str, ...] = ("tcp", "tcp6", "ssl", "unix")
 
 
 def split_endpoint(description: str) -> Tuple[List[str], Dict[str, str]]:
@@ -68,6 +70,24 @@ def split_endpoint(description: str) -> Tuple[List[str], Dict[str, str]]:
             field.append(char)
     end_field()
     return args, kwargs
+
+
+def with_backlog(description: str, backlog: int) -> str:
+    """
+    C{description} with C{backlog=N} added, for the endpoint types that take
+    one (C{tcp}, C{tcp6}, C{ssl}, C{unix}) unless it sets one already; any
+    other endpoint string as it is.
+    """
+    prefix = description.split(":", 1)[0].strip().lower()
+    if prefix not in _BACKLOG_TYPES:
+        return description
+    try:
+        _, kw = split_endpoint(description)
+    except ValueError:
+        return description
+    if "backlog" in kw:
+        return description
+    return f"{description}:backlog={backlog}"
 
 
 def systemd_problem(args: Sequence[str], kw: Mapping[str, str]) -> Optional[str]:

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from twisted_proxy.config.backends import server_kind
 from twisted_proxy.config.checks import TOKEN, Checks, is_int, type_name
+from twisted_proxy.config.endpoints import split_endpoint
 from twisted_proxy.config.tls import TLSChecks
 from twisted_proxy.domains import normalize_domain_pattern, validate_domain_pattern
 from twisted_proxy.filters import ErrorList
@@ -66,6 +67,8 @@ KIND_KEYS: Mapping[str, FrozenSet[str]] = {
 }
 #: TOML key -> L{ListenerConfig} attribute, where they differ.
 LISTENER_ATTRS: Mapping[str, str] = {"route": "routes"}
+#: The largest C{backlog} accepted.
+MAX_BACKLOG = 65535
 #: The keys of a C{parents} entry (all required).
 PARENT_KEYS: Tuple[str, ...] = ("domains", "proxy")
 
@@ -313,6 +316,8 @@ class ListenerChecks(Checks):
                 values["name"] = self.string(value, item_key)
             elif name == "endpoint":
                 values["endpoint"] = self.endpoint(value, item_key)
+            elif name == "backlog":
+                values["backlog"] = self.backlog(value, item_key, table.get("endpoint"))
             elif kind == "custom":
                 if name == "factory":
                     values["factory"] = self.factory(value, item_key)
@@ -421,6 +426,29 @@ class ListenerChecks(Checks):
                     "not used on a listener with redirect_to_https"
                     " (every request is redirected)",
                 )
+
+    def backlog(self, value: Any, key: str, endpoint: Any) -> Optional[int]:
+        """
+        The listen queue: an integer from 1 to 65535 (the kernel caps it at
+        C{net.core.somaxconn}), not also given in the endpoint string.
+        """
+        if not is_int(value):
+            self.errors.add(key, f"must be an integer, not {type_name(value)}")
+            return None
+        if not 1 <= value <= MAX_BACKLOG:
+            self.errors.add(key, f"must be an integer from 1 to {MAX_BACKLOG}, not {value!r}")
+            return None
+        if isinstance(endpoint, str):
+            try:
+                given = split_endpoint(endpoint)[1].get("backlog")
+            except ValueError:
+                given = None  # the endpoint's own error says why
+            if given is not None:
+                self.errors.add(
+                    key, f"the endpoint sets backlog={given} already (keep one of the two)"
+                )
+                return None
+        return int(value)
 
     def redirect_to_https(self, value: Any, key: str) -> Optional[int]:
         """
