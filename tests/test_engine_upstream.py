@@ -343,3 +343,23 @@ class QueueSizeTests(SynchronousTestCase):
         self.assertEqual(lt.producerState, "paused")
         assert h.backend is not None
         self.assertEqual(h.backend.queue_refused, 0)
+
+
+class LocalShortageTests(SynchronousTestCase):
+    def test_out_of_descriptors_is_not_the_servers_fault(self) -> None:
+        """
+        A connection attempt that fails because the proxy has no file
+        descriptor left is a 503, counts no failure against the server and
+        is not retried elsewhere.
+        """
+        import errno
+
+        h = EngineHarness(ports=[5001, 5002])
+        h.front.dataReceived(GET)
+        host, port, factory = h.attempt()
+        factory.clientConnectionFailed(
+            None, Failure(ierror.ConnectBindError(errno.EMFILE, "Too many open files"))
+        )
+        self.assertTrue(h.ft.value().startswith(b"HTTP/1.1 503 "))
+        self.assertEqual(len(h.clock.tcpClients), 1)
+        self.assertEqual(fails(h, port), 0)

@@ -22,7 +22,7 @@ from twisted_proxy.filters import Deny, RequestInfo
 from twisted_proxy.stats import ListenerStats
 from twisted_proxy.tunnel import Splice
 from twisted_proxy.upstream.backend import BUSY, Backend
-from twisted_proxy.upstream.pool import Pool, UpstreamProtocol, set_no_delay
+from twisted_proxy.upstream.pool import LOCAL_SHORTAGE, Pool, UpstreamProtocol, set_no_delay
 
 log = Logger()
 
@@ -235,13 +235,14 @@ class TcpFrontProtocol(Protocol):
 
     def upstream_connect_failed(self, status: int, message: str) -> None:
         server = self.server
-        if server is not None:
+        local = status == LOCAL_SHORTAGE  # out of descriptors: ours, not the server's
+        if server is not None and not local:
             self.ctx.backend.report_failure(server, message)
             self.tried = self.tried + (server,)
         self.release()
         if self.lost:
             return
-        if len(self.tried) <= self.ctx.backend.retries:
+        if not local and len(self.tried) <= self.ctx.backend.retries:
             self.choose()
             return
         self.status = status

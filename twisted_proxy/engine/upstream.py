@@ -31,7 +31,7 @@ from twisted_proxy.flow import CONNECTING, write_now
 from twisted_proxy.http import policy
 from twisted_proxy.http.parser import ResponseHead
 from twisted_proxy.upstream.backend import BUSY
-from twisted_proxy.upstream.pool import UpstreamProtocol
+from twisted_proxy.upstream.pool import LOCAL_SHORTAGE, UpstreamProtocol
 
 log = Logger()
 
@@ -301,6 +301,11 @@ class UpstreamLeg:
         if self.closed or self.ex.finished:
             return
         self.conn = None
+        if status == LOCAL_SHORTAGE:
+            # the proxy is out of file descriptors: not the server's fault
+            self.release_server()
+            self.ex.upstream_failed(status, message)
+            return
         if self.failed_attempt(message, True):
             return
         self.ex.upstream_failed(status, message)

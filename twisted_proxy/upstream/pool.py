@@ -21,6 +21,8 @@ attempt (502) with a log event naming the reason, never a silent downgrade.
 
 from __future__ import annotations
 
+import errno
+
 from typing import Any, Dict, List, Optional, Set, Tuple
 
 from zope.interface import implementer
@@ -540,11 +542,26 @@ class Pool:
         self.idle.clear()
 
 
+#: the status of a connection attempt that failed on the proxy's side (no
+#: file descriptor left): never counted against the server, never retried
+LOCAL_SHORTAGE = 503
+_FD_ERRNOS = frozenset([errno.EMFILE, errno.ENFILE])
+
+
 def describe_connect_failure(key: Key, reason: Failure) -> Tuple[int, str]:
     """
-    The status (502 or 504) and message for a failed connection attempt.
+    The status (502 or 504) and message for a failed connection attempt;
+    503 when the proxy itself is out of file descriptors (a shortage of
+    ours, not the server's fault: see L{LOCAL_SHORTAGE}).
     """
     where = f"{key[0]}:{key[1]}"
+    value = reason.value
+    if isinstance(value, (ierror.ConnectBindError, OSError)) and (
+        getattr(value, "osError", None) in _FD_ERRNOS
+        or getattr(value, "errno", None) in _FD_ERRNOS
+        or (value.args and value.args[0] in _FD_ERRNOS)
+    ):
+        return LOCAL_SHORTAGE, f"out of file descriptors connecting to {where}"
     if reason.check(ierror.TimeoutError, ierror.UserError):
         return 504, f"timed out connecting to {where}"
     if reason.check(ierror.DNSLookupError):
