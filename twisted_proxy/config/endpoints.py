@@ -72,6 +72,44 @@ def split_endpoint(description: str) -> Tuple[List[str], Dict[str, str]]:
     return args, kwargs
 
 
+#: the C{ssl:} keywords an HTTP listener can serve with the proxy's own TLS
+_SSL_PLAIN_KEYS = frozenset(["port", "interface", "backlog", "privateKey", "certKey"])
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+def ssl_as_tcp(description: str) -> Optional[Tuple[str, str, str]]:
+    """
+    For an C{ssl:} endpoint string that uses only a port, an interface, a
+    backlog and the certificate and key files: the C{tcp:} endpoint string
+    and the certificate and key paths, so that the listener speaks the
+    proxy's own TLS (SNI, ALPN, the Mozilla intermediate ciphers and groups)
+    instead of Twisted's defaults. L{None} for any other string.
+    """
+    try:
+        args, kw = split_endpoint(description)
+    except ValueError:
+        return None
+    if not args or args[0].strip().lower() != "ssl" or not set(kw) <= _SSL_PLAIN_KEYS:
+        return None
+    if len(args) == 2 and "port" not in kw:
+        port = args[1]
+    elif len(args) == 1 and "port" in kw:
+        port = kw["port"]
+    else:
+        return None
+    key = kw.get("privateKey")
+    if not key or not port.isdigit():
+        return None
+    tcp = "tcp:" + port
+    for name in ("interface", "backlog"):
+        if name in kw:
+            tcp += f":{name}=" + _escape(kw[name])
+    return tcp, kw.get("certKey") or key, key
+
+
 def with_backlog(description: str, backlog: int) -> str:
     """
     C{description} with C{backlog=N} added, for the endpoint types that take

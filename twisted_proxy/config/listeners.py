@@ -11,12 +11,13 @@ document before any table is checked.
 
 from __future__ import annotations
 
+import os
 from typing import AbstractSet, Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 from twisted_proxy.config.backends import server_kind
 from twisted_proxy.config.checks import TOKEN, Checks, is_int, type_name
-from twisted_proxy.config.endpoints import split_endpoint
+from twisted_proxy.config.endpoints import split_endpoint, ssl_as_tcp
 from twisted_proxy.config.tls import TLSChecks
 from twisted_proxy.domains import normalize_domain_pattern, validate_domain_pattern
 from twisted_proxy.filters import ErrorList
@@ -352,7 +353,34 @@ class ListenerChecks(Checks):
             )
         if kind == "custom":
             values["options"] = options
+        if kind in ("forward", "reverse") and "tls" not in values:
+            self.ssl_endpoint_as_tls(values, f"{key}.endpoint")
+            if len(self.errors) > before:
+                return None
         return ListenerConfig(kind=kind, **values)
+
+    def ssl_endpoint_as_tls(self, values: Dict[str, Any], key: str) -> None:
+        """
+        An HTTP listener on a plain C{ssl:} endpoint (port, interface,
+        backlog, C{privateKey}, C{certKey}) listens on C{tcp:} with the
+        proxy's own TLS, so that the same protocols, ciphers and groups
+        apply as with a C{tls} table. The files are as Twisted reads them:
+        relative to the working folder.
+        """
+        endpoint = values.get("endpoint")
+        if not isinstance(endpoint, str):
+            return
+        plain = ssl_as_tcp(endpoint)
+        if plain is None:
+            return
+        tcp, cert, private_key = plain
+        tls = self.tls_checks.listener_tls(
+            {"certificates": [{"cert": os.path.abspath(cert), "key": os.path.abspath(private_key)}]},
+            key,
+        )
+        if tls is not None:
+            values["endpoint"] = tcp
+            values["tls"] = tls
 
     def listener_value(self, kind: str, name: str, value: Any, key: str) -> Any:
         """

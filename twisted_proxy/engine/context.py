@@ -59,6 +59,7 @@ class ListenerContext:
         self.policy = RequestPolicy(
             router, filters, allow_clients, allow_all, connect_ports, kind, name
         )
+        self.policy.direct_ends = pool.direct_ends
         if hasattr(router, "via_token"):
             # the requests this listener forwards carry its own Via mark
             router.via_token = policy.request_via(self.policy.via_mark)

@@ -91,7 +91,6 @@ class Exchange:
         "rule",
         "upstream",
         "out_framing",
-        "response",
         "out",
     )
 
@@ -101,11 +100,10 @@ class Exchange:
         self.head = head
         self.start_time = front.clock.seconds()
         self.target: Any = None
-        #: the filter chain, when there is one (see the policy stage)
-        self.chain: Any = None
-        self.info: Any = None
-        #: the filter whose Deferred verdict is awaited
-        self.waiting_on: Optional[str] = None
+        # set only when they apply (slots left unset cost nothing):
+        # chain and info (filters; the policy stage), waiting_on (the
+        # filter whose Deferred verdict is awaited), out_framing (once a
+        # response head went out)
         #: the upstream leg, once the request went upstream
         self.leg: Any = None
         #: who takes the request body (C{request_body}, C{request_end})
@@ -124,8 +122,6 @@ class Exchange:
         self.decision = "allow"
         self.rule = ""
         self.upstream = ""
-        self.out_framing = policy.NO_BODY
-        self.response: Optional[ResponseHead] = None
         #: response bytes collected during one upstream read (see emit)
         self.out: Optional[list] = None
 
@@ -141,10 +137,11 @@ class Exchange:
         """
         self.front.set_timer(BODY, self.ctx.settings.idle_timeout)
 
-    def admitted(self) -> None:
+    def admitted(self, chain: Any = None) -> None:
         """
-        The policy stage let the request through: on to the origin (after
-        the request body transform, if one applies).
+        The policy stage let the request through (with C{chain}, its filter
+        chain, when it has filters): on to the origin (after the request
+        body transform, if one applies).
         """
         target = self.target
         head = self.head
@@ -152,7 +149,6 @@ class Exchange:
         if not target.connect:
             if head.expect_continue and not self.request_done and head.version == b"1.1":
                 self.front.transport.write(CONTINUE)
-            chain = self.chain
             if chain is not None:
                 sink = response_stage(self, chain)
                 transform = request_stage(self, chain, sink)
@@ -233,7 +229,6 @@ class Exchange:
                 write_now_sequence(self.front.transport, out)
 
     def response_head(self, response: ResponseHead) -> None:
-        self.response = response
         status = response.status
         self.status = status
         head = self.head
@@ -359,7 +354,7 @@ class Exchange:
             if status == 504 and leg.first_byte_timeout(message):
                 return  # retried on another server
             leg.close()
-        rule = self.waiting_on or "" if status == 503 else ""
+        rule = (getattr(self, "waiting_on", None) or "") if status == 503 else ""
         self.close_after = True
         if self.response_started:
             self.abort_client(message, stalled=True)

@@ -191,7 +191,9 @@ class FrontProtocol(Protocol):
         if self.client_ip == "unix" or not isinstance(self.client_ip, str):
             self.client_ip = "127.0.0.1" if peer.__class__.__name__ == "UNIXAddress" else str(self.client_ip)
         self.allowed = self.ctx.client_allowed(self.client_ip)
-        self.peer_end = (unmapped(self.client_ip), getattr(peer, "port", 0))
+        if self.ctx.policy.forward:
+            # checked at the first request against the proxy's own ends
+            self.peer_end = (unmapped(self.client_ip), getattr(peer, "port", 0))
         self.gate = Gate(self.transport)
         self.transport.registerProducer(self.relay, True)
         set_no_delay(self.transport)

@@ -92,6 +92,8 @@ class RequestPolicy:
         self.name = name
         #: this listener's mark in the Via of the requests it forwards
         self.via_mark = policy.listener_mark()
+        #: the local ends of the proxy's own direct connections (the pool's)
+        self.direct_ends: Any = frozenset()
         self._allowed = AddressMatcher(tuple(allow_clients))
         self._chains: Dict[int, Tuple[Any, FilterChain]] = {}
 
@@ -124,14 +126,18 @@ class RequestPolicy:
             ex.respond(403, "client address not allowed", "deny", "listener.allow_clients")
             return
         looped = ex.head.looped
-        if (looped is not None and self.via_mark in looped) or (
-            self.forward and front.peer_end in front.ctx.pool.direct_ends
-        ):
-            # the request carries this listener's Via mark (it went round,
-            # maybe through other proxies), or this connection is one the
-            # proxy opened to an "origin" that was this forward listener (a
-            # wildcard bind, a name of this machine): it would go round for
-            # ever
+        peer_end = front.peer_end
+        if peer_end is not None:
+            # a forward listener's connection, not checked yet: is it one
+            # the proxy opened itself to an "origin" that was this listener
+            # (a wildcard bind, a name of this machine)?
+            if peer_end in self.direct_ends:
+                looped = self.via_mark
+            else:
+                front.peer_end = None  # a client: never checked again
+        if looped is not None and self.via_mark in looped:
+            # or the request carries this listener's Via mark: it went
+            # round (maybe through other proxies) and would for ever
             ex.respond(508, "this request would loop through the proxy", "deny", "loop")
             return
         try:
@@ -196,7 +202,7 @@ class RequestPolicy:
             if verdict is not None:
                 self.denied(ex, flt, verdict)
                 return
-        ex.admitted()
+        ex.admitted(ex.chain)
 
     def _wait(self, ex: Any, flt: Any, verdict: Deferred, index: int) -> None:
         """

@@ -94,11 +94,9 @@ class UpstreamLeg:
         #: what was sent, for a retry (None: too much to replay)
         self.replay: Optional[list] = []
         self.replay_size = 0
-        self.retried = False
         self.server: Any = None
         self.tried: Tuple[Any, ...] = ()
         self.waiter: Any = None
-        self.raw_buffer = b""
         #: the upstream's response head, once it came
         self.response: Optional[ResponseHead] = None
         self.closed = False
@@ -260,7 +258,7 @@ class UpstreamLeg:
         else:
             address = target.address
             ex.upstream = f"{address[0]}:{address[1]}"
-            if target.parent is None and conn.local_end is None:
+            if conn.local_end is None and target.parent is None:
                 # straight to an origin: if that is us, the request comes
                 # back from this end (RequestPolicy answers 508)
                 self.ctx.pool.note_direct(conn)
@@ -439,7 +437,12 @@ class UpstreamLeg:
             # a response stage held the head back: it will never be whole
             ex.upstream_failed(502, "upstream closed the connection mid-response")
             return
-        if conn.reused and not self.retried and self.replay is not None and not conn.parser.started:
+        if (
+            conn.reused
+            and not getattr(self, "retried", False)
+            and self.replay is not None
+            and not conn.parser.started
+        ):
             # the upstream closed a pooled connection as we reused it:
             # once more on a fresh one (nothing of the response was seen)
             self.retried = True
@@ -465,7 +468,7 @@ class UpstreamLeg:
         """
         The answer of a parent proxy to our CONNECT.
         """
-        buf = self.raw_buffer + data
+        buf = getattr(self, "raw_buffer", b"") + data
         end = buf.find(b"\r\n\r\n")
         if end < 0:
             if len(buf) > self.ctx.settings.max_head_size:

@@ -14,6 +14,8 @@ only once llhttp has accepted the whole read they came in.
 
 from __future__ import annotations
 
+import operator
+
 from typing import Any, List, Optional, Tuple
 
 from httptools import HttpRequestParser, HttpResponseParser  # type: ignore[attr-defined]
@@ -131,22 +133,27 @@ class RequestParser:
         self.max_head_size = max_head_size
         self.max_field_size = max_field_size
         self.max_header_count = max_header_count
+        #: a read up to this size holds no head and no field over the limits
+        self.small_read = min(max_head_size, max_field_size)
         self._parser = HttpRequestParser(self)
         self._url: List[bytes] = []
         self._headers: Headers = []
         #: where trailer fields go: counted and bounded, never reported
         self._trailers: Headers = []
-        #: what the current read produced, for the sink once it is accepted:
-        #: a RequestHead (request_head), bytes (request_body), None
-        #: (request_end)
+        #: a chunked request's events in the current read, held for the
+        #: sink until llhttp accepts the read (see feed): a RequestHead
+        #: (request_head), bytes (request_body), None (request_end)
         self._events: List[Any] = []
+        self._holding = False
+        #: inside a chunked body: each read of it is held too
+        self._chunked = False
         #: how many of _events belong to messages complete in this read
         self._complete = 0
         self.in_head = False
         self._pending = 0
         self._ended = False
-        self._big = False
-        self._long = False
+        #: the size of the read being parsed
+        self._size = 0
         #: Content-Length body bytes still to come past llhttp (see feed)
         self.remaining = 0
         self._length = 0
@@ -156,6 +163,7 @@ class RequestParser:
         Start over on a fresh parser (after an upgrade that did not happen).
         """
         self._parser = HttpRequestParser(self)
+        self._chunked = False
         self.in_head = False
         self._pending = 0
         self.remaining = 0
@@ -184,24 +192,27 @@ class RequestParser:
             if not data:
                 return None
         self._ended = False
-        self._complete = 0
-        # a complete head inside one read larger than the limit is measured
-        # when it completes; smaller reads are bounded below
-        size = len(data)
-        self._big = size > self.max_head_size
-        # only a read larger than a field may hold a field too large (or a
-        # head begun in an earlier read)
-        self._long = size > self.max_field_size or self.in_head
+        if self._chunked:
+            # more of a chunked body: held until the read is accepted
+            self._holding = True
+            self._complete = 0
+        # a complete head inside one read larger than a limit is measured
+        # when it completes (on_headers_complete); smaller reads are
+        # bounded below
+        self._size = len(data)
         try:
             self._parser.feed_data(data)
         except HttpParserUpgrade as e:
             # the upgrade request is complete: its head and end go out
-            self._deliver(-1)
+            if self._holding:
+                self._deliver(-1)
             offset = e.args[0]
             return data[offset:]
         except HttpParserError as e:
-            # only the messages complete before the fault go to the sink
-            self._deliver(self._complete)
+            # of what was held, only the messages complete before the fault
+            # go to the sink
+            if self._holding:
+                self._deliver(self._complete)
             cause = e.__context__
             if cause is not None:
                 # raised by a callback: a refusal (BadRequest), or a bug of
@@ -219,21 +230,23 @@ class RequestParser:
                 self._pending += len(data)
             if self._pending > self.max_head_size:
                 # everything before it was complete
-                self._deliver(-1)
+                if self._holding:
+                    self._deliver(-1)
                 raise BadRequest(431, "request head too large")
         elif self._length > 0:
             # this read ended inside a Content-Length body
             self.remaining = self._length
             self._length = 0
-        if self._events:
+        if self._holding:
             self._deliver(-1)
         return None
 
     def _deliver(self, count: int) -> None:
         """
-        Hand the events of this read to the sink, in order: the first
-        C{count} of them, or all for C{-1}.
+        Hand the events held in this read to the sink, in order: the first
+        C{count} of them, or all for C{-1}; stop holding.
         """
+        self._holding = False
         events = self._events
         if not events:
             return
@@ -275,17 +288,17 @@ class RequestParser:
     def on_header(self, name: bytes, value: bytes) -> None:
         # bounded when the head (or the trailer section) is complete: a
         # field can only be too large in a read larger than the limit (or
-        # in a head spread over reads), which feed() notes in _long
+        # in a head spread over reads): see on_headers_complete
         self._headers.append((name, value))
 
-    def _check_fields(self, fields: Headers) -> None:
+    def _check_fields(self, fields: Headers, sizes: bool) -> None:
         """
-        431 for more than C{max_header_count} fields or one field (name
-        and value) over C{max_field_size} bytes.
+        431 for more than C{max_header_count} fields or (when C{sizes} may
+        be over) one field (name and value) over C{max_field_size} bytes.
         """
         if len(fields) > self.max_header_count:
             raise BadRequest(431, "too many header fields")
-        if self._long:
+        if sizes:
             limit = self.max_field_size
             for name, value in fields:
                 if len(name) + len(value) > limit:
@@ -293,10 +306,15 @@ class RequestParser:
 
     def on_headers_complete(self) -> None:
         self.in_head = False
-        self._pending = 0
-        if self._big and self._measure() > self.max_head_size:
-            raise BadRequest(431, "request head too large")
-        self._check_fields(self._headers)
+        size = self._size
+        if self._pending:
+            # the head began in an earlier read: any of its fields may be long
+            self._pending = 0
+            self._check_fields(self._headers, True)
+        elif size > self.small_read or len(self._headers) > self.max_header_count:
+            if size > self.max_head_size and self._measure() > self.max_head_size:
+                raise BadRequest(431, "request head too large")
+            self._check_fields(self._headers, size > self.max_field_size)
         parser = self._parser
         version = parser.get_http_version()
         if version == "1.1":
@@ -308,11 +326,8 @@ class RequestParser:
         headers = self._headers
         # trailer fields (after a chunked body) are bounded like headers
         # but never join the head
-        trailers = self._trailers
-        if trailers:
-            del trailers[:]
-        self._headers = trailers
-        lnames = [name.lower() for name, _ in headers]
+        self._headers = self._trailers  # kept empty (on_message_complete)
+        lnames = list(map(_lower, map(_name, headers)))  # no bytecode per header
         hosts = lnames.count(b"host")
         if hosts != 1:
             if hosts > 1:
@@ -381,24 +396,45 @@ class RequestParser:
         head.tokens = tokens
         if looped is not None:
             head.looped = looped
-        self._events.append(head)
+        if framing == 2:
+            # a chunked body can be malformed: this request (and what
+            # follows it in this read) waits until llhttp has accepted the
+            # whole read, so that the origin never sees a request whose
+            # bytes in hand are bad. Other bodies cannot be malformed.
+            self._chunked = True
+            if not self._holding:
+                self._holding = True
+                self._complete = 0
+        if self._holding:
+            self._events.append(head)
+        else:
+            self.sink.request_head(head)
 
     def on_body(self, data: bytes) -> None:
         self._length -= len(data)
-        self._events.append(data)
+        if self._holding:
+            self._events.append(data)
+        else:
+            self.sink.request_body(data)
 
     def on_message_complete(self) -> None:
         if self._headers:
             # trailer fields: bounded like a head's, never reported
-            self._long = True
-            self._check_fields(self._headers)
+            self._check_fields(self._headers, True)
             del self._headers[:]
         self._ended = True
         self._length = 0
-        events = self._events
-        events.append(None)
-        self._complete = len(events)
+        self._chunked = False
+        if self._holding:
+            events = self._events
+            events.append(None)
+            self._complete = len(events)
+        else:
+            self.sink.request_end()
 
+
+_name = operator.itemgetter(0)
+_lower = bytes.lower
 
 #: Connection values that name no other header (the keep-alive and close
 #: options are not header names: Keep-Alive is hop-by-hop anyway)
@@ -498,6 +534,8 @@ class ResponseParser:
         self.max_head_size = max_head_size
         self.max_field_size = max_field_size
         self.max_header_count = max_header_count
+        #: a read up to this size holds no head and no field over the limits
+        self.small_read = min(max_head_size, max_field_size)
         self._parser = HttpResponseParser(self)
         self.no_body = False
         self.done = False
@@ -512,8 +550,8 @@ class ResponseParser:
         self._stale = False
         self._pending = 0
         self._ended = False
-        self._big = False
-        self._long = False
+        #: the size of the read being parsed
+        self._size = 0
         self.framing = 0
         #: Content-Length body bytes still to come once llhttp has handed
         #: over (0: llhttp parses what comes)
@@ -554,9 +592,7 @@ class ResponseParser:
                 self.sink.response_end()
             return None
         self._ended = False
-        size = len(data)
-        self._big = size > self.max_head_size
-        self._long = size > self.max_field_size or self._in_head
+        self._size = len(data)
         try:
             self._parser.feed_data(data)
         except HttpParserUpgrade as e:
@@ -612,14 +648,14 @@ class ResponseParser:
         # RequestParser.on_header)
         self._headers.append((name, value))
 
-    def _check_fields(self, fields: Headers) -> None:
+    def _check_fields(self, fields: Headers, sizes: bool) -> None:
         """
-        An invalid response for more than C{max_header_count} fields or one
-        field over C{max_field_size} bytes.
+        An invalid response for more than C{max_header_count} fields or
+        (when C{sizes} may be over) one field over C{max_field_size} bytes.
         """
         if len(fields) > self.max_header_count:
             raise BadResponse("too many response header fields")
-        if self._long:
+        if sizes:
             limit = self.max_field_size
             for name, value in fields:
                 if len(name) + len(value) > limit:
@@ -629,9 +665,14 @@ class ResponseParser:
         if self.done:
             return
         self._in_head = False
-        if self._big and self._measure() > self.max_head_size:
-            raise BadResponse("response head too large")
-        self._check_fields(self._headers)
+        size = self._size
+        if self._pending:
+            # the head began in an earlier read: any of its fields may be long
+            self._check_fields(self._headers, True)
+        elif size > self.small_read or len(self._headers) > self.max_header_count:
+            if size > self.max_head_size and self._measure() > self.max_head_size:
+                raise BadResponse("response head too large")
+            self._check_fields(self._headers, size > self.max_field_size)
         parser = self._parser
         status = parser.get_status_code()
         if 100 <= status < 200 and status != 101:
@@ -646,11 +687,8 @@ class ResponseParser:
         headers = self._headers
         # trailer fields (after a chunked body) are bounded like headers
         # but never join the head
-        trailers = self._trailers
-        if trailers:
-            del trailers[:]
-        self._headers = trailers
-        lnames = [name.lower() for name, _ in headers]
+        self._headers = self._trailers  # kept empty (on_message_complete)
+        lnames = list(map(_lower, map(_name, headers)))  # no bytecode per header
         framing = 1 if b"content-length" in lnames else 3
         te = None
         if b"transfer-encoding" in lnames:
@@ -658,7 +696,11 @@ class ResponseParser:
                 if lname == b"transfer-encoding":
                     te = headers[i][1]
         tokens: Optional[set] = None
-        if b"connection" in lnames or b"proxy-connection" in lnames:
+        if b"connection" in lnames and (
+            b"proxy-connection" in lnames
+            or lnames.count(b"connection") > 1
+            or headers[lnames.index(b"connection")][1] not in _PLAIN_CONNECTION
+        ) or b"proxy-connection" in lnames:
             tokens = set()
             for i, lname in enumerate(lnames):
                 if lname == b"connection" or lname == b"proxy-connection":
@@ -721,8 +763,7 @@ class ResponseParser:
     def on_message_complete(self) -> None:
         if self._headers and not self.done:
             # trailer fields: bounded like a head's, never reported
-            self._long = True
-            self._check_fields(self._headers)
+            self._check_fields(self._headers, True)
             del self._headers[:]
         self._ended = True
         if self._interim:

@@ -259,10 +259,7 @@ def response_head(
     lines = [b"HTTP/1.1 %d %s" % (status, reason)]
     append = lines.append
     via: List[bytes] = []
-    i = 0
-    for name, value in headers:
-        lname = lnames[i]
-        i += 1
+    for (name, value), lname in zip(headers, lnames):
         if lname in skip:
             if lname == b"content-length":
                 # kept even if named in Connection (see request_head)
