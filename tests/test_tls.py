@@ -632,6 +632,42 @@ class ConfigTests(SynchronousTestCase):
         self.pair = self.files.leaf(self.ca, "site.example")
         self.ca_file = self.files.ca(self.ca)
 
+    def test_ssl_endpoint_speaks_our_tls(self) -> None:
+        """
+        An HTTP listener on a plain C{ssl:} endpoint string listens on
+        C{tcp:} with the proxy's own TLS (the same protocols, ciphers and
+        groups as a C{tls} table), its files as Twisted reads them.
+        """
+        cert, key = self.pair
+        config = parse_config(
+            self.config(self.listener(
+                endpoint=f"ssl:8443:interface=127.0.0.1:backlog=9:privateKey={key}:certKey={cert}"
+            )),
+            "p.toml",
+            self.files.dir,
+        )
+        [lconf] = config.listeners
+        self.assertEqual(lconf.endpoint, "tcp:8443:interface=127.0.0.1:backlog=9")
+        assert lconf.tls is not None
+        self.assertEqual(
+            [(c.cert, c.key) for c in lconf.tls.certificates],
+            [(os.path.abspath(cert), os.path.abspath(key))],
+        )
+
+    def test_ssl_endpoint_with_other_options_left_to_twisted(self) -> None:
+        """
+        An C{ssl:} endpoint with options only Twisted's TLS knows
+        (C{extraCertChain}, C{dhParameters}, ...) stays as it is.
+        """
+        cert, key = self.pair
+        endpoint = f"ssl:8443:privateKey={key}:certKey={cert}:extraCertChain={cert}"
+        config = parse_config(
+            self.config(self.listener(endpoint=endpoint)), "p.toml", self.files.dir
+        )
+        [lconf] = config.listeners
+        self.assertIsNone(lconf.tls)
+        self.assertTrue(lconf.endpoint.startswith("ssl:8443:"))
+
     def listener(self, **keys: Any) -> Dict[str, Any]:
         table: Dict[str, Any] = {
             "name": "edge",

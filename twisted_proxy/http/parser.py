@@ -14,6 +14,7 @@ only once llhttp has accepted the whole read they came in.
 
 from __future__ import annotations
 
+import itertools
 import operator
 
 from typing import Any, List, Optional, Tuple
@@ -311,7 +312,12 @@ class RequestParser:
             # the head began in an earlier read: any of its fields may be long
             self._pending = 0
             self._check_fields(self._headers, True)
-        elif size > self.small_read or len(self._headers) > self.max_header_count:
+        elif len(self._headers) > self.max_header_count or (
+            size > self.small_read
+            and sum(map(len, _flat(self._headers))) + sum(map(len, self._url)) + 4 * len(self._headers)
+            > self.small_read
+        ):
+            # (the sum runs in C: a large read is mostly a body)
             if size > self.max_head_size and self._measure() > self.max_head_size:
                 raise BadRequest(431, "request head too large")
             self._check_fields(self._headers, size > self.max_field_size)
@@ -435,6 +441,7 @@ class RequestParser:
 
 _name = operator.itemgetter(0)
 _lower = bytes.lower
+_flat = itertools.chain.from_iterable
 
 #: Connection values that name no other header (the keep-alive and close
 #: options are not header names: Keep-Alive is hop-by-hop anyway)
@@ -669,7 +676,12 @@ class ResponseParser:
         if self._pending:
             # the head began in an earlier read: any of its fields may be long
             self._check_fields(self._headers, True)
-        elif size > self.small_read or len(self._headers) > self.max_header_count:
+        elif len(self._headers) > self.max_header_count or (
+            size > self.small_read
+            and sum(map(len, _flat(self._headers))) + sum(map(len, self._reason)) + 4 * len(self._headers)
+            > self.small_read
+        ):
+            # (the sum runs in C: a large read is mostly a body)
             if size > self.max_head_size and self._measure() > self.max_head_size:
                 raise BadResponse("response head too large")
             self._check_fields(self._headers, size > self.max_field_size)
