@@ -504,9 +504,11 @@ class Exchange:
         if leg is not None:
             # the leg points back here: break the cycle, so that reference
             # counting frees both at once (no work for the cyclic GC)
-            self.leg = None
-            leg.close()
-        self.body = None
+            self.leg = self.body = None
+            if leg.conn is not None or leg.server is not None or leg.waiter is not None:
+                leg.close()
+            else:
+                leg.closed = True
         ctx = self.ctx
         ctx.stats.record(self.status, self.bytes_in, self.bytes_out, self.decision)
         access_log = ctx.access_log

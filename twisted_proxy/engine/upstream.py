@@ -52,9 +52,7 @@ class UpstreamOrigin:
         Get C{ex}'s response from upstream, delivering its events to
         C{sink} (C{response_head}, C{response_body}, C{response_end}).
         """
-        leg = UpstreamLeg(ex, sink)
-        ex.leg = leg
-        ex.body = leg
+        ex.leg = ex.body = leg = UpstreamLeg(ex, sink)
         leg.start()
 
 
