@@ -105,11 +105,17 @@ class EngineHarness:
         factory.clientConnectionFailed(None, Failure(ierror.ConnectionRefusedError()))
         return port
 
-    def another_client(self, peer: Optional[Any] = None) -> Tuple[Any, StringTransport]:
+    def another_client(
+        self, peer: Optional[Any] = None, host: Optional[Any] = None
+    ) -> Tuple[Any, StringTransport]:
         """
-        A second client connection to the same listener.
+        A second client connection to the same listener (from C{peer}, to
+        the listener's address C{host}).
         """
         front = FrontFactory(self.ctx).buildProtocol(None)
-        transport = StringTransport(peerAddress=peer or IPv4Address("TCP", "127.0.0.1", 40001))
+        transport = StringTransport(
+            hostAddress=host or IPv4Address("TCP", "127.0.0.1", 3128),
+            peerAddress=peer or IPv4Address("TCP", "127.0.0.1", 40001),
+        )
         front.makeConnection(transport)
         return front, transport

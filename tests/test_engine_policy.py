@@ -300,13 +300,40 @@ class LoopTests(SynchronousTestCase):
             peerAddress=IPv4Address("TCP", "127.0.0.1", 3128),
         )
         up.makeConnection(ut)
-        self.assertIn(("127.0.0.1", 55555), h.pool.direct_ends)
+        self.assertIn(("127.0.0.1", 55555, "127.0.0.1", 3128), h.pool.direct_ends)
         # the same request arrives at the listener from that end
-        inner, it = h.another_client(IPv4Address("TCP", "127.0.0.1", 55555))
+        inner, it = h.another_client(
+            IPv4Address("TCP", "127.0.0.1", 55555), IPv4Address("TCP", "127.0.0.1", 3128)
+        )
         inner.dataReceived(ut.value())
         self.assertTrue(it.value().startswith(b"HTTP/1.1 508 "))
         up.dataReceived(it.value())
         self.assertTrue(h.ft.value().startswith(b"HTTP/1.1 508 "))
+
+    def test_same_local_port_elsewhere_is_no_loop(self) -> None:
+        """
+        The kernel may give the proxy's connection to an origin the same
+        local port as a client's connection to the proxy (towards another
+        destination): only the whole connection, both ends, makes a loop.
+        """
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+
+        h = EngineHarness()
+        h.front.dataReceived(GET)
+        host, port, factory = h.attempt()
+        up = factory.buildProtocol(None)
+        ut = StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 55557),
+            peerAddress=IPv4Address("TCP", "127.0.0.1", 8090),
+        )
+        up.makeConnection(ut)
+        client, ct = h.another_client(
+            IPv4Address("TCP", "127.0.0.1", 55557), IPv4Address("TCP", "127.0.0.1", 3128)
+        )
+        client.dataReceived(GET)
+        self.assertEqual(ct.value(), b"")
+        self.assertEqual(len(h.clock.tcpClients), 2)
 
     def test_closed_connection_forgotten(self) -> None:
         """
@@ -324,7 +351,7 @@ class LoopTests(SynchronousTestCase):
         up = factory.buildProtocol(None)
         ut = StringTransport(hostAddress=IPv4Address("TCP", "127.0.0.1", 55556))
         up.makeConnection(ut)
-        self.assertIn(("127.0.0.1", 55556), h.pool.direct_ends)
+        self.assertEqual(len(h.pool.direct_ends), 1)
         up.connectionLost(Failure(ierror.ConnectionDone()))
         self.assertEqual(h.pool.direct_ends, set())
 

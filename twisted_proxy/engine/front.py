@@ -193,7 +193,13 @@ class FrontProtocol(Protocol):
         self.allowed = self.ctx.client_allowed(self.client_ip)
         if self.ctx.policy.forward:
             # checked at the first request against the proxy's own ends
-            self.peer_end = (unmapped(self.client_ip), getattr(peer, "port", 0))
+            own = self.transport.getHost()
+            self.peer_end = (
+                unmapped(self.client_ip),
+                getattr(peer, "port", 0),
+                unmapped(getattr(own, "host", "")),
+                getattr(own, "port", 0),
+            )
         self.gate = Gate(self.transport)
         self.transport.registerProducer(self.relay, True)
         set_no_delay(self.transport)

@@ -115,8 +115,9 @@ class UpstreamProtocol(Protocol):
         self.held = False
         self.lost = False
         self.raw = False
-        #: the local end, when it is one of the pool's direct_ends
-        self.local_end: Optional[Tuple[str, int]] = None
+        #: (local address, port, remote address, port), when it is one of
+        #: the pool's direct_ends
+        self.local_end: Optional[Tuple[str, int, str, int]] = None
 
     # Protocol
 
@@ -368,10 +369,12 @@ class Pool:
         self.max_field_size = max_field_size
         self.max_header_count = max_header_count
         self.idle: Dict[Key, List[UpstreamProtocol]] = {}
-        #: the local ends (address, port) of connections made straight to
-        #: an origin by a forward listener: a request arriving from one of
-        #: them at a forward listener is the proxy talking to itself
-        self.direct_ends: Set[Tuple[str, int]] = set()
+        #: the connections (local address, port, remote address, port) made
+        #: straight to an origin by a forward listener: a connection that a
+        #: forward listener accepts from one of them (its peer is our local
+        #: end, its own address our remote end) is the proxy talking to
+        #: itself
+        self.direct_ends: Set[Tuple[str, int, str, int]] = set()
         #: idle connections a client connection keeps for its next request
         self.held: Dict[Key, int] = {}
 
@@ -381,10 +384,19 @@ class Pool:
         its local end (see L{direct_ends}) while it lives.
         """
         if conn.local_end is None and not conn.lost:
-            host = getattr(conn.transport.getHost(), "host", None)
-            port = getattr(conn.transport.getHost(), "port", None)
+            local = conn.transport.getHost()
+            remote = conn.transport.getPeer()
+            host = getattr(local, "host", None)
+            port = getattr(local, "port", None)
             if host is not None and port is not None:
-                end = (unmapped(host), port)
+                # the whole connection (both ends): the kernel may use the
+                # same local port towards different destinations
+                end = (
+                    unmapped(host),
+                    port,
+                    unmapped(getattr(remote, "host", "")),
+                    getattr(remote, "port", 0),
+                )
                 conn.local_end = end
                 self.direct_ends.add(end)
 
