@@ -170,11 +170,11 @@ class ResponseFilters:
     def response_body(self, data: bytes) -> None:
         if self.dropping:
             return
-        self.ex.front.touch()  # a held body arriving is progress
         buffer = self.buffer
         if buffer is None:
             self.ex.response_body(data)
             return
+        self.ex.front.touch()  # a held body arriving is progress
         self.size += len(data)
         max_body = self.transform.max_body
         if self.size > max_body:

@@ -568,11 +568,7 @@ def describe_connect_failure(key: Key, reason: Failure) -> Tuple[int, str]:
     """
     where = f"{key[0]}:{key[1]}"
     value = reason.value
-    if isinstance(value, (ierror.ConnectBindError, OSError)) and (
-        getattr(value, "osError", None) in _FD_ERRNOS
-        or getattr(value, "errno", None) in _FD_ERRNOS
-        or (value.args and value.args[0] in _FD_ERRNOS)
-    ):
+    if getattr(value, "osError", None) in _FD_ERRNOS or getattr(value, "errno", None) in _FD_ERRNOS:
         return LOCAL_SHORTAGE, f"out of file descriptors connecting to {where}"
     if reason.check(ierror.TimeoutError, ierror.UserError):
         return 504, f"timed out connecting to {where}"
