@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 import socket
 from typing import Any, Optional, Sequence, Tuple
 
-from httptools import parse_url  # type: ignore[attr-defined]
-from httptools import HttpParserInvalidURLError  # type: ignore[attr-defined]
 
 from twisted_proxy.domains import DomainSet
 from twisted_proxy.http import policy
 from twisted_proxy.http.parser import BadRequest, RequestHead
 from twisted_proxy.target import Target, bracket, parse_authority
+
+
+#: where the authority of an absolute URI ends
+_AUTHORITY_END = re.compile(rb"[/?#]")
 
 
 class ForwardRouter:
@@ -47,6 +50,9 @@ class ForwardRouter:
     ) -> None:
         self.parents = [(DomainSet(domains), host, port) for domains, host, port in parents]
         self.own_addresses = own_addresses if own_addresses is not None else set()
+        # the ports of own_addresses (which the service fills as it binds)
+        self._own_ports: frozenset = frozenset()
+        self._own_count = 0
         self.anonymity = anonymity
         self.add_via = anonymity != policy.ELITE
         #: the Via entry of the requests it forwards (its listener's mark)
@@ -72,6 +78,12 @@ class ForwardRouter:
             head.tokens,
             self.via_token,
         )
+
+    def _ports(self, own: set) -> frozenset:
+        if len(own) != self._own_count:
+            self._own_ports = frozenset(p for _, p in own)
+            self._own_count = len(own)
+        return self._own_ports
 
     def parent_for(self, host: str) -> Optional[Tuple[str, int]]:
         for domains, phost, pport in self.parents:
@@ -103,35 +115,30 @@ class ForwardRouter:
                 raise BadRequest(
                     400, "this is a proxy: the request target must be an absolute http:// URI"
                 )
-            try:
-                url = parse_url(raw)
-            except HttpParserInvalidURLError:
-                raise BadRequest(400, "invalid request URI") from None
-            if url.userinfo is not None:
-                raise BadRequest(400, "credentials in the request URI are not forwarded")
-            if not url.host:
-                raise BadRequest(400, "no host in the request URI")
-            slash = raw.find(b"/", scheme_len)
-            question = raw.find(b"?", scheme_len)
-            hash_ = raw.find(b"#", scheme_len)
-            ends = [i for i in (slash, question, hash_) if i >= 0]
-            end = min(ends) if ends else len(raw)
-            authority = raw[scheme_len:end]
-            host, port = parse_authority(authority, 80)
-            if slash == end:
-                path = raw[end:]
+            # the request line passed llhttp: no spaces or control bytes
+            found = _AUTHORITY_END.search(raw, scheme_len)
+            if found is None:
+                end = len(raw)
+                path = b"/"
             else:
-                path = b"/" + raw[end:]
-            if hash_ >= 0:
-                path = path[: path.find(b"#")] or b"/"
+                end = found.start()
+                path = raw[end:] if raw[end] == 47 else b"/" + raw[end:]  # 47: "/"
+                hash_ = path.find(b"#")
+                if hash_ >= 0:
+                    path = path[:hash_] or b"/"
+            authority = raw[scheme_len:end]
+            if not authority:
+                raise BadRequest(400, "no host in the request URI")
+            if b"@" in authority:
+                raise BadRequest(400, "credentials in the request URI are not forwarded")
+            if authority[-1] == 58:  # 58: ":", an empty port
+                raise BadRequest(400, "invalid port in the request URI")
+            host, port = parse_authority(authority, 80)
             if port == 80 and authority.endswith(b":80"):
                 authority = authority[:-3]
             target = Target(host, port, authority, path, raw)
         own = self.own_addresses
-        if own and (
-            (host, port) in own
-            or (any(p == port for _, p in own) and _is_local(host))
-        ):
+        if own and ((host, port) in own or (port in self._ports(own) and _is_local(host))):
             raise BadRequest(508, "this request would loop through the proxy")
         if self.parents:
             target.parent = self.parent_for(host)

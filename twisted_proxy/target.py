@@ -9,6 +9,7 @@ Pure: no sockets, no clock.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Optional, Tuple
 
 from twisted_proxy.http.parser import BadRequest
@@ -104,7 +105,10 @@ class Target:
 
 
 _AUTHORITIES: dict = {}
-
+#: a host name or IPv4 address: RFC 3986's reg-name without percent-escapes
+_REG_NAME = re.compile(r"[A-Za-z0-9._~!$&'()*+,;=-]+\Z")
+#: inside brackets: an IPv6 address (ipaddress checks it where it matters)
+_IPV6 = re.compile(r"[0-9A-Fa-f:.]+\Z")
 
 
 def parse_authority(authority: bytes, default_port: Optional[int]) -> Tuple[str, int]:
@@ -160,7 +164,7 @@ def _parse_authority(authority: bytes, default_port: Optional[int]) -> Tuple[str
         port = int(port_text)
     if not 0 < port < 65536:
         raise BadRequest(400, f"invalid port in {text!r}")
-    if not host:
+    if not host or not (_IPV6 if text.startswith("[") else _REG_NAME).match(host):
         raise BadRequest(400, f"invalid authority {text!r}")
     host = host.lower().rstrip(".")
     return host, port

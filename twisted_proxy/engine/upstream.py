@@ -53,7 +53,15 @@ class UpstreamOrigin:
         C{sink} (C{response_head}, C{response_body}, C{response_end}).
         """
         ex.leg = ex.body = leg = UpstreamLeg(ex, sink)
-        leg.start()
+        target = leg.target
+        if target.connect:
+            address = target.address
+            ex.upstream = f"{address[0]}:{address[1]}"
+            ex.ctx.pool.connect(address, leg)
+        elif target.backend is not None:
+            leg.choose_server()
+        else:
+            leg.dispatch(target.address)
 
 
 class UpstreamLeg:
@@ -103,19 +111,9 @@ class UpstreamLeg:
             ex.pending = None
             for data in held:
                 self.request_body(data)
-        if ex.request_done:
-            self.request_end()
-
-    def start(self) -> None:
-        target = self.target
-        if target.connect:
-            address = target.address
-            self.ex.upstream = f"{address[0]}:{address[1]}"
-            self.ctx.pool.connect(address, self)
-        elif target.backend is not None:
-            self.choose_server()
-        else:
-            self.dispatch(target.address)
+        if ex.request_done and ex.head.framing == policy.CHUNKED:
+            # (no connection yet: nothing else of request_end applies)
+            self._send([LAST_CHUNK], 5)
 
     def dispatch(self, address: Tuple[Any, ...]) -> None:
         """
