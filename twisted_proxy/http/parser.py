@@ -15,7 +15,6 @@ only once llhttp has accepted the whole read they came in.
 from __future__ import annotations
 
 import itertools
-import operator
 
 from typing import Any, List, Optional, Tuple
 
@@ -314,7 +313,7 @@ class RequestParser:
             self._check_fields(self._headers, True)
         elif len(self._headers) > self.max_header_count or (
             size > self.small_read
-            and sum(map(len, _flat(self._headers))) + sum(map(len, self._url)) + 4 * len(self._headers)
+            and len(b"".join(_flat(self._headers))) + len(b"".join(self._url)) + 4 * len(self._headers)
             > self.small_read
         ):
             # (the sum runs in C: a large read is mostly a body)
@@ -333,7 +332,7 @@ class RequestParser:
         # trailer fields (after a chunked body) are bounded like headers
         # but never join the head
         self._headers = self._trailers  # kept empty (on_message_complete)
-        lnames = list(map(_lower, map(_name, headers)))  # no bytecode per header
+        lnames = [name.lower() for name, _ in headers]
         hosts = lnames.count(b"host")
         if hosts != 1:
             if hosts > 1:
@@ -439,13 +438,15 @@ class RequestParser:
             self.sink.request_end()
 
 
-_name = operator.itemgetter(0)
-_lower = bytes.lower
 _flat = itertools.chain.from_iterable
 
 #: Connection values that name no other header (the keep-alive and close
 #: options are not header names: Keep-Alive is hop-by-hop anyway)
 _PLAIN_CONNECTION = frozenset([b"keep-alive", b"Keep-Alive", b"close", b"Close"])
+
+_SPECIAL_RESPONSE_NAMES = frozenset(
+    [b"content-length", b"transfer-encoding", b"connection", b"proxy-connection"]
+)
 
 _SPECIAL_REQUEST_NAMES = frozenset(
     [
@@ -678,7 +679,7 @@ class ResponseParser:
             self._check_fields(self._headers, True)
         elif len(self._headers) > self.max_header_count or (
             size > self.small_read
-            and sum(map(len, _flat(self._headers))) + sum(map(len, self._reason)) + 4 * len(self._headers)
+            and len(b"".join(_flat(self._headers))) + len(b"".join(self._reason)) + 4 * len(self._headers)
             > self.small_read
         ):
             # (the sum runs in C: a large read is mostly a body)
@@ -700,32 +701,39 @@ class ResponseParser:
         # trailer fields (after a chunked body) are bounded like headers
         # but never join the head
         self._headers = self._trailers  # kept empty (on_message_complete)
-        lnames = list(map(_lower, map(_name, headers)))  # no bytecode per header
-        framing = 1 if b"content-length" in lnames else 3
+        lnames = [name.lower() for name, _ in headers]
+        # one hash per name (C), instead of a scan of the list per name
+        special = _SPECIAL_RESPONSE_NAMES.intersection(lnames)
+        framing = 3
         te = None
-        if b"transfer-encoding" in lnames:
-            for i, lname in enumerate(lnames):
-                if lname == b"transfer-encoding":
-                    te = headers[i][1]
         tokens: Optional[set] = None
-        if b"connection" in lnames and (
-            b"proxy-connection" in lnames
-            or lnames.count(b"connection") > 1
-            or headers[lnames.index(b"connection")][1] not in _PLAIN_CONNECTION
-        ) or b"proxy-connection" in lnames:
-            tokens = set()
-            for i, lname in enumerate(lnames):
-                if lname == b"connection" or lname == b"proxy-connection":
-                    value = headers[i][1]
-                    if value in _PLAIN_CONNECTION:
-                        # the usual "keep-alive" / "close": no header named
-                        continue
-                    for token in value.split(b","):
-                        token = token.strip().lower()
-                        if token:
-                            tokens.add(token)
-            if not tokens:
-                tokens = None
+        if special:
+            if b"content-length" in special:
+                framing = 1
+            if b"transfer-encoding" in special:
+                for i, lname in enumerate(lnames):
+                    if lname == b"transfer-encoding":
+                        te = headers[i][1]
+            if b"proxy-connection" in special or (
+                b"connection" in special
+                and (
+                    lnames.count(b"connection") > 1
+                    or headers[lnames.index(b"connection")][1] not in _PLAIN_CONNECTION
+                )
+            ):
+                tokens = set()
+                for i, lname in enumerate(lnames):
+                    if lname == b"connection" or lname == b"proxy-connection":
+                        value = headers[i][1]
+                        if value in _PLAIN_CONNECTION:
+                            # the usual "keep-alive" / "close": no header named
+                            continue
+                        for token in value.split(b","):
+                            token = token.strip().lower()
+                            if token:
+                                tokens.add(token)
+                if not tokens:
+                    tokens = None
         if te is not None:
             # chunked only if it is the final coding (RFC 9112 §6.3);
             # otherwise llhttp reads the body until the connection closes
