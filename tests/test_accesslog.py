@@ -42,6 +42,7 @@ DEFAULTS: dict[str, Any] = dict(
     upstream="example.com:80",
     decision="allow",
     rule="",
+    cache="",
 )
 
 

@@ -116,7 +116,7 @@ class AdmissionTests(SynchronousTestCase):
         h.ctx.access_log.enabled = True
         h.front.dataReceived(GET)
         self.assertTrue(h.ft.value().startswith(b"HTTP/1.1 403 "))
-        self.assertEqual(records[0][9:], ("deny", "listener.allow_clients"))
+        self.assertEqual(records[0][9:], ("deny", "listener.allow_clients", ""))
         self.assertEqual(h.clock.tcpClients, [])
 
     def test_connect_port_refused(self) -> None:

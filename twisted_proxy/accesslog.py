@@ -35,7 +35,11 @@ Every line has these fields, in this order::
     {"time": "2026-11-26T15:04:05.123Z", "listener": "outbound",
      "client": "127.0.0.1", "method": "GET", "url": "http://example.com/",
      "status": 200, "bytes_in": 0, "bytes_out": 612, "duration_ms": 1.234,
-     "upstream": "example.com:80", "decision": "allow", "rule": ""}
+     "upstream": "example.com:80", "decision": "allow", "rule": "",
+     "cache": ""}
+
+C{cache} is what a listener's cache did: C{hit}, C{miss}, C{stale},
+C{revalidated} or C{bypass} (empty on listeners without a cache).
 """
 
 from __future__ import annotations
@@ -101,6 +105,7 @@ FIELDS = (
     "upstream",
     "decision",
     "rule",
+    "cache",
 )
 
 # The C escaper behind json.dumps(ensure_ascii=True): returns the quoted JSON
@@ -268,6 +273,7 @@ class AccessLog:
         upstream: str,
         decision: str,
         rule: str,
+        cache: str = "",
     ) -> None:
         """
         Record one request or tunnel.  Never raises, never blocks: with
@@ -285,6 +291,8 @@ class AccessLog:
         @param upstream: the server or origin used, C{host:port}, or empty.
         @param decision: C{allow}, C{deny} or C{error}.
         @param rule: the filter or rule that decided, or empty.
+        @param cache: what the listener's cache did (C{hit}, C{miss},
+            C{stale}, C{revalidated}, C{bypass}), or empty.
         """
         if self.closed:
             return
@@ -301,7 +309,7 @@ class AccessLog:
                 f'"status":{status:d},"bytes_in":{bytes_in:d},'
                 f'"bytes_out":{bytes_out:d},"duration_ms":{duration_ms:.3f},'
                 f'"upstream":{q(upstream)},"decision":{q(decision)},'
-                f'"rule":{q(rule)}}}\n'
+                f'"rule":{q(rule)},"cache":{q(cache)}}}\n'
             )
         except Exception:
             # Some field is not of its declared type (bytes, None, ...):
@@ -319,6 +327,7 @@ class AccessLog:
                 upstream,
                 decision,
                 rule,
+                cache,
             )
         # every line is ASCII: its length in characters is its size in bytes
         size = len(line)
@@ -365,6 +374,7 @@ class AccessLog:
         upstream: Any,
         decision: Any,
         rule: Any,
+        cache: Any = "",
     ) -> str:
         """
         Assemble a line through C{json} after coercing every field to its
@@ -383,6 +393,7 @@ class AccessLog:
             "upstream": _text(upstream),
             "decision": _text(decision),
             "rule": _text(rule),
+            "cache": _text(cache),
         }
         return _encoder.encode(record) + "\n"
 

@@ -92,6 +92,8 @@ class Exchange:
         "upstream",
         "out_framing",
         "out",
+        "cache",
+        "cleanup",
     )
 
     def __init__(self, front: Any, head: RequestHead) -> None:
@@ -124,6 +126,11 @@ class Exchange:
         self.upstream = ""
         #: response bytes collected during one upstream read (see emit)
         self.out: Optional[list] = None
+        #: what the listener's cache did, for the access log
+        self.cache = ""
+        #: called once when the exchange ends, however it ends (an origin
+        #: stage that holds something for it: a cache fill)
+        self.cleanup: Any = None
 
     # the stages, in order
 
@@ -302,7 +309,9 @@ class Exchange:
             if self.close_after:
                 self.finish()
 
-    def upstream_failed(self, status: int, message: str) -> None:
+    def upstream_failed(
+        self, status: int, message: str, headers: Sequence[Tuple[bytes, bytes]] = ()
+    ) -> None:
         """
         The origin could not deliver the response (or the rest of it).
         """
@@ -311,7 +320,7 @@ class Exchange:
         if self.response_started:
             self.abort_client(message)
         else:
-            self.respond(status, message, "error")
+            self.respond(status, message, "error", "", headers)
 
     def internal_error(self, failure: Failure) -> None:
         """
@@ -509,6 +518,10 @@ class Exchange:
                 leg.close()
             else:
                 leg.closed = True
+        cleanup = self.cleanup
+        if cleanup is not None:
+            self.cleanup = None
+            cleanup()
         ctx = self.ctx
         ctx.stats.record(self.status, self.bytes_in, self.bytes_out, self.decision)
         access_log = ctx.access_log
@@ -526,5 +539,6 @@ class Exchange:
                 self.upstream,
                 self.decision,
                 self.rule,
+                self.cache,
             )
         self.front.exchange_done(self)

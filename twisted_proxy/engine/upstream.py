@@ -47,12 +47,19 @@ class UpstreamOrigin:
     upstream through an L{UpstreamLeg}.
     """
 
-    def fetch(self, ex: Any, sink: Any) -> None:
+    def fetch(self, ex: Any, sink: Any, owner: Any = None) -> None:
         """
         Get C{ex}'s response from upstream, delivering its events to
         C{sink} (C{response_head}, C{response_body}, C{response_end}).
+
+        @param owner: who is told the end of the response
+            (C{origin_done()}) or the failure to get it
+            (C{upstream_failed(status, message, headers=())}): C{ex}
+            unless a stage (a cache) stands in between.
         """
         ex.leg = ex.body = leg = UpstreamLeg(ex, sink)
+        if owner is not None:
+            leg.owner = owner
         target = leg.target
         if target.connect:
             address = target.address
@@ -86,6 +93,7 @@ class UpstreamLeg:
         "raw_buffer",
         "response",
         "closed",
+        "owner",
     )
 
     def __init__(self, ex: Any, sink: Any) -> None:
@@ -94,6 +102,8 @@ class UpstreamLeg:
         self.ctx = ex.ctx
         self.target = ex.target
         self.sink = sink
+        #: told the end or the failure of the response (see UpstreamOrigin.fetch)
+        self.owner = ex
         self.conn: Optional[UpstreamProtocol] = None
         #: request bytes waiting for a connection
         self.pending: Optional[list] = None
@@ -154,13 +164,11 @@ class UpstreamLeg:
         if server is None:
             if self.tried:
                 # every server was tried: the last failure stands
-                ex.respond(502, "no server of the backend could answer", "error")
+                self.owner.upstream_failed(502, "no server of the backend could answer")
                 return
-            ex.respond(
+            self.owner.upstream_failed(
                 503,
                 f"no server of backend {backend.name} is available",
-                "error",
-                "",
                 ((b"Retry-After", b"%d" % backend.retry_after()),),
             )
             return
@@ -190,11 +198,9 @@ class UpstreamLeg:
         if self.closed or self.ex.finished:
             return
         backend = self.target.backend
-        self.ex.respond(
+        self.owner.upstream_failed(
             503,
             f"every server of backend {backend.name} is at its connection limit",
-            "error",
-            "",
             ((b"Retry-After", b"1"),),
         )
 
@@ -298,11 +304,11 @@ class UpstreamLeg:
         if status == LOCAL_SHORTAGE:
             # the proxy is out of file descriptors: not the server's fault
             self.release_server()
-            self.ex.upstream_failed(status, message)
+            self.owner.upstream_failed(status, message)
             return
         if self.failed_attempt(message, True):
             return
-        self.ex.upstream_failed(status, message)
+        self.owner.upstream_failed(status, message)
 
     # the request body
 
@@ -389,7 +395,7 @@ class UpstreamLeg:
                 front.keep_upstream(conn)
         elif not conn.lost:
             conn.transport.loseConnection()
-        ex.origin_done()
+        self.owner.origin_done()
 
     def upstream_upgraded(self, conn: UpstreamProtocol, rest: bytes) -> None:
         """
@@ -409,7 +415,7 @@ class UpstreamLeg:
     def upstream_failed(self, conn: UpstreamProtocol, status: int, message: str) -> None:
         log.info("upstream {upstream} failed: {why}", upstream=self.ex.upstream, why=message)
         self._unlink(close=True)
-        self.ex.upstream_failed(status, message)
+        self.owner.upstream_failed(status, message)
 
     def internal_error(self, conn: UpstreamProtocol, failure: Failure) -> None:
         """
@@ -431,7 +437,7 @@ class UpstreamLeg:
             return
         if self.response is not None:
             # a response stage held the head back: it will never be whole
-            ex.upstream_failed(502, "upstream closed the connection mid-response")
+            self.owner.upstream_failed(502, "upstream closed the connection mid-response")
             return
         if (
             conn.reused
@@ -447,7 +453,7 @@ class UpstreamLeg:
         message = "upstream closed the connection without a response"
         if self.failed_attempt(message, ex.idempotent()):
             return
-        ex.upstream_failed(502, message)
+        self.owner.upstream_failed(502, message)
 
     def first_byte_timeout(self, message: str) -> bool:
         """
@@ -491,7 +497,7 @@ class UpstreamLeg:
     def _parent_refused(self, conn: UpstreamProtocol, message: str) -> None:
         self._unlink(close=True)
         self.ex.close_after = True
-        self.ex.upstream_failed(502, message)
+        self.owner.upstream_failed(502, message)
 
     # endings
 
