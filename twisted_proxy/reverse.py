@@ -36,6 +36,7 @@ class Route:
         "rewrite_prefix",
         "preserve_host",
         "name",
+        "cache",
     )
 
     def __init__(
@@ -57,6 +58,9 @@ class Route:
         self.rewrite_prefix = rewrite_prefix.encode("utf-8") if rewrite_prefix is not None else None
         self.preserve_host = preserve_host
         self.name = name or f"{host or '*'}{path}"
+        #: the route's cache (a twisted_proxy.cache.shared.SharedCache),
+        #: False for none, or None: as the listener
+        self.cache: Any = None
 
     def rewrite(self, path: bytes) -> bytes:
         """

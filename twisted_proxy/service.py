@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 import weakref
-from typing import Any, Callable, List, Optional, Set, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Set, Tuple
 
 from twisted.application import service
 from twisted.internet import endpoints
@@ -195,6 +195,52 @@ class PoolService(service.Service):
         self.pool.close_idle()
 
 
+class CachesService(service.Service):
+    """
+    Opens the named caches (their index comes back from disk) before the
+    listeners start, and closes them at shutdown.
+    """
+
+    def __init__(self, caches: dict) -> None:
+        self.caches = caches
+
+    def startService(self) -> None:
+        service.Service.startService(self)
+        for cache in self.caches.values():
+            try:
+                cache.open()
+            except OSError as e:
+                raise SystemExit(f"cache {cache.name}: cannot open {cache.config.path}: {e}")
+
+    def stopService(self) -> None:
+        service.Service.stopService(self)
+        for cache in self.caches.values():
+            cache.close()
+
+
+def build_caches(config: Config, reactor: Any) -> dict:
+    """
+    One L{SharedCache} per C{[cache.NAME]}, by name.
+    """
+    from twisted_proxy.cache.shared import SharedCache
+
+    return {name: SharedCache(cconf, reactor) for name, cconf in config.caches.items()}
+
+
+def _origin(lconf: ListenerConfig, caches: dict, reactor: Any, routes: Sequence[Any] = ()) -> Any:
+    """
+    The origin stage of an HTTP listener: a L{CacheOrigin} when it or one
+    of its routes has a cache, else the upstream (L{None}: the default).
+    """
+    listener_cache = caches.get(lconf.cache) if lconf.cache else None
+    if listener_cache is None and not any(r.cache for r in routes):
+        return None
+    from twisted_proxy.cache.origin import CacheOrigin
+    from twisted_proxy.engine.upstream import UpstreamOrigin
+
+    return CacheOrigin(UpstreamOrigin(), listener_cache, reactor)
+
+
 class ProxyService(service.MultiService):
     """
     The whole proxy: what L{make_service} returns.
@@ -206,6 +252,8 @@ class ProxyService(service.MultiService):
         self.reactor = reactor
         self.own_addresses: Set[Tuple[str, int]] = set()
         self.backends: dict = {}
+        #: the named caches, by name
+        self.caches: dict = {}
         #: (ListenerStats, factory) per HTTP or tcp listener, for the admin
         self.listener_stats: List[Tuple[Any, Any]] = []
         self.failures: List[str] = []
@@ -411,11 +459,13 @@ def make_listener_factory(
     filters: dict,
     own_addresses: Set[Tuple[str, int]],
     backends: Optional[dict] = None,
+    caches: Optional[dict] = None,
 ) -> Any:
     """
     The protocol factory for one listener.
     """
     backends = backends or {}
+    caches = caches or {}
     if lconf.redirect_to_https is not None and lconf.kind in ("forward", "reverse"):
         return FrontFactory(
             ListenerContext(
@@ -449,8 +499,9 @@ def make_listener_factory(
         )
         return TcpFactory(tcp_context)
     if lconf.kind == "reverse":
-        routes = [
-            Route(
+        routes = []
+        for r in lconf.routes:
+            route = Route(
                 backends[r.backend],
                 r.host,
                 r.path,
@@ -459,8 +510,11 @@ def make_listener_factory(
                 r.rewrite_prefix,
                 r.preserve_host,
             )
-            for r in lconf.routes
-        ]
+            if r.cache is False:
+                route.cache = False
+            elif isinstance(r.cache, str):
+                route.cache = caches[r.cache]
+            routes.append(route)
         https = _is_https(lconf)
         strip: Tuple[str, ...] = ()
         if https and (lconf.tls is None or lconf.tls.client_ca is None):
@@ -491,6 +545,7 @@ def make_listener_factory(
                 frozenset(),
                 allow_all=not lconf.allow_clients,
                 kind="reverse",
+                origin=_origin(lconf, caches, reactor, routes),
             )
         )
     if lconf.kind != "forward":
@@ -509,6 +564,7 @@ def make_listener_factory(
         lconf.allow_clients,
         lconf.anonymity,
         frozenset(lconf.connect_ports),
+        origin=_origin(lconf, caches, reactor),
     )
     return _front_factory(lconf, context)
 
@@ -562,12 +618,15 @@ def make_service(config: Config, reactor: Any) -> ProxyService:
     FiltersService(filters).setServiceParent(top)
     backends = build_backends(config, reactor, top)
     top.backends = backends
+    caches = build_caches(config, reactor)
+    top.caches = caches
+    CachesService(caches).setServiceParent(top)
     # stops after the listeners (a MultiService stops its children last first)
     limiter = ConnectionLimiter(settings.max_connections, reactor)
     limiter.setServiceParent(top)
     for lconf in config.listeners:
         factory = make_listener_factory(
-            lconf, config, reactor, pool, access_log, filters, top.own_addresses, backends
+            lconf, config, reactor, pool, access_log, filters, top.own_addresses, backends, caches
         )
         if isinstance(factory, (FrontFactory, TcpFactory)):
             factory.limiter = limiter

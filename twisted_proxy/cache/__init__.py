@@ -1,0 +1,3 @@
+"""
+The shared HTTP cache (RFC 9111) and its body store.
+"""

@@ -1,0 +1,1020 @@
+# -*- test-case-name: tests.test_cache_origin -*-
+"""
+The cache as the engine's origin stage (C{ctx.origin}).
+
+L{CacheOrigin} takes the place of the upstream origin on a listener that
+has a cache (or routes that do) and wraps it. Filters have already run
+(a denied request never reaches the cache). For each request:
+
+- not cacheable here (a tunnel, an upgrade, another method than GET or
+  HEAD, a body, C{Authorization}, a bypassed domain, a route with
+  C{cache = false}): straight upstream (C{Cache-Status: NAME; fwd=bypass});
+  an unsafe method that succeeds invalidates its URL (and same-origin
+  C{Location}/C{Content-Location}), RFC 9111 §4.4;
+- a stored response that may be used (L{rules.decide}): served from the
+  store (L{serve}) at the client's pace (L{Pump}), with C{Age}, 304 to the
+  client's own conditional request, 206/416 for a C{Range};
+- stale and C{stale-while-revalidate} allows: served stale while one
+  background revalidation (L{Revalidation}) refreshes it;
+- stale otherwise: a conditional request upstream (L{Fill} with the stored
+  validators); a 304 refreshes the stored headers and the stored body is
+  served; a 5xx or a failure serves the stale one if C{stale-if-error}
+  allows;
+- not stored: one L{Fill} goes upstream and, when the response may be
+  stored, writes it to the store while it streams to its client; the
+  misses for the same key that come meanwhile wait on it (request
+  collapsing) and read the same bytes as they arrive, each at its own pace;
+  one that waits longer than C{lock_timeout} for the head goes upstream by
+  itself. A fill that fails mid-body fails its readers (short body,
+  connection closed); a partial body is never published.
+
+The RFC decisions are in L{twisted_proxy.cache.rules} (pure), the bytes in
+L{twisted_proxy.cache.store}.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Optional, Tuple
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twisted_proxy.cache import rules
+from twisted_proxy.cache.shared import SharedCache, normalize_url, tags_of
+from twisted_proxy.cache.store import Entry, ReadFailed
+from twisted_proxy.engine.timers import BODY
+from twisted_proxy.flow import Gate
+from twisted_proxy.http import policy
+from twisted_proxy.http.parser import RequestHead, ResponseHead
+
+log = Logger()
+
+Headers = List[Tuple[bytes, bytes]]
+
+_GET = b"GET"
+_HEAD = b"HEAD"
+#: request header names that take the slow (RFC) path of a lookup
+_REQUEST_DIRECTIVES = frozenset([b"cache-control", b"pragma"])
+#: request header names that make a request conditional or partial
+_CONDITIONALS = frozenset([b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since", b"if-range", b"range"])
+#: response header names never stored (hop-by-hop, framing, our own)
+_NOT_STORED = policy.HOP_BY_HOP | frozenset([b"content-length", b"age", b"cache-status"])
+#: the fields of a stored response a 304 to the client carries (RFC 9110 §15.4.5)
+_NOT_MODIFIED_FIELDS = frozenset(
+    [b"cache-control", b"content-location", b"date", b"etag", b"expires", b"vary", b"last-modified"]
+)
+#: the statuses after which stale-if-error may serve a stale response
+_ERROR_STATUSES = frozenset([500, 502, 503, 504])
+#: bytes a pump sends in one reactor turn before letting others run
+PUMP_TURN = 256 * 1024
+#: bytes asked of a reader at once
+READ_SIZE = 65536
+
+
+class View:
+    """
+    What a lookup needs of a stored entry, decoded once per entry.
+    """
+
+    __slots__ = (
+        "entry",
+        "status",
+        "reason",
+        "headers",
+        "lnames",
+        "request_time",
+        "response_time",
+        "initial_age",
+        "fresh_until",
+        "no_cache",
+        "length",
+    )
+
+    def __init__(self, entry: Entry) -> None:
+        meta = entry.meta
+        self.entry = entry
+        self.status: int = meta["status"]
+        self.reason: bytes = meta["reason"].encode("latin-1")
+        self.headers: Headers = [
+            (n.encode("latin-1"), v.encode("latin-1")) for n, v in meta["headers"]
+        ]
+        self.lnames = [n.lower() for n, _ in self.headers]
+        self.request_time: float = meta["qt"]
+        self.response_time: float = meta["rt"]
+        self.initial_age = rules.initial_age(self.headers, self.request_time, self.response_time)
+        lifetime = rules.freshness_lifetime(self.status, self.headers, self.response_time)
+        #: until when the plain lookup (no request directives) may use it
+        self.fresh_until = self.response_time - self.initial_age + lifetime
+        self.no_cache = "no-cache" in rules.cache_control(self.headers)
+        #: the body's length when known (an entry being written may not know)
+        self.length: Optional[int] = meta.get("length")
+
+    def age(self, now: float) -> float:
+        return rules.current_age(self.initial_age, self.response_time, now)
+
+
+def view_of(cache: SharedCache, entry: Entry) -> View:
+    views = cache.views
+    view = views.get(entry.key)
+    if view is None or view.entry is not entry:
+        view = views[entry.key] = View(entry)
+        if len(views) > 2 * max(cache.store.entries, 1024):
+            # entries evicted or replaced: drop the views that outlived them
+            views.clear()
+            views[entry.key] = view
+    return view
+
+
+def _add_header(response: ResponseHead, name: bytes, lname: bytes, value: bytes) -> None:
+    response.headers.append((name, value))
+    if response.lnames is not None:
+        response.lnames.append(lname)
+
+
+class StatusSink:
+    """
+    A response passed through unchanged but for its C{Cache-Status} (and,
+    after an unsafe method, the invalidation it causes).
+    """
+
+    __slots__ = ("sink", "status", "invalidate")
+
+    def __init__(self, sink: Any, status: bytes, invalidate: Any = None) -> None:
+        self.sink = sink
+        self.status = status
+        self.invalidate = invalidate
+
+    def response_head(self, response: ResponseHead) -> None:
+        _add_header(response, b"Cache-Status", b"cache-status", self.status)
+        if self.invalidate is not None:
+            self.invalidate(response)
+        self.sink.response_head(response)
+
+    def response_body(self, data: bytes) -> None:
+        self.sink.response_body(data)
+
+    def response_end(self) -> None:
+        self.sink.response_end()
+
+
+class CacheOrigin:
+    """
+    The origin stage of a listener with a cache (see the module
+    docstring).
+
+    @param upstream: the origin it wraps
+        (L{twisted_proxy.engine.upstream.UpstreamOrigin}).
+    @param cache: the listener's cache, or L{None} when only some routes
+        have one (a route's C{cache} attribute: L{None} as the listener,
+        C{False} none, or a L{SharedCache}).
+    """
+
+    def __init__(self, upstream: Any, cache: Optional[SharedCache], clock: Any) -> None:
+        self.upstream = upstream
+        self.cache = cache
+        self.clock = clock
+
+    def fetch(self, ex: Any, sink: Any, owner: Any = None) -> None:
+        target = ex.target
+        cache = self.cache
+        route = target.route
+        if route is not None and route.cache is not None:
+            cache = route.cache or None
+        if cache is None:
+            if self.cache is None:
+                self.upstream.fetch(ex, sink, owner)
+            else:
+                # a route that says cache = false on a listener with one
+                self.bypass(ex, sink, self.cache)
+            return
+        head = ex.head
+        method = head.method
+        if target.connect or head.upgrade is not None:
+            self.upstream.fetch(ex, sink, owner)
+            return
+        if method != _GET and method != _HEAD:
+            self.bypass(ex, sink, cache, method not in rules._SAFE_METHODS)
+            return
+        if head.framing != policy.NO_BODY or not cache.applies(target.host):
+            self.bypass(ex, sink, cache)
+            return
+        self.lookup(ex, sink, cache)
+
+    def bypass(self, ex: Any, sink: Any, cache: SharedCache, unsafe: bool = False) -> None:
+        """
+        Straight upstream, marked C{fwd=bypass}; after an unsafe method
+        that succeeds, its URL and the same-origin C{Location} and
+        C{Content-Location} are invalidated.
+        """
+        ex.cache = "bypass"
+        cache.counters.bypass += 1
+        invalidate = None
+        if unsafe:
+            url = cache.primary_key(ex.target)
+
+            def invalidate_urls(response: ResponseHead) -> None:
+                for u in rules.invalidated_urls(ex.head.method, response.status, url, response.headers):
+                    primary = normalize_url(u)
+                    if primary is not None:
+                        cache.invalidate(primary)
+
+            invalidate = invalidate_urls
+        self.upstream.fetch(ex, StatusSink(sink, cache.bname + b"; fwd=bypass", invalidate))
+
+    # lookups
+
+    def lookup(self, ex: Any, sink: Any, cache: SharedCache) -> None:
+        head = ex.head
+        request_headers = head.headers
+        primary = cache.primary_key(ex.target)
+        key = cache.full_key(primary, request_headers)
+        slow = False
+        authorization = False
+        for name, _ in request_headers:
+            lname = name.lower()
+            if lname in _REQUEST_DIRECTIVES:
+                slow = True
+            elif lname == b"authorization":
+                authorization = True
+        entry = None if authorization else cache.lookup(key)
+        now = self.clock.seconds()
+        if entry is None:
+            if slow and "only-if-cached" in rules.cache_control(request_headers):
+                self.not_cached(ex, cache)
+                return
+            fwd = b"uri-miss" if primary not in cache.vary else b"vary-miss"
+            if authorization:
+                fwd = b"bypass"
+            fill = cache.fills.get(key)
+            if fill is not None and not authorization and not _conditional(request_headers):
+                fill.wait(ex, sink)
+                return
+            Fill(self, cache, ex, sink, primary, key, fwd=fwd).start()
+            return
+        view = view_of(cache, entry)
+        if not slow and not view.no_cache and now < view.fresh_until:
+            action = rules.USE
+            age = view.age(now)
+            ttl = view.fresh_until - now
+        else:
+            verdict = rules.decide(
+                request_headers, view.status, view.headers, view.request_time, view.response_time, now
+            )
+            action = verdict.action
+            age = verdict.age
+            ttl = verdict.ttl
+        if action == rules.USE:
+            cache.counters.hits += 1
+            ex.cache = "hit"
+            serve(ex, sink, cache, view, age, cache.bname + b"; hit; ttl=%d" % int(ttl))
+        elif action == rules.USE_STALE:
+            cache.counters.stale += 1
+            ex.cache = "stale"
+            serve(ex, sink, cache, view, age, cache.bname + b"; hit; ttl=%d" % int(ttl))
+        elif action == rules.STALE_REVALIDATE:
+            cache.counters.stale += 1
+            ex.cache = "stale"
+            if key not in cache.fills:
+                revalidate_in_background(self, cache, ex, primary, key, view)
+            serve(
+                ex,
+                sink,
+                cache,
+                view,
+                age,
+                cache.bname + b"; hit; ttl=%d; detail=stale-while-revalidate" % int(ttl),
+            )
+        else:
+            if slow and "only-if-cached" in rules.cache_control(request_headers):
+                self.not_cached(ex, cache)
+                return
+            fill = cache.fills.get(key)
+            if fill is not None and not _conditional(request_headers):
+                fill.wait(ex, sink)
+                return
+            fwd = b"request" if slow and _request_forces(request_headers) else b"stale"
+            Fill(self, cache, ex, sink, primary, key, fwd=fwd, stale=view).start()
+
+    def alone(self, ex: Any, sink: Any, cache: SharedCache, status: bytes) -> None:
+        """
+        Upstream without storing: a collapsed miss whose fill could not
+        serve it (not storable, failed, or C{lock_timeout}).
+        """
+        ex.cache = "miss"
+        cache.counters.misses += 1
+        self.upstream.fetch(ex, StatusSink(sink, cache.bname + status))
+
+    def not_cached(self, ex: Any, cache: SharedCache) -> None:
+        """
+        C{only-if-cached} and nothing usable stored: 504 (RFC 9111 §5.2.1.7).
+        """
+        ex.cache = "miss"
+        cache.counters.misses += 1
+        ex.respond(
+            504,
+            "not in the cache (only-if-cached)",
+            "allow",
+            "",
+            ((b"Cache-Status", cache.bname + b"; fwd=miss; detail=only-if-cached"),),
+        )
+
+
+def _conditional(headers: Headers) -> bool:
+    for name, _ in headers:
+        if name.lower() in _CONDITIONALS:
+            return True
+    return False
+
+
+def _request_forces(headers: Headers) -> bool:
+    """
+    Whether the request itself asked to go to the origin (C{no-cache},
+    C{max-age=0}, C{Pragma: no-cache}).
+    """
+    cc = rules.cache_control(headers)
+    if "no-cache" in cc or cc.get("max-age") == "0":
+        return True
+    if not cc:
+        return any(v.strip().lower() == b"no-cache" for n, v in headers if n.lower() == b"pragma")
+    return False
+
+
+# serving from the store
+
+
+def serve(
+    ex: Any,
+    sink: Any,
+    cache: SharedCache,
+    view: View,
+    age: float,
+    status_value: bytes,
+    entry: Optional[Entry] = None,
+) -> None:
+    """
+    Answer C{ex} from C{view}'s entry (or C{entry}, an entry still being
+    written): a 304 to the client's own conditional request, 206/416 for
+    a range of a complete entry, else the whole response; its body read at
+    the client's pace.
+    """
+    if entry is None:
+        entry = view.entry
+    head = ex.head
+    method = head.method
+    request_headers = head.headers
+    headers = [(n, v) for (n, v), ln in zip(view.headers, view.lnames)]
+    lnames = list(view.lnames)
+    status = view.status
+    reason = view.reason
+    complete = entry.complete
+    size = entry.size if complete else view.length
+    start = 0
+    end: Optional[int] = None
+    no_body = method == _HEAD or status in (204, 304) or 100 <= status < 200
+    if complete and rules.not_modified(method, request_headers, view.headers):
+        status, reason = 304, b"Not Modified"
+        keep = [i for i, ln in enumerate(lnames) if ln in _NOT_MODIFIED_FIELDS]
+        headers = [headers[i] for i in keep]
+        lnames = [lnames[i] for i in keep]
+        framing = policy.NO_BODY
+        no_body = True
+    else:
+        found = None
+        if complete and status == 200 and _has_range(request_headers):
+            found = rules.byte_range(method, request_headers, view.headers, entry.size)
+        if found == "unsatisfiable":
+            status, reason = 416, b"Range Not Satisfiable"
+            headers.append((b"Content-Range", b"bytes */%d" % entry.size))
+            lnames.append(b"content-range")
+            headers.append((b"Content-Length", b"0"))
+            lnames.append(b"content-length")
+            framing = policy.CONTENT_LENGTH
+            no_body = True
+        elif isinstance(found, tuple):
+            first, last = found
+            status, reason = 206, b"Partial Content"
+            headers.append((b"Content-Range", b"bytes %d-%d/%d" % (first, last, entry.size)))
+            lnames.append(b"content-range")
+            headers.append((b"Content-Length", b"%d" % (last - first + 1)))
+            lnames.append(b"content-length")
+            start, end = first, last + 1
+            framing = policy.NO_BODY if no_body else policy.CONTENT_LENGTH
+        elif size is not None:
+            if status not in (204, 304):
+                headers.append((b"Content-Length", b"%d" % size))
+                lnames.append(b"content-length")
+            framing = policy.NO_BODY if no_body else policy.CONTENT_LENGTH
+        else:
+            framing = policy.NO_BODY if no_body else policy.CHUNKED
+    headers.append((b"Age", b"%d" % int(age)))
+    lnames.append(b"age")
+    headers.append((b"Cache-Status", status_value))
+    lnames.append(b"cache-status")
+    response = ResponseHead(status, reason, b"1.1", headers, True, framing)
+    response.lnames = lnames
+    reader = None
+    if not (no_body or framing == policy.NO_BODY):
+        try:
+            # before the head: an entry evicted or failed meanwhile is
+            # still a clean error here
+            reader = entry.reader(start, end)
+        except ReadFailed:
+            ex.upstream_failed(502, "the stored response is gone or its fill failed")
+            return
+    own_out = ex.out is None
+    if own_out:
+        ex.out = []
+    sink.response_head(response)
+    if reader is None:
+        sink.response_end()
+        ex.flush()
+        ex.origin_done()
+        return
+    Pump(ex, sink, reader, cache.clock).start()
+    if own_out and ex.out is not None:
+        ex.flush()
+
+
+def _has_range(headers: Headers) -> bool:
+    for name, _ in headers:
+        if len(name) == 5 and name.lower() == b"range":
+            return True
+    return False
+
+
+class Pump:
+    """
+    Feeds a store reader's bytes to an exchange's sink as fast as the
+    client takes them: the client's back-pressure pauses it (it is the
+    gate of the front's relay while it runs), and it sends at most
+    L{PUMP_TURN} bytes per reactor turn. An entry still being written
+    wakes it as bytes arrive.
+    """
+
+    __slots__ = ("ex", "sink", "reader", "clock", "paused", "call", "closed")
+
+    def __init__(self, ex: Any, sink: Any, reader: Any, clock: Any) -> None:
+        self.ex = ex
+        self.sink = sink
+        self.reader = reader
+        self.clock = clock
+        self.paused = 0
+        self.call: Any = None
+        self.closed = False
+
+    def start(self) -> None:
+        ex = self.ex
+        ex.front.relay.switch(self)
+        ex.cleanup = _chain(ex.cleanup, self.close)
+        self.reader.on_ready = self.wake
+        self.run()
+
+    # the gate interface (the front's relay)
+
+    def pause(self, reason: int) -> None:
+        self.paused |= reason
+
+    def resume(self, reason: int) -> None:
+        if self.paused & reason:
+            self.paused &= ~reason
+            if not self.paused:
+                self.wake()
+
+    def wake(self) -> None:
+        if self.call is None and not self.closed:
+            self.call = self.clock.callLater(0, self.run)
+
+    def run(self) -> None:
+        self.call = None
+        ex = self.ex
+        if self.closed or ex.finished:
+            self.close()
+            return
+        own_out = ex.out is None
+        if own_out:
+            ex.out = []
+        budget = PUMP_TURN
+        reader = self.reader
+        sink = self.sink
+        while not self.paused:
+            try:
+                data = reader.read(READ_SIZE)
+            except ReadFailed:
+                self.close()
+                ex.flush()
+                ex.upstream_failed(502, "the response being stored failed before its end")
+                return
+            except OSError as e:
+                self.close()
+                ex.flush()
+                log.error("cache read failed: {error}", error=e)
+                ex.upstream_failed(500, f"cache read failed: {e}")
+                return
+            if data is None:
+                self.close()
+                sink.response_end()
+                ex.flush()
+                ex.origin_done()
+                return
+            if not data:
+                break  # the writer is behind: on_ready wakes us
+            sink.response_body(data)
+            budget -= len(data)
+            if budget <= 0:
+                self.wake()
+                break
+        if own_out:
+            ex.flush()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.call is not None:
+            if self.call.active():
+                self.call.cancel()
+            self.call = None
+        self.reader.on_ready = None
+        self.reader.close()
+        relay = self.ex.front.relay
+        if relay.gate is self:
+            relay.switch(None)
+
+
+def _chain(first: Any, second: Any) -> Any:
+    if first is None:
+        return second
+
+    def both() -> None:
+        first()
+        second()
+
+    return both
+
+
+# misses and revalidations
+
+
+class Waiter:
+    """
+    A collapsed miss: an exchange waiting for a fill's response head.
+    """
+
+    __slots__ = ("fill", "ex", "sink", "timer")
+
+    def __init__(self, fill: "Fill", ex: Any, sink: Any, timer: Any) -> None:
+        self.fill = fill
+        self.ex = ex
+        self.sink = sink
+        self.timer = timer
+
+    def cancel(self) -> None:
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+        try:
+            self.fill.waiters.remove(self)
+        except ValueError:
+            pass
+
+    def timed_out(self) -> None:
+        """
+        The fill's head did not come within C{lock_timeout}: go upstream
+        alone (nothing stored).
+        """
+        self.timer = None
+        self.cancel()
+        ex = self.ex
+        if ex.finished:
+            return
+        ex.cleanup = None
+        self.fill.origin.alone(ex, self.sink, self.fill.cache, b"; fwd=uri-miss; detail=lock-timeout")
+
+
+class Fill:
+    """
+    One request upstream for a key of the cache: it stores the response
+    when it may (while streaming it to its own client), refreshes a stale
+    entry on a 304, falls back to the stale entry on an error when
+    C{stale-if-error} allows, and serves the misses collapsed on it.
+
+    It is both the upstream's sink and its owner (see
+    L{twisted_proxy.engine.upstream.UpstreamOrigin.fetch}).
+    """
+
+    def __init__(
+        self,
+        origin: CacheOrigin,
+        cache: SharedCache,
+        ex: Any,
+        sink: Any,
+        primary: str,
+        key: str,
+        fwd: bytes,
+        stale: Optional[View] = None,
+        background: bool = False,
+    ) -> None:
+        self.origin = origin
+        #: a revalidation without a client (stale-while-revalidate)
+        self.background = background
+        self.cache = cache
+        self.ex = ex
+        self.sink = sink
+        self.primary = primary
+        self.key = key
+        self.fwd = fwd
+        self.stale = stale
+        self.waiters: List[Waiter] = []
+        self.writer: Any = None
+        #: what the response turned into: "pass", "store", "revalidated", "stale-error"
+        self.mode = "pass"
+        self.request_time = 0.0
+        self.response: Optional[ResponseHead] = None
+        self.client_headers: Headers = ex.head.headers
+        self.collapsing = False
+        self.done = False
+
+    def start(self) -> None:
+        ex = self.ex
+        cache = self.cache
+        head = ex.head
+        if self.stale is not None:
+            validators = rules.validators(self.stale.headers)
+            # our own conditional request: the client's conditions (and
+            # range) are answered from the refreshed entry
+            headers = [(n, v) for n, v in head.headers if n.lower() not in _CONDITIONALS]
+            headers.extend(validators)
+            head.headers = headers
+        if not _conditional(self.client_headers) or self.stale is not None:
+            cache.fills[self.key] = self
+            self.collapsing = True
+        ex.cleanup = _chain(ex.cleanup, self.ended)
+        self.request_time = self.origin.clock.seconds()
+        self.origin.upstream.fetch(ex, self, self)
+
+    def wait(self, ex: Any, sink: Any) -> None:
+        """
+        C{ex} misses the same key: it waits for this fill's head.
+        """
+        cache = self.cache
+        cache.counters.collapsed += 1
+        waiter = Waiter(self, ex, sink, None)
+        waiter.timer = cache.clock.callLater(cache.lock_timeout, waiter.timed_out)
+        self.waiters.append(waiter)
+        ex.cleanup = _chain(ex.cleanup, waiter.cancel)
+
+    # the upstream's sink
+
+    def response_head(self, response: ResponseHead) -> None:
+        cache = self.cache
+        ex = self.ex
+        now = cache.clock.seconds()
+        self.response = response
+        status = response.status
+        stale = self.stale
+        if stale is not None:
+            if status == 304:
+                self.refresh(response, now)
+                return
+            if status in _ERROR_STATUSES and not self.background and rules.stale_if_error(
+                self.client_headers, stale.headers, now - stale.fresh_until
+            ):
+                self.mode = "stale-error"
+                return
+        reason = None
+        if ex.head.method != _GET:
+            reason = "method"
+        else:
+            reason = rules.storable(_GET, status, self.client_headers, response.headers)
+            if reason is None and rules.header(self.client_headers, b"range") is not None and stale is None:
+                reason = "range"
+            if reason is None:
+                length = rules.header(response.headers, b"content-length")
+                if length is not None and length.isdigit() and int(length) > cache.max_object_size:
+                    reason = "size"
+        names = rules.vary_names(response.headers) if reason is None else ()
+        if names is None:
+            reason = "vary-star"
+        if reason is None:
+            assert names is not None
+            key = self.key
+            if names != cache.vary.get(self.primary, ()):
+                # the variant key depends on the names this response varies on
+                key = self.primary if not names else self.primary + "\n" + rules.vary_key(names, self.client_headers)
+                if key != self.key and cache.fills.get(self.key) is self:
+                    del cache.fills[self.key]
+                    self.collapsing = False
+                self.key = key
+            meta = self.meta(response, now, names)
+            try:
+                self.writer = cache.store.begin(key, meta)
+            except OSError as e:
+                log.error("cache {name}: cannot store {url}: {error}", name=cache.name, url=self.primary, error=e)
+                self.writer = None
+            if self.writer is not None:
+                self.mode = "store"
+        tail = b"; stored" if self.mode == "store" else (b"; detail=%s" % reason.encode("ascii") if reason else b"")
+        if stale is not None:
+            value = cache.bname + b"; fwd=%s; fwd-status=%d%s" % (self.fwd, status, tail)
+        else:
+            value = cache.bname + b"; fwd=%s%s" % (self.fwd, tail)
+        cache.counters.misses += 1
+        ex.cache = "miss"
+        _add_header(response, b"Cache-Status", b"cache-status", value)
+        self.release_waiters()
+        self.sink.response_head(response)
+
+    def response_body(self, data: bytes) -> None:
+        if self.mode == "store":
+            writer = self.writer
+            if writer.written + len(data) > self.cache.max_object_size:
+                # larger than it said (or a chunked body): streamed, not stored
+                self.mode = "pass"
+                self.writer = None
+                writer.abort()
+            else:
+                try:
+                    writer.write(data)
+                except OSError as e:
+                    log.error("cache {name}: write failed: {error}", name=self.cache.name, error=e)
+                    self.mode = "pass"
+                    self.writer = None
+                    writer.abort()
+        elif self.mode != "pass":
+            return  # a 304 or an error answered from the stale entry
+        self.sink.response_body(data)
+
+    def response_end(self) -> None:
+        if self.mode == "pass" or self.mode == "store":
+            self.sink.response_end()
+
+    # the upstream's owner
+
+    def origin_done(self) -> None:
+        cache = self.cache
+        ex = self.ex
+        mode = self.mode
+        self.done = True
+        if mode == "store":
+            writer = self.writer
+            self.writer = None
+            entry = writer.finish()
+            self.unregister()
+            if entry is not None:
+                cache.stored(self.primary, self.key, tuple(entry.meta.get("vary") or ()))
+            ex.origin_done()
+        elif mode == "revalidated":
+            self.unregister()
+            if self.background:
+                cache.counters.revalidated += 1
+                ex.cache = "revalidated"
+                ex.origin_done()
+                return
+            entry = cache.lookup(self.key)
+            if entry is None or ex.finished:
+                # evicted meanwhile: nothing to answer with
+                ex.upstream_failed(502, "the revalidated entry is gone")
+                return
+            view = view_of(cache, entry)
+            now = cache.clock.seconds()
+            cache.counters.revalidated += 1
+            ex.cache = "revalidated"
+            self.serve_waiters_from(view)
+            ex.head.headers = self.client_headers
+            serve(ex, self.sink, cache, view, view.age(now), cache.bname + b"; fwd=stale; fwd-status=304")
+        elif mode == "stale-error":
+            self.unregister()
+            self.serve_stale("the upstream answered %d" % (self.response.status if self.response else 0))
+        else:
+            self.unregister()
+            ex.origin_done()
+
+    def upstream_failed(self, status: int, message: str, headers: Any = ()) -> None:
+        self.done = True
+        writer = self.writer
+        if writer is not None:
+            self.writer = None
+            writer.abort()
+        self.unregister()
+        ex = self.ex
+        stale = self.stale
+        if stale is not None and not self.background and not ex.response_started and not ex.finished:
+            now = self.cache.clock.seconds()
+            by = now - stale.fresh_until
+            if rules.stale_if_error(self.client_headers, stale.headers, by):
+                log.info("{url}: {why}; serving the stale response", url=ex.url(), why=message)
+                self.serve_stale(message)
+                return
+        self.release_waiters()
+        ex.upstream_failed(status, message, headers)
+
+    # helpers
+
+    def refresh(self, response: ResponseHead, now: float) -> None:
+        """
+        A 304 for the stale entry: its stored headers are refreshed.
+        """
+        stale = self.stale
+        assert stale is not None
+        cache = self.cache
+        entry = stale.entry
+        merged = rules.merge_not_modified(stale.headers, _storable_headers(response))
+        meta = dict(entry.meta)
+        meta["headers"] = [[n.decode("latin-1"), v.decode("latin-1")] for n, v in merged]
+        meta["qt"] = self.request_time
+        meta["rt"] = now
+        try:
+            cache.store.update_meta(entry.key, meta)
+        except (OSError, KeyError) as e:
+            log.error("cache {name}: cannot refresh {url}: {error}", name=cache.name, url=self.primary, error=e)
+        self.mode = "revalidated"
+
+    def serve_stale(self, why: str) -> None:
+        stale = self.stale
+        assert stale is not None
+        ex = self.ex
+        cache = self.cache
+        if ex.finished:
+            return
+        cache.counters.stale += 1
+        ex.cache = "stale"
+        ex.head.headers = self.client_headers
+        status = self.response.status if self.response is not None else 0
+        value = cache.bname + b"; fwd=stale; detail=stale-if-error"
+        if status:
+            value = cache.bname + b"; fwd=stale; fwd-status=%d; detail=stale-if-error" % status
+        now = cache.clock.seconds()
+        self.serve_waiters_from(stale)
+        serve(ex, self.sink, cache, stale, stale.age(now), value)
+
+    def meta(self, response: ResponseHead, now: float, names: Tuple[str, ...]) -> dict:
+        headers = _storable_headers(response)
+        length = rules.header(response.headers, b"content-length")
+        meta = {
+            "primary": self.primary,
+            "vary": list(names),
+            "status": response.status,
+            "reason": response.reason.decode("latin-1"),
+            "headers": [[n.decode("latin-1"), v.decode("latin-1")] for n, v in headers],
+            "qt": self.request_time,
+            "rt": now,
+            "tags": tags_of(headers, self.cache.tag_header),
+        }
+        if length is not None and length.isdigit() and response.framing == policy.CONTENT_LENGTH:
+            meta["length"] = int(length)
+        return meta
+
+    def unregister(self) -> None:
+        cache = self.cache
+        if self.collapsing and cache.fills.get(self.key) is self:
+            del cache.fills[self.key]
+        self.collapsing = False
+
+    def release_waiters(self) -> None:
+        """
+        The head came: the waiters read the entry being written, or (not
+        stored) go upstream by themselves.
+        """
+        waiters = self.waiters
+        self.waiters = []
+        writer = self.writer
+        for waiter in waiters:
+            waiter.cancel()
+            ex = waiter.ex
+            if ex.finished:
+                continue
+            ex.cleanup = None
+            if writer is not None and self.mode == "store":
+                entry = writer.entry
+                view = View(entry)
+                ex.cache = "miss"
+                serve(
+                    ex,
+                    waiter.sink,
+                    self.cache,
+                    view,
+                    0,
+                    self.cache.bname + b"; fwd=uri-miss; collapsed",
+                    entry,
+                )
+            else:
+                self.origin.alone(ex, waiter.sink, self.cache, b"; fwd=uri-miss")
+
+    def serve_waiters_from(self, view: View) -> None:
+        waiters = self.waiters
+        self.waiters = []
+        now = self.cache.clock.seconds()
+        for waiter in waiters:
+            waiter.cancel()
+            ex = waiter.ex
+            if ex.finished:
+                continue
+            ex.cleanup = None
+            ex.cache = "hit"
+            serve(ex, waiter.sink, self.cache, view, view.age(now), self.cache.bname + b"; hit; detail=collapsed")
+
+    def ended(self) -> None:
+        """
+        The exchange ended (however): a body still being written is
+        dropped (never published), the waiters go on by themselves.
+        """
+        writer = self.writer
+        if writer is not None:
+            self.writer = None
+            writer.abort()
+        self.unregister()
+        if self.waiters:
+            self.release_waiters()
+
+
+def _storable_headers(response: ResponseHead) -> Headers:
+    """
+    The end-to-end fields of C{response} (without hop-by-hop fields, those
+    its C{Connection} names, framing and the caches' own).
+    """
+    tokens = response.tokens
+    skip = _NOT_STORED | frozenset(tokens) if tokens else _NOT_STORED
+    return [(n, v) for n, v in response.headers if n.lower() not in skip]
+
+
+class _NullTransport:
+    """
+    The transport of a background exchange: nobody reads its response.
+    """
+
+    disconnecting = False
+    connected = True
+
+    def __init__(self, protocol: Any) -> None:
+        self.protocol = protocol
+        self.producer: Any = None
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def writeSequence(self, data: Any) -> None:
+        pass
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self.producer = producer
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def loseConnection(self) -> None:
+        if self.connected:
+            self.connected = False
+            self.disconnecting = True
+            self.protocol.connectionLost(Failure(ConnectionDone()))
+
+    abortConnection = loseConnection
+
+    def getPeer(self) -> IPv4Address:
+        return IPv4Address("TCP", "127.0.0.1", 0)
+
+    getHost = getPeer
+
+
+def revalidate_in_background(origin: CacheOrigin, cache: SharedCache, ex: Any, primary: str, key: str, view: View) -> None:
+    """
+    C{stale-while-revalidate}: one conditional request for C{key} on an
+    exchange of its own (no client: its response goes nowhere, its access
+    log line says C{stale-while-revalidate}), which refreshes the entry on
+    a 304 or stores the new response. Timers, retries, pool and passive
+    health are the engine's as for any request; the waiting misses of that
+    key collapse on it.
+    """
+    from twisted_proxy.engine.front import FrontProtocol
+    from twisted_proxy.engine.exchange import Exchange
+
+    front = FrontProtocol(ex.ctx)
+    transport = _NullTransport(front)
+    front.transport = transport
+    front.gate = Gate(transport)
+    front.client_ip = ex.front.client_ip
+    front.allowed = True
+    # closed once its exchange is done
+    front.read_closed = True
+    head = ex.head
+    bg_head = RequestHead(
+        _GET,
+        head.target,
+        head.version,
+        [(n, v) for n, v in head.headers if n.lower() not in _CONDITIONALS],
+        head.host,
+    )
+    bg = Exchange(front, bg_head)
+    front.current = bg
+    bg.target = ex.target
+    bg.request_done = True
+    bg.rule = "stale-while-revalidate"
+    front.set_timer(BODY, ex.ctx.settings.idle_timeout)
+    Fill(origin, cache, bg, bg, primary, key, fwd=b"stale", stale=view, background=True).start()
