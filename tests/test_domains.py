@@ -195,6 +195,11 @@ class ValidateDomainPatternTests(SynchronousTestCase):
             "2001:db8::1",
             "[::1]",
             "*.com",
+            "docs.*",
+            "DOCS.*",
+            "docs.*.",
+            "_x.*",
+            "bücher.*",
         ]:
             self.assertIsNone(validate_domain_pattern(pattern), pattern)
 
@@ -210,7 +215,7 @@ class ValidateDomainPatternTests(SynchronousTestCase):
             "*example.com": "'*' is only allowed as a leading '*.'",
             "www.*.example.com": "'*' is only allowed as a leading '*.'",
             "*.*.example.com": "'*' is only allowed as a leading '*.'",
-            "example.*": "'*' is only allowed as a leading '*.'",
+            "exa*.com": "'*' is only allowed as a leading '*.'",
             "*.": "has no domain name",
             ".": "has no domain name",
             ".example.com": "has an empty label",
@@ -270,3 +275,117 @@ class NormalizeDomainPatternTests(SynchronousTestCase):
         An invalid pattern raises L{ValueError}.
         """
         self.assertRaises(ValueError, normalize_domain_pattern, "a b")
+
+
+class FirstLabelPatternTests(SynchronousTestCase):
+    """
+    The C{"docs.*"} form: any host whose first label is C{docs}, followed
+    by at least one more label.
+    """
+
+    def test_matches_any_suffix(self) -> None:
+        """
+        C{"docs.*"} matches C{docs.} followed by any domain, of any depth.
+        """
+        domains = DomainSet(["docs.*"])
+        for host in ["docs.python.org", "docs.rs", "docs.a.b.c.example", "DOCS.Python.org."]:
+            self.assertEqual(domains.matches(host), "docs.*", host)
+
+    def test_first_label_only(self) -> None:
+        """
+        The first label must be exactly C{docs}: not deeper, not a longer
+        label, and C{docs} alone (no further label) does not match.
+        """
+        domains = DomainSet(["docs.*"])
+        for host in [
+            "docs",
+            "docs.",
+            "a.docs.python.org",
+            "mydocs.example.com",
+            "docs-old.example.com",
+            "python.org",
+        ]:
+            self.assertIsNone(domains.matches(host), host)
+
+    def test_not_ip(self) -> None:
+        """
+        An IP literal never matches a first-label pattern.
+        """
+        domains = DomainSet(["docs.*"])
+        self.assertIsNone(domains.matches("192.0.2.1"))
+        self.assertIsNone(domains.matches("::1"))
+
+    def test_alone_and_mixed(self) -> None:
+        """
+        First-label patterns work alone and next to suffix patterns and
+        IP literals; a matching suffix pattern answers before a first-label
+        pattern.
+        """
+        domains = DomainSet(["docs.*", "example.com", "*.example.org", "192.0.2.1", "wiki.*"])
+        self.assertEqual(domains.matches("docs.python.org"), "docs.*")
+        self.assertEqual(domains.matches("wiki.example.net"), "wiki.*")
+        self.assertEqual(domains.matches("docs.example.com"), "example.com")
+        self.assertEqual(domains.matches("docs.example.org"), "*.example.org")
+        self.assertEqual(domains.matches("example.org"), None)
+        self.assertEqual(domains.matches("docs.example"), "docs.*")
+        self.assertEqual(domains.matches("192.0.2.1"), "192.0.2.1")
+        self.assertIsNone(domains.matches("blog.python.org"))
+
+    def test_first_given_wins(self) -> None:
+        """
+        Of two patterns naming the same first label, the first given is the
+        answer; case and a trailing dot do not make them differ.
+        """
+        domains = DomainSet(["Docs.*", "docs.*."])
+        self.assertEqual(domains.matches("docs.rs"), "Docs.*")
+
+    def test_idn(self) -> None:
+        """
+        An internationalized first label matches its punycode form.
+        """
+        domains = DomainSet(["bücher.*"])
+        self.assertEqual(domains.matches("xn--bcher-kva.example"), "bücher.*")
+
+    def test_many_patterns(self) -> None:
+        """
+        Many first-label patterns next to many suffix patterns still answer
+        with the right one.
+        """
+        domains = DomainSet(
+            [f"site{i}.example" for i in range(5000)] + [f"docs{i}.*" for i in range(5000)]
+        )
+        self.assertEqual(domains.matches("docs4999.python.org"), "docs4999.*")
+        self.assertEqual(domains.matches("www.site4999.example"), "site4999.example")
+        self.assertIsNone(domains.matches("docs5000.python.org"))
+
+    def test_invalid(self) -> None:
+        """
+        C{".*"} must follow exactly one valid label, cannot be combined with
+        a leading C{"*."}, and the label cannot be all digits.
+        """
+        cases = {
+            "a.b.*": "'a.b.*': '.*' must follow exactly one label"
+            " (like 'docs.*', which matches docs.python.org)",
+            "*.docs.*": "'*.docs.*': '*.' and '.*' cannot be combined",
+            ".*": "'.*': '*' is only allowed as a leading '*.'",
+            "*.*": "'*.*': '*' is only allowed as a leading '*.'",
+            "do*cs.*": "'do*cs.*': '*' is only allowed as a leading '*.'",
+            "docs.**": "'docs.**': '*' is only allowed as a leading '*.'",
+            "docs.*.com": "'docs.*.com': '*' is only allowed as a leading '*.'",
+            "10.*": "'10.*': the label before '.*' is all digits"
+            " (an IP address only matches itself)",
+            "-docs.*": "'-docs.*' has an invalid label '-docs' (letters, digits,"
+            " '-' and '_' only, no '-' at either end)",
+            ("a" * 64) + ".*": f"'{'a' * 64}.*' has a label longer than 63 characters",
+        }
+        for pattern, message in cases.items():
+            self.assertEqual(validate_domain_pattern(pattern), message, pattern)
+
+    def test_normalize(self) -> None:
+        """
+        The canonical form lower-cases the label, drops a trailing dot and
+        uses punycode.
+        """
+        self.assertEqual(normalize_domain_pattern("Docs.*"), "docs.*")
+        self.assertEqual(normalize_domain_pattern("docs.*."), "docs.*")
+        self.assertEqual(normalize_domain_pattern("Bücher.*"), "xn--bcher-kva.*")

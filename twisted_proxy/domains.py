@@ -1,19 +1,28 @@
 # -*- test-case-name: tests.test_domains -*-
 """
 Domain patterns: C{block_domains}, C{allow_domains}, C{hosts}, forward
-C{parents.domains} and reverse route C{host}.
+C{parents.domains}, a cache's C{domains} and C{bypass_domains}, and reverse
+route C{host}.
 
-Two forms::
+Three forms::
 
     "example.com"      matches example.com and every subdomain (a.b.example.com)
     "*.example.com"    matches every subdomain at any depth, not example.com
+    "docs.*"           matches every host whose first label is docs and that
+                       has at least one more label (docs.python.org,
+                       docs.rs), not docs itself nor a.docs.python.org
 
 An IP literal (C{"192.0.2.1"}, C{"2001:db8::1"}) matches only itself.
 Matching is case-insensitive and ignores a trailing dot.
 
+A reverse route's C{host} takes only the first two forms (exact or
+C{"*.example.com"}): routes are indexed by host name, and the configuration
+refuses C{"docs.*"} there.
+
 A L{DomainSet} answers with one dictionary lookup per label suffix of the
-host, however many patterns it holds; the longest (most specific) matching
-suffix wins.
+host, plus one for its first label, however many patterns it holds; the
+longest (most specific) matching suffix wins, and a first-label pattern
+(C{"docs.*"}) answers only when no suffix pattern matches.
 """
 
 from __future__ import annotations
@@ -77,12 +86,27 @@ def validate_domain_pattern(pattern: object) -> Optional[str]:
     wildcard = name.startswith("*.")
     if wildcard:
         name = name[2:]
-    if "*" in name:
-        return f"{pattern!r}: '*' is only allowed as a leading '*.'"
     if name.endswith("."):
         name = name[:-1]
+    first_label = name.endswith(".*") and name != ".*"
+    if first_label:
+        if wildcard:
+            return f"{pattern!r}: '*.' and '.*' cannot be combined"
+        name = name[:-2]
+        if "." in name:
+            return (
+                f"{pattern!r}: '.*' must follow exactly one label"
+                " (like 'docs.*', which matches docs.python.org)"
+            )
+    if "*" in name:
+        return f"{pattern!r}: '*' is only allowed as a leading '*.'"
     if not name:
         return f"{pattern!r} has no domain name"
+    if first_label and name.isascii() and name.isdigit():
+        return (
+            f"{pattern!r}: the label before '.*' is all digits"
+            " (an IP address only matches itself)"
+        )
     if _looks_like_ip(name):
         if _as_ip(name) is None:
             return (
@@ -127,15 +151,17 @@ def normalize_domain_pattern(pattern: str) -> str:
     ip = _as_ip(pattern)
     if ip is not None:
         return ip
-    prefix = ""
+    prefix = suffix = ""
     name = pattern
     if name.startswith("*."):
         prefix, name = "*.", name[2:]
     if name.endswith("."):
         name = name[:-1]
+    if name.endswith(".*"):
+        name, suffix = name[:-2], ".*"
     if not name.isascii():
         name = name.encode("idna").decode("ascii")
-    return prefix + name.lower()
+    return prefix + name.lower() + suffix
 
 
 class DomainSet:
@@ -145,7 +171,7 @@ class DomainSet:
     @ivar patterns: the patterns as given, in order.
     """
 
-    __slots__ = ("patterns", "_names", "_ips", "_min_depth", "_max_depth")
+    __slots__ = ("patterns", "_names", "_ips", "_first", "_min_depth", "_max_depth")
 
     def __init__(self, patterns: Iterable[str]) -> None:
         """
@@ -157,8 +183,13 @@ class DomainSet:
         #            pattern matching its subdomains)
         names: Dict[str, Tuple[Optional[str], str]] = {}
         ips: Dict[str, str] = {}
+        # first label -> the first pattern "label.*" naming it
+        first: Dict[str, str] = {}
         for pattern in self.patterns:
             canonical = normalize_domain_pattern(pattern)
+            if canonical.endswith(".*"):
+                first.setdefault(canonical[:-2], pattern)
+                continue
             if not canonical.startswith("*.") and _looks_like_ip(canonical):
                 ips.setdefault(canonical, pattern)
                 continue
@@ -175,6 +206,7 @@ class DomainSet:
                 names[key] = (apex, old[1])
         self._names = names
         self._ips = ips
+        self._first = first
         depths = [key.count(".") + 1 for key in names]
         self._min_depth = min(depths, default=0)
         self._max_depth = max(depths, default=0)
@@ -193,9 +225,22 @@ class DomainSet:
             host = host[:-1]
         if ":" in host or (host[-1] in _DIGITS and _looks_like_ip(host)):
             return self._match_ip(host)
+        if self._names:
+            found = self._match_name(host)
+            if found is not None:
+                return found
+        if self._first:
+            dot = host.find(".")
+            # one label, then at least one more ("docs.rs", not "docs.")
+            if 0 < dot < len(host) - 1:
+                return self._first.get(host[:dot])
+        return None
+
+    def _match_name(self, host: str) -> Optional[str]:
+        """
+        The suffix pattern C{host} (lower case, no trailing dot) matches.
+        """
         names = self._names
-        if not names:
-            return None
         labels = host.count(".") + 1
         if labels <= self._max_depth:
             entry = names.get(host)

@@ -9,11 +9,29 @@ it goes); everything else only reads them.
 from __future__ import annotations
 
 import ipaddress
+import os
 from typing import Any, Mapping, Optional, Tuple, Union
 
 import attrs
 
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+#: Size units (bytes).
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+#: Defaults of a C{[cache.NAME]}'s sizes.
+CACHE_MAX_SIZE = 1 * GiB
+CACHE_MEMORY = 64 * MiB
+CACHE_MAX_OBJECT_SIZE = 256 * MiB
+
+#: The effective C{(response_buffer, request_buffer)} of each listener kind
+#: that leaves them unset.
+DEFAULT_BUFFERS: Mapping[str, Tuple[int, int]] = {
+    "reverse": (1 * GiB, 1 * MiB),
+    "forward": (0, 0),
+}
 
 DEFAULT_ALLOW_CLIENTS: Tuple[str, ...] = (
     "127.0.0.0/8",
@@ -50,6 +68,16 @@ class ProxySettings:
     #: client connections the process holds, all listeners together (idle
     #: and header-less ones are shed beyond it, then accepting pauses)
     max_connections: int = 10000
+    #: absolute folder of the bodies held on disk (created at start); the
+    #: configuration resolves it against the file's folder, the embedded
+    #: default and this default against the working folder. Not part of
+    #: equality (settings parsed from a file compare equal to
+    #: C{ProxySettings()} with the same values wherever the file is): a
+    #: reload that compares settings must compare C{spool_path} itself.
+    spool_path: str = attrs.field(factory=lambda: os.path.abspath("spool"), eq=False)
+    #: bytes of all spooled bodies together; beyond it exchanges fall back
+    #: to back-pressure
+    spool_max: int = 4 * GiB
 
 
 @attrs.frozen
@@ -86,6 +114,11 @@ class RouteConfig:
     @ivar rewrite_prefix: replace C{path} with this in the forwarded path.
     @ivar preserve_host: the backend sees the client's C{Host} (else the
         server's C{host:port}).
+    @ivar cache: L{None}: the listener's cache; C{False}: no cache; a
+        string: that C{[cache.NAME]} (see L{cache_for}).
+    @ivar response_buffer: bytes; L{None}: the listener's (see
+        L{buffers_for}).
+    @ivar request_buffer: bytes; L{None}: the listener's.
     """
 
     backend: str
@@ -95,6 +128,31 @@ class RouteConfig:
     strip_prefix: bool = False
     rewrite_prefix: Optional[str] = None
     preserve_host: bool = True
+    cache: Union[None, str, bool] = None
+    response_buffer: Optional[int] = None
+    request_buffer: Optional[int] = None
+
+    def cache_for(self, listener: ListenerConfig) -> Optional[str]:
+        """
+        The name of the cache this route's requests use on C{listener}, or
+        L{None} for none.
+        """
+        if self.cache is None:
+            return listener.cache
+        if self.cache is False or self.cache is True:
+            return None
+        return self.cache
+
+    def buffers_for(self, listener: ListenerConfig) -> Tuple[int, int]:
+        """
+        The effective C{(response_buffer, request_buffer)} of this route on
+        C{listener}.
+        """
+        response, request = listener.buffers()
+        return (
+            response if self.response_buffer is None else self.response_buffer,
+            request if self.request_buffer is None else self.request_buffer,
+        )
 
 
 @attrs.frozen
@@ -168,6 +226,23 @@ class ListenerConfig:
     redirect_to_https: Optional[int] = None
     # the listen queue (added to the endpoint string unless it has one)
     backlog: int = 1024
+    # forward and reverse listeners: the C{[cache.NAME]} requests use
+    cache: Optional[str] = None
+    # bytes; None = the kind's default (see buffers())
+    response_buffer: Optional[int] = None
+    request_buffer: Optional[int] = None
+
+    def buffers(self) -> Tuple[int, int]:
+        """
+        The effective C{(response_buffer, request_buffer)}: the given
+        values, else the kind's defaults (reverse 1 GiB and 1 MiB, forward
+        and others 0 and 0).
+        """
+        response, request = DEFAULT_BUFFERS.get(self.kind, (0, 0))
+        return (
+            response if self.response_buffer is None else self.response_buffer,
+            request if self.request_buffer is None else self.request_buffer,
+        )
 
 
 @attrs.frozen
@@ -243,6 +318,38 @@ class BackendConfig:
 
 
 @attrs.frozen
+class CacheConfig:
+    """
+    One C{[cache.NAME]} table: a shared HTTP cache (RFC 9111) that
+    listeners and routes name.
+
+    @ivar path: its absolute folder (created at start; entries survive
+        restarts).
+    @ivar max_size: disk bound in bytes; least recently used entries are
+        evicted first.
+    @ivar memory: bytes of small hot entries also kept in memory (0: none).
+    @ivar max_object_size: larger responses are streamed, never stored.
+    @ivar lock_timeout: seconds collapsed misses wait for the first fetch
+        before fetching themselves.
+    @ivar domains: only hosts matching these patterns are cached (empty:
+        every host); normalized (see L{twisted_proxy.domains}).
+    @ivar bypass_domains: hosts never cached (wins over C{domains}).
+    @ivar tag_header: the response header whose comma-separated values tag
+        an entry for purge.
+    """
+
+    name: str
+    path: str
+    max_size: int = CACHE_MAX_SIZE
+    memory: int = CACHE_MEMORY
+    max_object_size: int = CACHE_MAX_OBJECT_SIZE
+    lock_timeout: float = 5.0
+    domains: Tuple[str, ...] = ()
+    bypass_domains: Tuple[str, ...] = ()
+    tag_header: str = "Cache-Tag"
+
+
+@attrs.frozen
 class FilterConfig:
     """
     One C{[filter.NAME]} table. C{spec} is what the filter type's parser
@@ -266,3 +373,4 @@ class Config:
     listeners: Tuple[ListenerConfig, ...]
     filters: Mapping[str, FilterConfig] = attrs.field(factory=dict)
     backends: Mapping[str, BackendConfig] = attrs.field(factory=dict)
+    caches: Mapping[str, CacheConfig] = attrs.field(factory=dict)

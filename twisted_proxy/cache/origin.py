@@ -60,7 +60,9 @@ _REQUEST_DIRECTIVES = frozenset([b"cache-control", b"pragma"])
 #: request header names that make a request conditional or partial
 _CONDITIONALS = frozenset([b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since", b"if-range", b"range"])
 #: response header names never stored (hop-by-hop, framing, our own)
-_NOT_STORED = policy.HOP_BY_HOP | frozenset([b"content-length", b"age", b"cache-status"])
+_NOT_STORED = policy.HOP_BY_HOP | frozenset([b"content-length", b"cache-status", b"surrogate-control"])
+#: stored fields a cache's answer replaces with its own
+_NOT_SERVED = frozenset([b"age"])
 #: the fields of a stored response a 304 to the client carries (RFC 9110 §15.4.5)
 _NOT_MODIFIED_FIELDS = frozenset(
     [b"cache-control", b"content-location", b"date", b"etag", b"expires", b"vary", b"last-modified"]
@@ -90,6 +92,7 @@ class View:
         "fresh_until",
         "no_cache",
         "length",
+        "rule_headers",
     )
 
     def __init__(self, entry: Entry) -> None:
@@ -104,10 +107,19 @@ class View:
         self.request_time: float = meta["qt"]
         self.response_time: float = meta["rt"]
         self.initial_age = rules.initial_age(self.headers, self.request_time, self.response_time)
-        lifetime = rules.freshness_lifetime(self.status, self.headers, self.response_time)
+        #: the fields the RFC decisions read (a Surrogate-Control max-age
+        #: stands in for Cache-Control and Expires)
+        self.rule_headers = self.headers
+        surrogate = meta.get("surrogate")
+        if isinstance(surrogate, int):
+            self.rule_headers = [
+                (n, v) for (n, v), ln in zip(self.headers, self.lnames) if ln not in (b"cache-control", b"expires")
+            ]
+            self.rule_headers.append((b"Cache-Control", b"max-age=%d" % surrogate))
+        lifetime = rules.freshness_lifetime(self.status, self.rule_headers, self.response_time)
         #: until when the plain lookup (no request directives) may use it
         self.fresh_until = self.response_time - self.initial_age + lifetime
-        self.no_cache = "no-cache" in rules.cache_control(self.headers)
+        self.no_cache = "no-cache" in rules.cache_control(self.rule_headers)
         #: the body's length when known (an entry being written may not know)
         self.length: Optional[int] = meta.get("length")
 
@@ -260,7 +272,7 @@ class CacheOrigin:
             ttl = view.fresh_until - now
         else:
             verdict = rules.decide(
-                request_headers, view.status, view.headers, view.request_time, view.response_time, now
+                request_headers, view.status, view.rule_headers, view.request_time, view.response_time, now
             )
             action = verdict.action
             age = verdict.age
@@ -364,8 +376,8 @@ def serve(
     head = ex.head
     method = head.method
     request_headers = head.headers
-    headers = [(n, v) for (n, v), ln in zip(view.headers, view.lnames)]
-    lnames = list(view.lnames)
+    headers = [h for h, ln in zip(view.headers, view.lnames) if ln not in _NOT_SERVED]
+    lnames = [ln for ln in view.lnames if ln not in _NOT_SERVED]
     status = view.status
     reason = view.reason
     complete = entry.complete
@@ -679,15 +691,25 @@ class Fill:
                 self.refresh(response, now)
                 return
             if status in _ERROR_STATUSES and not self.background and rules.stale_if_error(
-                self.client_headers, stale.headers, now - stale.fresh_until
+                self.client_headers, stale.rule_headers, now - stale.fresh_until
             ):
                 self.mode = "stale-error"
                 return
         reason = None
+        surrogate_no_store, surrogate = False, None
+        if ex.ctx.kind == "reverse":
+            # a gateway cache is the surrogate Surrogate-Control speaks to;
+            # the field goes no further
+            surrogate_no_store, surrogate = surrogate_control(response)
         if ex.head.method != _GET:
             reason = "method"
+        elif surrogate_no_store:
+            reason = "no-store"
         else:
             reason = rules.storable(_GET, status, self.client_headers, response.headers)
+            if surrogate is not None and reason in ("no-store", "private", "not-cacheable", "set-cookie"):
+                # the origin's word to its surrogates overrides what it tells browsers
+                reason = None
             if reason is None and rules.header(self.client_headers, b"range") is not None and stale is None:
                 reason = "range"
             if reason is None:
@@ -708,6 +730,8 @@ class Fill:
                     self.collapsing = False
                 self.key = key
             meta = self.meta(response, now, names)
+            if surrogate is not None:
+                meta["surrogate"] = surrogate
             try:
                 self.writer = cache.store.begin(key, meta)
             except OSError as e:
@@ -803,7 +827,9 @@ class Fill:
         if stale is not None and not self.background and not ex.response_started and not ex.finished:
             now = self.cache.clock.seconds()
             by = now - stale.fresh_until
-            if rules.stale_if_error(self.client_headers, stale.headers, by):
+            if rules.stale_if_error(self.client_headers, stale.rule_headers, by) or disconnected_stale_ok(
+                stale, by
+            ):
                 log.info("{url}: {why}; serving the stale response", url=ex.url(), why=message)
                 self.serve_stale(message)
                 return
@@ -821,6 +847,7 @@ class Fill:
         cache = self.cache
         entry = stale.entry
         merged = rules.merge_not_modified(stale.headers, _storable_headers(response))
+        cache.views.pop(entry.key, None)
         meta = dict(entry.meta)
         meta["headers"] = [[n.decode("latin-1"), v.decode("latin-1")] for n, v in merged]
         meta["qt"] = self.request_time
@@ -927,6 +954,61 @@ class Fill:
         self.unregister()
         if self.waiters:
             self.release_waiters()
+
+
+#: the longest freshness a directive may give (RFC 9111 §1.2.2)
+_MAX_DELTA = 2**31
+#: how long past its freshness a stored response may be served while the
+#: origin cannot be reached (Traffic Server's max_stale_age: a week)
+MAX_STALE_DISCONNECTED = 7 * 86400.0
+
+
+def surrogate_control(response: ResponseHead) -> Tuple[bool, Optional[int]]:
+    """
+    C{(no-store, max-age)} of the response's C{Surrogate-Control} fields
+    (W3C Edge Architecture) addressed to every surrogate (a directive with
+    a C{;target} names another device and is ignored); removes the fields
+    from C{response}, as a surrogate does.
+    """
+    lnames = response.lnames or [n.lower() for n, _ in response.headers]
+    if b"surrogate-control" not in lnames:
+        return False, None
+    no_store = False
+    max_age: Optional[int] = None
+    kept = []
+    kept_names = []
+    for (name, value), lname in zip(response.headers, lnames):
+        if lname != b"surrogate-control":
+            kept.append((name, value))
+            kept_names.append(lname)
+            continue
+        for part in value.split(b","):
+            part = part.strip()
+            if not part or b";" in part:
+                continue
+            directive, _, argument = part.partition(b"=")
+            directive = directive.lower()
+            if directive == b"no-store":
+                no_store = True
+            elif directive == b"max-age" and argument.isdigit() and max_age is None:
+                max_age = min(int(argument), _MAX_DELTA)
+    response.headers[:] = kept
+    if response.lnames is not None:
+        response.lnames[:] = kept_names
+    return no_store, max_age
+
+
+def disconnected_stale_ok(view: View, stale_by: float) -> bool:
+    """
+    Whether C{view} may be served stale because the origin cannot be
+    reached (RFC 9111 §4.2.4 allows it "when disconnected"; Traffic
+    Server does it up to L{MAX_STALE_DISCONNECTED}, Varnish within grace),
+    unless the response forbids stale use.
+    """
+    if stale_by > MAX_STALE_DISCONNECTED:
+        return False
+    cc = rules.cache_control(view.rule_headers)
+    return not any(d in cc for d in ("must-revalidate", "proxy-revalidate", "no-cache", "s-maxage"))
 
 
 def _storable_headers(response: ResponseHead) -> Headers:

@@ -9,17 +9,18 @@ C{filter.office-hours.during}); L{ConfigError.lines} renders them as
 C{"FILE: key.path: message"}, the format of C{twistd proxy --check}.
 
 Cross-references are checked too: a listener or route may only name a
-C{[filter.NAME]} or C{[backend.NAME]} that exists (anywhere in the file),
-reverse routes need a backend of C{http://}/C{https://} servers and tcp
-listeners one of C{tcp://} servers.
+C{[filter.NAME]}, C{[backend.NAME]} or C{[cache.NAME]} that exists
+(anywhere in the file), reverse routes need a backend of
+C{http://}/C{https://} servers and tcp listeners one of C{tcp://} servers.
 
 No configuration mistake ever surfaces as a traceback.
 
 This package is cut by section of the file: L{checks} (the value checks
 they share), L{proxy} (C{[proxy]}, C{[admin]}), L{listeners} (listeners,
 routes, parents), L{backends} (backends, servers, health), L{filters}
-(C{[filter.NAME]}), L{tls} (listener C{tls} tables, server TLS keys) and
-L{endpoints} (endpoint strings); L{document} walks the top level.
+(C{[filter.NAME]}), L{caches} (C{[cache.NAME]}), L{tls} (listener C{tls}
+tables, server TLS keys) and L{endpoints} (endpoint strings); L{document}
+walks the top level.
 """
 
 from __future__ import annotations
@@ -82,11 +83,11 @@ def default_config() -> Config:
     """
     The embedded configuration used when no C{--config} is given: a forward
     proxy named C{"default"} on 127.0.0.1:3128 serving loopback clients only,
-    access log on stdout.
+    access log on stdout, spool folder C{spool} in the working folder.
     """
     return Config(
         path=DEFAULT_PATH,
-        proxy=ProxySettings(access_log="-"),
+        proxy=ProxySettings(access_log="-", spool_path=os.path.abspath("spool")),
         admin=None,
         listeners=(
             ListenerConfig(

@@ -206,7 +206,7 @@ class BackendChecks(Checks):
             )
             return None
         problem = validate_domain_pattern(host)
-        if problem is None and host.startswith("*"):
+        if problem is None and "*" in host:
             problem = f"{host!r}: a server's host cannot be a wildcard"
         if problem is not None:
             self.errors.add(key, f"server URL {url!r}: {problem}")

@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.test_config -*-
 """
 The value checks every section of the configuration shares: tables,
-strings, lists of strings, seconds, integers, booleans, URL paths, files,
-IP networks and endpoint strings.
+strings, lists of strings, seconds, integers, sizes, booleans, names, URL
+paths, files, folders, IP networks and endpoint strings.
 
 Each check reports a problem as C{(key_path, message)} into the shared
 L{ErrorList} and returns L{None} (or an empty value), so that one pass finds
@@ -15,16 +15,128 @@ import ipaddress
 import math
 import os
 import re
+from fractions import Fraction
 from typing import Any, Iterator, List, Mapping, Optional, Tuple
 
 from twisted_proxy.config.endpoints import endpoint_problem
 from twisted_proxy.filters import ErrorList
 from twisted_proxy.model import IPNetwork
 
-__all__ = ["Checks", "TOKEN", "is_int", "is_number", "type_name"]
+__all__ = [
+    "Checks",
+    "MAX_SIZE",
+    "NAME",
+    "SIZE_FORMS",
+    "SIZE_UNITS",
+    "TOKEN",
+    "folder_problem",
+    "format_size",
+    "is_int",
+    "is_number",
+    "name_problem",
+    "parse_size",
+    "type_name",
+]
 
 #: RFC 9110 token: header names (and cookie names, RFC 6265).
 TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+
+#: A simple name (a C{[cache.NAME]}): a letter, then letters, digits, C{-}
+#: and C{_}; at most 64 characters. Written as a bare TOML key, and a token
+#: in a C{Cache-Status} header (RFC 9211).
+NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}\Z")
+
+#: Size units (matched case-insensitively) and their bytes.
+SIZE_UNITS: Mapping[str, int] = {
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
+#: The accepted forms of a size, for messages.
+SIZE_FORMS = (
+    "an integer of bytes, or a string of a number and a unit: B, KB, MB, GB, TB"
+    " (powers of 1000) or KiB, MiB, GiB, TiB (powers of 1024), such as"
+    " '64KiB', '1.5GiB' or '500 MB'"
+)
+#: The largest size accepted (a signed 64-bit integer).
+MAX_SIZE = 2**63 - 1
+_SIZE = re.compile(r"\s*([+-]?)([0-9]+(?:\.[0-9]*)?|\.[0-9]+) ?([A-Za-z]*)\s*\Z")
+_BINARY_UNITS: Tuple[Tuple[int, str], ...] = (
+    (1024**4, "TiB"),
+    (1024**3, "GiB"),
+    (1024**2, "MiB"),
+    (1024, "KiB"),
+)
+
+
+def parse_size(text: str) -> Optional[int]:
+    """
+    The bytes of a size string (C{"64KiB"}, C{"1.5 GiB"}, C{"500MB"},
+    C{"4096"}), rounded down to a whole byte; L{None} if C{text} has no such
+    form. A fraction of a plain byte count (C{"1.5B"}) has no such form.
+    The result may be negative (C{"-1MiB"}).
+    """
+    match = _SIZE.match(text)
+    if match is None:
+        return None
+    sign, number, unit = match.groups()
+    factor = SIZE_UNITS.get(unit.lower() or "b")
+    if factor is None:
+        return None
+    exact = Fraction(number) * factor
+    if exact.denominator != 1 and factor == 1:
+        return None
+    value = math.floor(exact)
+    return -value if sign == "-" else value
+
+
+def format_size(value: int) -> str:
+    """
+    C{value} bytes as the largest binary unit dividing it (C{"64MiB"}), or
+    as bytes (C{"1000 bytes"}, C{"1 byte"}).
+    """
+    for factor, unit in _BINARY_UNITS:
+        if value and value % factor == 0:
+            return f"{value // factor}{unit}"
+    return "1 byte" if value == 1 else f"{value} bytes"
+
+
+def folder_problem(full: str) -> Optional[str]:
+    """
+    Why the folder C{full} (absolute) cannot be used or created at start,
+    or L{None}: it must be a writable folder, or not exist yet with its
+    nearest existing parent a writable folder (no file where a folder is
+    needed).
+    """
+    if os.path.exists(full):
+        if os.path.isfile(full):
+            return f"{full} is a file, not a folder"
+        if not os.path.isdir(full):
+            return f"{full} is not a folder"
+        if not os.access(full, os.W_OK | os.X_OK):
+            return f"folder {full} is not writable"
+        return None
+    if os.path.lexists(full):
+        return f"{full} is a broken symbolic link"
+    parent = os.path.dirname(full)
+    while not os.path.exists(parent):
+        if os.path.lexists(parent):
+            return f"cannot create {full}: {parent} is a broken symbolic link"
+        up = os.path.dirname(parent)
+        if up == parent:  # pragma: no cover (the root always exists)
+            return f"cannot create {full}"
+        parent = up
+    if not os.path.isdir(parent):
+        return f"cannot create {full}: {parent} is a file, not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot create {full}: folder {parent} is not writable"
+    return None
 
 
 def type_name(value: Any) -> str:
@@ -44,6 +156,18 @@ def type_name(value: Any) -> str:
     if isinstance(value, dict):
         return "a table"
     return type(value).__name__
+
+
+def name_problem(text: str) -> str:
+    """
+    Why C{text} is not a simple name (see L{NAME}).
+    """
+    if len(text) > 64:
+        return f"{text!r} is longer than 64 characters"
+    return (
+        f"{text!r} is not a simple name (a letter, then letters, digits,"
+        " '-' and '_')"
+    )
 
 
 def is_int(value: Any) -> bool:
@@ -123,6 +247,64 @@ class Checks:
             self.errors.add(key, f"must be an integer >= {minimum}, not {value!r}")
             return None
         return int(value)
+
+    def size(self, value: Any, key: str, minimum: int = 0) -> Optional[int]:
+        """
+        A number of bytes: an integer, or a string with a unit (see
+        L{parse_size}); at least C{minimum}.
+        """
+        if isinstance(value, str):
+            size = parse_size(value)
+            if size is None:
+                self.errors.add(key, f"{value!r} is not a size; use {SIZE_FORMS}")
+                return None
+        elif is_int(value):
+            size = value
+        else:
+            self.errors.add(key, f"must be a size ({SIZE_FORMS}), not {type_name(value)}")
+            return None
+        if size < minimum:
+            if minimum == 0:
+                self.errors.add(key, f"must not be negative, not {value!r}")
+            else:
+                self.errors.add(
+                    key, f"must be at least {format_size(minimum)}, not {value!r}"
+                )
+            return None
+        if size > MAX_SIZE:
+            self.errors.add(key, f"{value!r} is too large (at most {MAX_SIZE} bytes)")
+            return None
+        return int(size)
+
+    def name(self, value: Any, key: str) -> Optional[str]:
+        """
+        A simple name (see L{NAME}).
+        """
+        text = self.string(value, key)
+        if text is None:
+            return None
+        if not NAME.match(text):
+            self.errors.add(key, name_problem(text))
+            return None
+        return text
+
+    def folder(self, value: Any, key: str, default: bool = False) -> Optional[str]:
+        """
+        A folder named relative to the configuration's folder, usable now
+        or creatable at start (see L{folder_problem}); the absolute path.
+
+        @param default: C{value} is the key's default, not the user's.
+        """
+        text = self.string(value, key)
+        if text is None:
+            return None
+        full = os.path.abspath(os.path.join(self.base_dir, os.path.expanduser(text)))
+        problem = folder_problem(full)
+        if problem is not None:
+            shown = f"{text!r} (the default)" if default else repr(text)
+            self.errors.add(key, f"{shown}: {problem}")
+            return None
+        return full
 
     def boolean(self, value: Any, key: str) -> Optional[bool]:
         if not isinstance(value, bool):

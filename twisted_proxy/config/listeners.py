@@ -4,9 +4,14 @@ The C{[[listener]]} tables: name, kind and endpoint, the keys of each kind
 (forward, reverse, tcp; a custom listener's table goes to its factory),
 reverse routes (C{[[listener.route]]}) and forward parent proxies.
 
-A listener or route may name a C{[filter.NAME]} or C{[backend.NAME]}
-defined anywhere in the file: L{References} reads those names from the raw
-document before any table is checked.
+A listener or route may name a C{[filter.NAME]}, C{[backend.NAME]} or
+C{[cache.NAME]} defined anywhere in the file: L{References} reads those
+names from the raw document before any table is checked.
+
+Forward and reverse listeners and reverse routes may name a cache
+(C{cache}) and bound the bodies the proxy holds for them
+(C{response_buffer}, C{request_buffer}); tcp listeners relay bytes and take
+none of these.
 """
 
 from __future__ import annotations
@@ -49,6 +54,9 @@ KIND_KEYS: Mapping[str, FrozenSet[str]] = {
             "parents",
             "tls",
             "redirect_to_https",
+            "cache",
+            "response_buffer",
+            "request_buffer",
         }
     ),
     "reverse": frozenset(
@@ -62,10 +70,34 @@ KIND_KEYS: Mapping[str, FrozenSet[str]] = {
             "route",
             "tls",
             "redirect_to_https",
+            "cache",
+            "response_buffer",
+            "request_buffer",
         }
     ),
     "tcp": frozenset({"allow_clients", "filters", "backend"}),
 }
+#: Keys of HTTP listeners a tcp listener refuses, and why.
+NOT_ON_TCP: Mapping[str, str] = {
+    "cache": "not on a tcp listener (only forward and reverse listeners use a cache)",
+    "response_buffer": (
+        "not on a tcp listener (only forward and reverse listeners buffer HTTP bodies)"
+    ),
+    "request_buffer": (
+        "not on a tcp listener (only forward and reverse listeners buffer HTTP bodies)"
+    ),
+}
+#: The keys that do nothing on a listener with C{redirect_to_https}.
+UNUSED_WHEN_REDIRECTING: Tuple[str, ...] = (
+    "route",
+    "filters",
+    "parents",
+    "cache",
+    "response_buffer",
+    "request_buffer",
+)
+#: The body buffer keys of listeners and routes.
+BUFFER_KEYS: Tuple[str, ...] = ("response_buffer", "request_buffer")
 #: TOML key -> L{ListenerConfig} attribute, where they differ.
 LISTENER_ATTRS: Mapping[str, str] = {"route": "routes"}
 #: The largest C{backlog} accepted.
@@ -76,9 +108,11 @@ PARENT_KEYS: Tuple[str, ...] = ("domains", "proxy")
 
 def domain_problem(domain: str) -> Optional[str]:
     """
-    Why C{domain} is not a domain pattern (C{"example.com"} or
-    C{"*.example.com"}), or L{None}.
+    Why C{domain} is not a domain pattern (C{"example.com"},
+    C{"*.example.com"} or C{"docs.*"}), or L{None}.
     """
+    if domain.rstrip(".").endswith(".*"):
+        return validate_domain_pattern(domain)
     name = domain[2:] if domain.startswith("*.") else domain
     name = name.rstrip(".")
     if not name:
@@ -101,12 +135,15 @@ class References(Checks):
     @ivar filters: the names of the C{[filter.NAME]} tables.
     @ivar backends: the kinds of each C{[backend.NAME]}'s servers (a set of
         C{"http"} and C{"tcp"}; empty when none could be read).
+    @ivar caches: the names of the C{[cache.NAME]} tables.
     """
 
     def __init__(self, errors: ErrorList, base_dir: str, doc: Mapping[str, Any]) -> None:
         super().__init__(errors, base_dir)
         raw_filters = doc.get("filter")
         self.filters: Sequence[str] = list(raw_filters) if isinstance(raw_filters, dict) else []
+        raw_caches = doc.get("cache")
+        self.caches: Sequence[str] = list(raw_caches) if isinstance(raw_caches, dict) else []
         self.backends: Dict[str, AbstractSet[str]] = {}
         raw_backends = doc.get("backend")
         if isinstance(raw_backends, dict):
@@ -132,6 +169,31 @@ class References(Checks):
             else:
                 out.append(name)
         return tuple(out)
+
+    def cache_ref(self, value: Any, key: str, route: bool = False) -> Any:
+        """
+        The name of a C{[cache.NAME]}; on a route, C{false} (no cache) too.
+        """
+        if route and isinstance(value, bool):
+            if value:
+                self.errors.add(
+                    key,
+                    "true is not allowed: name a cache (cache = \"NAME\"), or write"
+                    " false for no cache; leave the key out to use the listener's",
+                )
+                return None
+            return False
+        if not isinstance(value, str):
+            expected = "a cache name or false" if route else "a cache name"
+            self.errors.add(key, f"must be {expected} (a string), not {type_name(value)}")
+            return None
+        name = self.string(value, key)
+        if name is None:
+            return None
+        if name not in self.caches:
+            self.errors.add(key, f"unknown cache {name!r}")
+            return None
+        return name
 
     def backend_ref(self, value: Any, key: str, kind: str) -> Optional[str]:
         """
@@ -217,6 +279,10 @@ class RouteChecks(Checks):
                 values["filters"] = self.refs.filter_refs(item, item_key)
             elif name in ("strip_prefix", "preserve_host"):
                 values[name] = self.boolean(item, item_key)
+            elif name == "cache":
+                values["cache"] = self.refs.cache_ref(item, item_key, route=True)
+            elif name in BUFFER_KEYS:
+                values[name] = self.size(item, item_key, 0)
             else:
                 self.errors.add(item_key, "unknown key")
         if "backend" not in table:
@@ -234,7 +300,8 @@ class RouteChecks(Checks):
     def route_host(self, value: Any, key: str) -> Optional[str]:
         """
         A route's host: exact or C{"*.example.com"}, no port; normalized
-        (lower case, no trailing dot, IDNA).
+        (lower case, no trailing dot, IDNA). Not C{"docs.*"}: routes are
+        indexed by host name and its suffixes.
         """
         host = self.string(value, key)
         if host is None:
@@ -243,7 +310,15 @@ class RouteChecks(Checks):
         if problem is not None:
             self.errors.add(key, problem)
             return None
-        return normalize_domain_pattern(host)
+        canonical = normalize_domain_pattern(host)
+        if canonical.endswith(".*"):
+            self.errors.add(
+                key,
+                f"{host!r}: a route's host is exact or '*.example.com';"
+                " a first-label pattern like 'docs.*' is for domain lists only",
+            )
+            return None
+        return canonical
 
 
 class ListenerChecks(Checks):
@@ -329,6 +404,8 @@ class ListenerChecks(Checks):
                 if name in KIND_KEYS[kind]:
                     attr = LISTENER_ATTRS.get(name, name)
                     values[attr] = self.listener_value(kind, name, value, item_key)
+                elif kind == "tcp" and name in NOT_ON_TCP:
+                    self.errors.add(item_key, NOT_ON_TCP[name])
                 else:
                     self.errors.add(item_key, "unknown key")
         required = LISTENER_COMMON_KEYS + {"custom": ("factory",), "tcp": ("backend",)}.get(
@@ -423,6 +500,10 @@ class ListenerChecks(Checks):
             return self.tls_checks.listener_tls(value, key)
         if name == "redirect_to_https":
             return self.redirect_to_https(value, key)
+        if name == "cache":
+            return self.refs.cache_ref(value, key)
+        if name in BUFFER_KEYS:
+            return self.size(value, key, 0)
         assert name == "backend", name
         return self.refs.backend_ref(value, key, "tcp")
 
@@ -447,7 +528,7 @@ class ListenerChecks(Checks):
                 f"{key}.redirect_to_https",
                 "only on a plain listener (this one speaks TLS itself)",
             )
-        for name in ("route", "filters", "parents"):
+        for name in UNUSED_WHEN_REDIRECTING:
             if name in table and name in KIND_KEYS[kind]:
                 self.errors.add(
                     f"{key}.{name}",

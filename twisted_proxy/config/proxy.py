@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_config -*-
 """
-The process-wide tables: C{[proxy]} (timeouts, sizes, the access log) and
-C{[admin]} (the admin listener's endpoint).
+The process-wide tables: C{[proxy]} (timeouts, sizes, the access log, the
+spool) and C{[admin]} (the admin listener's endpoint).
 """
 
 from __future__ import annotations
@@ -12,7 +12,14 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 from twisted_proxy.config.checks import Checks
 from twisted_proxy.model import AdminConfig, ProxySettings
 
-__all__ = ["MIN_FIELD_SIZE", "MIN_HEAD_SIZE", "MIN_HEADER_COUNT", "PROXY_SECONDS", "ProxyChecks"]
+__all__ = [
+    "DEFAULT_SPOOL_PATH",
+    "MIN_FIELD_SIZE",
+    "MIN_HEAD_SIZE",
+    "MIN_HEADER_COUNT",
+    "PROXY_SECONDS",
+    "ProxyChecks",
+]
 
 #: The C{[proxy]} keys that are a number of seconds.
 PROXY_SECONDS: Tuple[str, ...] = (
@@ -31,6 +38,8 @@ MIN_FIELD_SIZE = 256
 #: The smallest C{max_header_count} accepted (ordinary responses carry a
 #: dozen or more).
 MIN_HEADER_COUNT = 16
+#: C{spool_path} when absent, relative to the configuration file's folder.
+DEFAULT_SPOOL_PATH = "spool"
 
 
 class ProxyChecks(Checks):
@@ -39,6 +48,10 @@ class ProxyChecks(Checks):
     """
 
     def parse_proxy(self, table: Mapping[str, Any]) -> ProxySettings:
+        """
+        The settings of a C{[proxy]} table (C{{}} when the file has none:
+        the spool folder's default is checked all the same).
+        """
         values: Dict[str, Any] = {}
         for name, value in table.items():
             key = f"proxy.{name}"
@@ -57,10 +70,18 @@ class ProxyChecks(Checks):
                 result = self.integer(value, key, 1)
             elif name == "access_log":
                 result = self.access_log(value, key)
+            elif name == "spool_path":
+                result = self.folder(value, key)
+            elif name == "spool_max":
+                result = self.size(value, key, 0)
             else:
                 self.errors.add(key, "unknown key")
             if result is not None:
                 values[name] = result
+        if "spool_path" not in table:
+            spool = self.folder(DEFAULT_SPOOL_PATH, "proxy.spool_path", default=True)
+            if spool is not None:
+                values["spool_path"] = spool
         return ProxySettings(**values)
 
     def access_log(self, value: Any, key: str) -> Optional[str]:

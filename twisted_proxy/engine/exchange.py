@@ -363,6 +363,10 @@ class Exchange:
             if status == 504 and leg.first_byte_timeout(message):
                 return  # retried on another server
             leg.close()
+            if status == 504 and leg.owner is not self and not self.response_started:
+                # a stage between (a cache) may answer otherwise (stale)
+                leg.owner.upstream_failed(504, message)
+                return
         rule = (getattr(self, "waiting_on", None) or "") if status == 503 else ""
         self.close_after = True
         if self.response_started:
