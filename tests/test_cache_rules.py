@@ -800,15 +800,17 @@ class AgeTests(SynchronousTestCase):
 
     def test_invalid_age(self) -> None:
         """
-        An invalid Age counts as 0; a huge one as 2**31; the first Age
-        field is used.
+        An Age that is not exactly one non-negative integer (a sign, text, a
+        list, a fraction, parameters, a second field) makes the response
+        stale (it counts as 2**31); a huge one counts as 2**31; whitespace
+        around the number is fine.
         """
-        self.assertEqual(initial_age(response((b"Age", b"-5")), T0, T0), 0.0)
-        self.assertEqual(initial_age(response((b"Age", b"abc")), T0, T0), 0.0)
-        self.assertEqual(initial_age(response((b"Age", b"1, 2")), T0, T0), 0.0)
+        huge = 2.0**31
+        for value in (b"-5", b"abc", b"1, 2", b"0, 0", b"7200.0", b"7200;foo=bar", b""):
+            self.assertEqual(initial_age(response((b"Age", value)), T0, T0), huge, value)
         self.assertEqual(initial_age(response((b"Age", b" 5 ")), T0, T0), 5.0)
-        self.assertEqual(initial_age(response((b"Age", b"9" * 40)), T0, T0), 2.0**31)
-        self.assertEqual(initial_age(response((b"Age", b"3"), (b"Age", b"50")), T0, T0), 3.0)
+        self.assertEqual(initial_age(response((b"Age", b"9" * 40)), T0, T0), huge)
+        self.assertEqual(initial_age(response((b"Age", b"3"), (b"Age", b"3")), T0, T0), huge)
 
     def test_negative_delay(self) -> None:
         """
@@ -1289,6 +1291,25 @@ class MergeNotModifiedTests(SynchronousTestCase):
     L{merge_not_modified} updates stored fields from a 304
     (RFC 9111 §3.2, §4.3.4).
     """
+
+    def test_body_fields_kept(self) -> None:
+        """
+        Content-Encoding, Content-MD5, Content-Range and ETag describe the
+        stored body: a 304 never changes them (cache-tests' update304).
+        """
+        stored = [
+            (b"ETag", b'"a"'),
+            (b"Content-Encoding", b"gzip"),
+            (b"Content-MD5", b"x"),
+            (b"Content-Range", b"bytes 0-1/2"),
+        ]
+        new = [
+            (b"ETag", b'"b"'),
+            (b"Content-Encoding", b"br"),
+            (b"Content-MD5", b"y"),
+            (b"Content-Range", b"bytes 0-1/3"),
+        ]
+        self.assertEqual(merge_not_modified(stored, new), stored)
 
     def test_replace_and_append(self) -> None:
         """

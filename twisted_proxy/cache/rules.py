@@ -259,8 +259,12 @@ HOP_BY_HOP = frozenset(
 _SAFE_METHODS = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE"])
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
-# Fields that a 304 never overrides in the stored response.
-_NOT_MERGED = HOP_BY_HOP | frozenset([b"content-length"])
+# Fields that a 304 never overrides in the stored response: framing, and
+# the fields that describe the stored body itself (its coding, digest,
+# range and entity tag), as cache-tests requires and Traffic Server does.
+_NOT_MERGED = HOP_BY_HOP | frozenset(
+    [b"content-length", b"content-encoding", b"content-md5", b"content-range", b"etag"]
+)
 
 # Response directives that forbid serving a stale response.
 _NO_STALE = ("must-revalidate", "proxy-revalidate", "s-maxage", "no-cache")
@@ -746,12 +750,21 @@ def initial_age(response_headers: Headers, request_time: float, response_time: f
     RFC 9111 §4.2.3's C{corrected_initial_age}: the larger of the apparent
     age (C{response_time - Date}, 0 without a valid C{Date}) and the C{Age}
     field plus the response delay (C{response_time - request_time}).  An
-    invalid C{Age} counts as 0; negative intervals count as 0.
+    C{Age} that is not exactly one non-negative integer (a list, a second
+    field, a sign, a fraction, parameters) counts as L{MAX_DELTA}: the
+    response is stale (what cache-tests expects of a careful cache);
+    negative intervals count as 0.
     """
-    age_field = header(response_headers, b"age")
     age_value = 0
-    if age_field is not None:
-        age_value = _delta(age_field.strip(b" \t").decode("latin-1")) or 0
+    seen = False
+    for name, value in response_headers:
+        if len(name) == 3 and name.lower() == b"age":
+            value = value.strip(b" \t")
+            if seen or not value.isdigit():
+                age_value = MAX_DELTA
+                break
+            seen = True
+            age_value = min(int(value), MAX_DELTA)
     date = _date(response_headers, b"date")
     apparent = 0.0 if date is None else max(0.0, response_time - date)
     corrected = age_value + max(0.0, response_time - request_time)
