@@ -111,3 +111,105 @@ class AdminSiteTests(SynchronousTestCase):
         page = render(self.site, b"/")
         self.assertIn(b"<title>twisted-proxy</title>", page)
         self.assertIn(b"fetch('/status')", page)
+
+
+def purge(site: Any, body: bytes) -> Any:
+    """
+    POST /cache/purge with C{body}: (response code, decoded JSON).
+    """
+    from io import BytesIO
+
+    request = DummyRequest([b"cache", b"purge"])
+    request.method = b"POST"
+    request.content = BytesIO(body)
+    resource = site.getResourceFor(request)
+    result = resource.render(request)
+    return request.responseCode or 200, json.loads(result)
+
+
+class CacheAdminTests(SynchronousTestCase):
+    """
+    The admin listener's cache endpoints: /status and /metrics per cache,
+    POST /cache/purge by url, prefix and tag.
+    """
+
+    def setUp(self) -> None:
+        config = dict(CONFIG, cache={"edge": {"path": self.mktemp(), "max_size": "10MiB"}})
+        config["listener"] = [dict(CONFIG["listener"][1], cache="edge")]  # type: ignore[index]
+        self.proxy = make_service(parse_config(config, "admin.toml", "."), MemoryReactorClock())
+        self.cache = self.proxy.caches["edge"]
+        self.cache.open()
+        self.addCleanup(self.cache.close)
+        self.site = admin_site(self.proxy)
+        for path, tags in (("/a", ["t1"]), ("/static/b", ["t1", "t2"]), ("/static/c", [])):
+            primary = f"http://example.com:80{path}"
+            writer = self.cache.store.begin(primary, {"primary": primary, "vary": [], "tags": tags})
+            writer.write(b"body")
+            writer.finish()
+            self.cache.stored(primary, primary, ())
+
+    def test_status(self) -> None:
+        """
+        /status lists each cache with its entries, bytes and counters.
+        """
+        status = json.loads(render(self.site, b"/status"))
+        edge = status["caches"]["edge"]
+        self.assertEqual((edge["entries"], edge["bytes"], edge["stored"]), (3, 12, 3))
+        self.assertEqual(edge["hit_ratio"], 0.0)
+
+    def test_metrics(self) -> None:
+        """
+        /metrics carries the caches' entries, bytes and results as
+        Prometheus series labelled by cache.
+        """
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = render(self.site, b"/metrics").decode()
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+        self.assertEqual(samples[("twisted_proxy_cache_entries", (("cache", "edge"),))], 3)
+        self.assertEqual(samples[("twisted_proxy_cache_bytes", (("cache", "edge"),))], 12)
+        self.assertEqual(
+            samples[("twisted_proxy_cache_requests_total", (("cache", "edge"), ("result", "bypass")))], 0
+        )
+
+    def test_purge_url(self) -> None:
+        """
+        A purge by URL removes that URL (written in any equivalent form).
+        """
+        self.assertEqual(purge(self.site, b'{"cache": "edge", "url": "http://EXAMPLE.com/a"}'), (200, {"purged": 1}))
+        self.assertIsNone(self.cache.lookup("http://example.com:80/a"))
+        self.assertEqual(self.cache.store.entries, 2)
+
+    def test_purge_prefix(self) -> None:
+        """
+        A purge by prefix removes every URL under it.
+        """
+        self.assertEqual(
+            purge(self.site, b'{"cache": "edge", "prefix": "http://example.com/static/"}'), (200, {"purged": 2})
+        )
+        self.assertEqual(self.cache.store.entries, 1)
+
+    def test_purge_tag(self) -> None:
+        """
+        A purge by tag removes the entries its tag header named.
+        """
+        self.assertEqual(purge(self.site, b'{"cache": "edge", "tag": "t1"}'), (200, {"purged": 2}))
+        self.assertEqual(purge(self.site, b'{"cache": "edge", "tag": "t2"}'), (200, {"purged": 0}))
+        self.assertEqual(self.cache.store.entries, 1)
+
+    def test_purge_errors(self) -> None:
+        """
+        A body that is not JSON, names no cache, an unknown cache, or not
+        exactly one of url/prefix/tag is refused with a message.
+        """
+        self.assertEqual(purge(self.site, b"nope")[0], 400)
+        self.assertEqual(purge(self.site, b'{"url": "http://example.com/a"}')[0], 400)
+        self.assertEqual(purge(self.site, b'{"cache": "other", "url": "http://example.com/a"}')[0], 404)
+        self.assertEqual(purge(self.site, b'{"cache": "edge"}')[0], 400)
+        self.assertEqual(purge(self.site, b'{"cache": "edge", "url": "x", "tag": "y"}')[0], 400)
+        self.assertEqual(purge(self.site, b"x" * 70000)[0], 413)
+        self.assertEqual(self.cache.store.entries, 3)

@@ -6,6 +6,9 @@ The admin web site.
     GET  /status    JSON: listeners with counters, backends with server state
     GET  /          a dashboard page that reads /status every two seconds
     POST /reload    re-read TLS certificates (as SIGHUP does)
+    POST /cache/purge
+                    JSON {"cache": NAME, "url" | "prefix" | "tag": TEXT}:
+                    removes the matching entries, answers {"purged": N}
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ td,th{border:1px solid #ccc;padding:.3em .7em;text-align:left}
 <h1>twisted-proxy</h1>
 <h2>Listeners</h2><table id="listeners"></table>
 <h2>Backends</h2><table id="backends"></table>
+<h2>Caches</h2><table id="caches"></table>
 <script>
 function esc(s){return String(s).replace(/[&<>"]/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]))}
 async function load(){
@@ -40,6 +44,10 @@ async function load(){
   for (const [name, servers] of Object.entries(s.backends)) for (const v of servers)
     h += `<tr><td>${esc(name)}</td><td>${esc(v.server)}</td><td class="${v.up && !v.ejected ? 'up' : 'down'}">${v.up ? (v.ejected ? 'ejected' : 'up') : 'down'}${v.backup ? ' (backup)' : ''}</td><td>${v.in_flight}</td><td>${v.weight}</td></tr>`;
   document.getElementById('backends').innerHTML = h;
+  h = '<tr><th>cache</th><th>entries</th><th>bytes</th><th>hit ratio</th><th>hits</th><th>misses</th><th>stale</th><th>revalidated</th><th>collapsed</th><th>evictions</th></tr>';
+  for (const [name, c] of Object.entries(s.caches || {}))
+    h += `<tr><td>${esc(name)}</td><td>${c.entries}</td><td>${c.bytes}</td><td>${(100 * c.hit_ratio).toFixed(1)}%</td><td>${c.hits}</td><td>${c.misses}</td><td>${c.stale}</td><td>${c.revalidated}</td><td>${c.collapsed}</td><td>${c.evictions}</td></tr>`;
+  document.getElementById('caches').innerHTML = h;
 }
 load(); setInterval(load, 2000);
 </script></body></html>
@@ -85,13 +93,28 @@ class StatusSource:
         except (AttributeError, KeyError):
             return 0
 
+    def caches(self) -> Dict[str, Any]:
+        return {name: cache.status() for name, cache in getattr(self.proxy, "caches", {}).items()}
+
     def status(self) -> Dict[str, Any]:
         return {
             "version": __version__,
             "listeners": self.listeners(),
             "backends": self.backends(),
+            "caches": self.caches(),
             "access_log_dropped": self.access_log_dropped(),
         }
+
+
+#: (key in a cache's status, result label)
+_CACHE_RESULTS = (
+    ("hits", "hit"),
+    ("stale", "stale"),
+    ("revalidated", "revalidated"),
+    ("misses", "miss"),
+    ("collapsed", "collapsed"),
+    ("bypass", "bypass"),
+)
 
 
 class Collector:
@@ -143,6 +166,36 @@ class Collector:
             value=self.source.access_log_dropped(),
         )
         yield from (requests, decisions, bytes_, connections, up, in_flight, dropped)
+        yield from self.cache_metrics()
+
+    def cache_metrics(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        lookups = CounterMetricFamily(
+            "twisted_proxy_cache_requests",
+            "Requests a cache answered, by result (hit, stale, revalidated, miss, collapsed, bypass)",
+            labels=["cache", "result"],
+        )
+        entries = GaugeMetricFamily("twisted_proxy_cache_entries", "Entries stored", labels=["cache"])
+        size = GaugeMetricFamily("twisted_proxy_cache_bytes", "Body bytes stored on disk", labels=["cache"])
+        memory = GaugeMetricFamily(
+            "twisted_proxy_cache_memory_bytes", "Body bytes also held in memory", labels=["cache"]
+        )
+        stored = CounterMetricFamily("twisted_proxy_cache_stored", "Responses stored", labels=["cache"])
+        evictions = CounterMetricFamily(
+            "twisted_proxy_cache_evictions", "Entries evicted for space", labels=["cache"]
+        )
+        purged = CounterMetricFamily("twisted_proxy_cache_purged", "Entries purged", labels=["cache"])
+        for name, c in self.source.caches().items():
+            for key, result in _CACHE_RESULTS:
+                lookups.add_metric([name, result], c[key])
+            entries.add_metric([name], c["entries"])
+            size.add_metric([name], c["bytes"])
+            memory.add_metric([name], c["memory_bytes"])
+            stored.add_metric([name], c["stored"])
+            evictions.add_metric([name], c["evictions"])
+            purged.add_metric([name], c["purged"])
+        yield from (lookups, entries, size, memory, stored, evictions, purged)
 
 
 class _Metrics(Resource):
@@ -191,6 +244,61 @@ class _Reload(Resource):
         return json.dumps({"reloaded": True, "result": result}, default=str).encode()
 
 
+#: the largest purge request body read
+MAX_PURGE_BODY = 65536
+
+
+class _CachePurge(Resource):
+    """
+    C{POST /cache/purge}: C{{"cache": NAME, "url": URL}} (every variant of
+    that URL), C{"prefix": URL} (every URL that starts with it) or
+    C{"tag": TAG} (every entry whose tag header named it).
+    """
+
+    isLeaf = True
+
+    def __init__(self, proxy: Any) -> None:
+        Resource.__init__(self)
+        self.proxy = proxy
+
+    def render_POST(self, request: Any) -> bytes:
+        request.setHeader(b"Content-Type", b"application/json")
+        request.setHeader(b"Cache-Control", b"no-store")
+        data = request.content.read(MAX_PURGE_BODY + 1)
+        if len(data) > MAX_PURGE_BODY:
+            return self.error(request, 413, "request body too large")
+        try:
+            body = json.loads(data or b"{}")
+        except ValueError:
+            return self.error(request, 400, "the body must be JSON")
+        if not isinstance(body, dict):
+            return self.error(request, 400, "the body must be a JSON object")
+        caches = getattr(self.proxy, "caches", {})
+        name = body.get("cache")
+        if not isinstance(name, str):
+            return self.error(request, 400, 'name the cache: {"cache": "NAME", ...}')
+        cache = caches.get(name)
+        if cache is None:
+            return self.error(request, 404, f"no cache named {name!r}")
+        kinds = [k for k in ("url", "prefix", "tag") if k in body]
+        if len(kinds) != 1 or not isinstance(body[kinds[0]], str) or not body[kinds[0]]:
+            return self.error(request, 400, 'give one of "url", "prefix" or "tag" (a non-empty string)')
+        kind = kinds[0]
+        value = body[kind]
+        if kind == "url":
+            purged = cache.purge_url(value)
+        elif kind == "prefix":
+            purged = cache.purge_prefix(value)
+        else:
+            purged = cache.purge_tag(value)
+        return json.dumps({"purged": purged}).encode()
+
+    @staticmethod
+    def error(request: Any, code: int, message: str) -> bytes:
+        request.setResponseCode(code)
+        return json.dumps({"error": message}).encode()
+
+
 class _Root(Resource):
     def __init__(self) -> None:
         Resource.__init__(self)
@@ -214,6 +322,9 @@ def admin_site(proxy: Any) -> Site:
     root.putChild(b"metrics", _Metrics(source))
     root.putChild(b"status", _Status(source))
     root.putChild(b"reload", _Reload(proxy))
+    cache = Resource()
+    cache.putChild(b"purge", _CachePurge(proxy))
+    root.putChild(b"cache", cache)
     site = Site(root)
     site.noisy = False
     site.displayTracebacks = False
