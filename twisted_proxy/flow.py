@@ -78,14 +78,20 @@ class Relay:
     exchange being served), so nothing is registered per request.
     """
 
-    __slots__ = ("gate", "paused")
+    __slots__ = ("gate", "paused", "on_pause")
 
     def __init__(self) -> None:
         self.gate: Any = None
         self.paused = False
+        #: called first when the transport pushes back: True when it took
+        #: the back-pressure itself (a response buffer started)
+        self.on_pause: Any = None
 
     def pauseProducing(self) -> None:
         self.paused = True
+        on_pause = self.on_pause
+        if on_pause is not None and on_pause():
+            return
         if self.gate is not None:
             self.gate.pause(BACKPRESSURE)
 

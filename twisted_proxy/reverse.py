@@ -37,6 +37,8 @@ class Route:
         "preserve_host",
         "name",
         "cache",
+        "response_buffer",
+        "request_buffer",
     )
 
     def __init__(
@@ -61,6 +63,9 @@ class Route:
         #: the route's cache (a twisted_proxy.cache.shared.SharedCache),
         #: False for none, or None: as the listener
         self.cache: Any = None
+        #: bytes; None: the listener's (engine/buffer.py)
+        self.response_buffer: Optional[int] = None
+        self.request_buffer: Optional[int] = None
 
     def rewrite(self, path: bytes) -> bytes:
         """

@@ -218,6 +218,41 @@ class CachesService(service.Service):
             cache.close()
 
 
+class SpoolService(service.Service):
+    """
+    Opens the spool folder (clearing what a previous run left) when some
+    listener or route buffers bodies.
+    """
+
+    def __init__(self, spool: Any) -> None:
+        self.spool = spool
+
+    def startService(self) -> None:
+        service.Service.startService(self)
+        try:
+            self.spool.open()
+        except OSError as e:
+            raise SystemExit(f"proxy.spool_path: cannot open {self.spool.path}: {e}")
+
+
+def build_spool(config: Config) -> Any:
+    """
+    The process's spool (C{[proxy] spool_path}, C{spool_max}), or L{None}
+    when no listener or route buffers anything.
+    """
+    used = False
+    for lconf in config.listeners:
+        if lconf.kind not in ("forward", "reverse") or lconf.redirect_to_https is not None:
+            continue
+        if any(lconf.buffers()) or any(any(r.buffers_for(lconf)) for r in lconf.routes):
+            used = True
+    if not used:
+        return None
+    from twisted_proxy.cache.store import Spool
+
+    return Spool(config.proxy.spool_path, config.proxy.spool_max)
+
+
 def build_caches(config: Config, reactor: Any) -> dict:
     """
     One L{SharedCache} per C{[cache.NAME]}, by name.
@@ -460,6 +495,7 @@ def make_listener_factory(
     own_addresses: Set[Tuple[str, int]],
     backends: Optional[dict] = None,
     caches: Optional[dict] = None,
+    spool: Any = None,
 ) -> Any:
     """
     The protocol factory for one listener.
@@ -514,6 +550,8 @@ def make_listener_factory(
                 route.cache = False
             elif isinstance(r.cache, str):
                 route.cache = caches[r.cache]
+            route.response_buffer = r.response_buffer
+            route.request_buffer = r.request_buffer
             routes.append(route)
         https = _is_https(lconf)
         strip: Tuple[str, ...] = ()
@@ -546,6 +584,7 @@ def make_listener_factory(
                 allow_all=not lconf.allow_clients,
                 kind="reverse",
                 origin=_origin(lconf, caches, reactor, routes),
+                **_buffers(lconf, spool),
             )
         )
     if lconf.kind != "forward":
@@ -565,8 +604,17 @@ def make_listener_factory(
         lconf.anonymity,
         frozenset(lconf.connect_ports),
         origin=_origin(lconf, caches, reactor),
+        **_buffers(lconf, spool),
     )
     return _front_factory(lconf, context)
+
+
+def _buffers(lconf: ListenerConfig, spool: Any) -> dict:
+    """
+    The spool and buffer limits of an HTTP listener's context.
+    """
+    response, request = lconf.buffers()
+    return {"spool": spool, "response_buffer": response, "request_buffer": request}
 
 
 def _is_https(lconf: ListenerConfig) -> bool:
@@ -621,12 +669,15 @@ def make_service(config: Config, reactor: Any) -> ProxyService:
     caches = build_caches(config, reactor)
     top.caches = caches
     CachesService(caches).setServiceParent(top)
+    spool = build_spool(config)
+    if spool is not None:
+        SpoolService(spool).setServiceParent(top)
     # stops after the listeners (a MultiService stops its children last first)
     limiter = ConnectionLimiter(settings.max_connections, reactor)
     limiter.setServiceParent(top)
     for lconf in config.listeners:
         factory = make_listener_factory(
-            lconf, config, reactor, pool, access_log, filters, top.own_addresses, backends, caches
+            lconf, config, reactor, pool, access_log, filters, top.own_addresses, backends, caches, spool
         )
         if isinstance(factory, (FrontFactory, TcpFactory)):
             factory.limiter = limiter

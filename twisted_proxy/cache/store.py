@@ -71,8 +71,9 @@ L{Spool}: anonymous buffers
 ===========================
 A L{SpoolBuffer} is a FIFO byte buffer: its first C{memory_limit} bytes
 stay in memory, the rest goes to unnamed files (C{O_TMPFILE}, or unlinked
-at once) under the spool folder, in segments of C{segment_size} bytes. A
-segment read to its end is closed (or truncated when it is the last one),
+at once) under the spool folder, in segments that double from
+C{segment_size} (1 MiB) up to L{MAX_SEGMENT_SIZE} (64 MiB), so a large
+buffer holds few descriptors. A segment read to its end is closed (or truncated when it is the last one),
 so disk space returns to the spool's budget as the buffer drains, not only
 when it empties. A write that would take the spool's disk use beyond
 C{max_size} takes nothing and answers C{False}: the caller falls back to
@@ -983,12 +984,19 @@ class Store:
 
 
 class _Segment:
-    __slots__ = ("fd", "length", "read")
+    __slots__ = ("fd", "length", "read", "capacity")
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, capacity: int) -> None:
         self.fd = fd
         self.length = 0
         self.read = 0
+        self.capacity = capacity
+
+
+#: the largest spool segment: segments double from the spool's
+#: C{segment_size} up to this, so that a buffer of a gigabyte holds about
+#: twenty descriptors, not a thousand
+MAX_SEGMENT_SIZE = 64 << 20
 
 
 class Spool:
@@ -1064,6 +1072,8 @@ class SpoolBuffer:
         self._segments: Deque[_Segment] = deque()
         self._file_size = 0
         self._closed = False
+        #: the capacity of the next segment (doubling, see MAX_SEGMENT_SIZE)
+        self._next_capacity = spool.segment_size
 
     def __repr__(self) -> str:
         return f"<SpoolBuffer {self._memory_size} bytes in memory, {self._file_size} on disk>"
@@ -1114,10 +1124,12 @@ class SpoolBuffer:
         last = segments[-1].length if segments else 0
         try:
             while data:
-                if not segments or segments[-1].length >= spool.segment_size:
-                    segments.append(_Segment(spool._new_file()))
+                if not segments or segments[-1].length >= segments[-1].capacity:
+                    capacity = self._next_capacity
+                    self._next_capacity = min(MAX_SEGMENT_SIZE, max(capacity, capacity * 2))
+                    segments.append(_Segment(spool._new_file(), capacity))
                 segment = segments[-1]
-                part = data[: spool.segment_size - segment.length]
+                part = data[: segment.capacity - segment.length]
                 _pwrite_all(segment.fd, part, segment.length)
                 segment.length += len(part)
                 spool.used += len(part)

@@ -43,6 +43,9 @@ class ListenerContext:
         allow_all: bool = False,
         kind: str = "forward",
         origin: Optional[Any] = None,
+        spool: Optional[Any] = None,
+        response_buffer: int = 0,
+        request_buffer: int = 0,
     ) -> None:
         self.name = name
         self.reactor = reactor
@@ -64,6 +67,12 @@ class ListenerContext:
             # the requests this listener forwards carry its own Via mark
             router.via_token = policy.request_via(self.policy.via_mark)
         self.origin = origin if origin is not None else UpstreamOrigin()
+        #: the process's spool (twisted_proxy.cache.store.Spool) when some
+        #: listener or route buffers bodies, and this listener's limits
+        #: (a route's own, when set, win: engine/buffer.py)
+        self.spool = spool
+        self.response_buffer = response_buffer
+        self.request_buffer = request_buffer
         # the front timer never sleeps longer than the shortest timeout, so
         # a new deadline is never earlier than the scheduled wake-up
         self.timer_step = min(

@@ -31,6 +31,7 @@ from typing import Any, Optional, Sequence, Tuple
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twisted_proxy.engine.buffer import RequestBuffer, request_buffer_applies, request_limit
 from twisted_proxy.engine.timers import BODY
 from twisted_proxy.engine.transform import request_stage, response_stage
 from twisted_proxy.flow import CONNECTING, FILTERING, write_now, write_now_sequence
@@ -94,6 +95,7 @@ class Exchange:
         "out",
         "cache",
         "cleanup",
+        "rbuf",
     )
 
     def __init__(self, front: Any, head: RequestHead) -> None:
@@ -131,6 +133,8 @@ class Exchange:
         #: called once when the exchange ends, however it ends (an origin
         #: stage that holds something for it: a cache fill)
         self.cleanup: Any = None
+        #: the response buffer, once the client pushed back (buffer.py)
+        self.rbuf: Any = None
 
     # the stages, in order
 
@@ -162,6 +166,12 @@ class Exchange:
                 if transform is not None:
                     self.body = transform
                     transform.start()
+                    return
+            if head.framing and not self.request_done and self.ctx.spool is not None:
+                limit = request_limit(self)
+                if request_buffer_applies(self, limit):
+                    # received whole first: slow uploads never hold a backend
+                    RequestBuffer(self, sink, self.ctx.spool, limit).start()
                     return
         self.ctx.origin.fetch(self, sink)
 
@@ -220,6 +230,8 @@ class Exchange:
         out = self.out
         if out is not None:
             out.append(data)
+        elif self.rbuf is not None:
+            self.rbuf.write(data)
         else:
             self.front.transport.write(data)
 
@@ -230,7 +242,9 @@ class Exchange:
         out = self.out
         self.out = None
         if out:
-            if len(out) == 1:
+            if self.rbuf is not None:
+                self.rbuf.write_sequence(out)
+            elif len(out) == 1:
                 write_now(self.front.transport, out[0])
             else:
                 write_now_sequence(self.front.transport, out)
@@ -299,6 +313,11 @@ class Exchange:
         The origin has delivered the whole response.
         """
         if self.finished:
+            return
+        rbuf = self.rbuf
+        if rbuf is not None and rbuf.pending():
+            # the client has yet to take what the buffer holds
+            rbuf.done_waiting = True
             return
         if self.request_done:
             self.finish()
@@ -522,6 +541,10 @@ class Exchange:
                 leg.close()
             else:
                 leg.closed = True
+        elif self.body is not None and isinstance(self.body, RequestBuffer):
+            self.body.close()
+        if self.rbuf is not None:
+            self.rbuf.close()
         cleanup = self.cleanup
         if cleanup is not None:
             self.cleanup = None

@@ -26,6 +26,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twisted_proxy.engine.buffer import ResponseBuffer, response_limit
 from twisted_proxy.engine.context import ListenerContext
 from twisted_proxy.engine.exchange import Exchange
 from twisted_proxy.engine.timers import BODY, FILTER, HEADER, IDLE, NO_TIMER, WAIT
@@ -90,6 +91,8 @@ class FrontProtocol(Protocol):
         self.peer_end: Any = None
         self.allowed = False
         self.relay = Relay()
+        if context.spool is not None:
+            self.relay.on_pause = self.client_blocked
         self.gate: Any = None
         # the upstream connection of the last exchange, kept for the next
         # request to the same address (as a client keeps its connection)
@@ -112,6 +115,28 @@ class FrontProtocol(Protocol):
             self.sticky = conn
         else:
             pool.release(conn)
+
+    def client_blocked(self) -> bool:
+        """
+        The client's connection pushed back: when the current exchange's
+        response may be buffered (C{response_buffer}), a L{ResponseBuffer}
+        takes the back-pressure instead of the upstream connection. True
+        when it did.
+        """
+        ex = self.current
+        if ex is None or ex.rbuf is not None or ex.finished:
+            return False
+        leg = ex.leg
+        if leg is None or leg.conn is None or leg.conn.gate is None:
+            return False
+        limit = response_limit(ex)
+        if limit <= 0:
+            return False
+        rbuf = ex.rbuf = ResponseBuffer(ex, self.ctx.spool, limit)
+        rbuf.attach(leg.conn.gate)
+        # the relay is paused: the buffer starts blocked
+        self.relay.switch(rbuf)
+        return True
 
     def release_upstream(self) -> None:
         conn = self.sticky

@@ -386,7 +386,13 @@ class UpstreamLeg:
         )
         front = self.front
         self.conn = None
-        front.relay.switch(None)
+        rbuf = ex.rbuf
+        if rbuf is not None:
+            # the buffer still feeds the client: it keeps the client's
+            # back-pressure, but no longer holds the upstream
+            rbuf.detach()
+        else:
+            front.relay.switch(None)
         conn.detach()
         if reusable:
             if front.closing or front.lost or ex.close_after:
