@@ -55,8 +55,21 @@ Headers = List[Tuple[bytes, bytes]]
 
 _GET = b"GET"
 _HEAD = b"HEAD"
-#: request header names that take the slow (RFC) path of a lookup
-_REQUEST_DIRECTIVES = frozenset([b"cache-control", b"pragma"])
+#: what a request header means to a lookup (one dict lookup per field)
+SLOW, AUTHORIZATION, CONDITIONAL, RANGE = 1, 2, 4, 8
+_REQUEST_FLAGS = {
+    b"cache-control": SLOW,
+    b"pragma": SLOW,
+    b"authorization": AUTHORIZATION,
+    b"if-none-match": CONDITIONAL,
+    b"if-modified-since": CONDITIONAL,
+    b"if-match": CONDITIONAL,
+    b"if-unmodified-since": CONDITIONAL,
+    b"if-range": CONDITIONAL | RANGE,
+    b"range": CONDITIONAL | RANGE,
+}
+#: flags not known yet (serve() looks)
+UNKNOWN = -1
 #: request header names that make a request conditional or partial
 _CONDITIONALS = frozenset([b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since", b"if-range", b"range"])
 #: response header names never stored (hop-by-hop, framing, our own)
@@ -93,6 +106,8 @@ class View:
         "no_cache",
         "length",
         "rule_headers",
+        "served",
+        "served_lnames",
     )
 
     def __init__(self, entry: Entry) -> None:
@@ -104,6 +119,9 @@ class View:
             (n.encode("latin-1"), v.encode("latin-1")) for n, v in meta["headers"]
         ]
         self.lnames = [n.lower() for n, _ in self.headers]
+        #: the stored fields a cached answer carries (not the stored Age)
+        self.served = [h for h, ln in zip(self.headers, self.lnames) if ln not in _NOT_SERVED]
+        self.served_lnames = [ln for ln in self.lnames if ln not in _NOT_SERVED]
         self.request_time: float = meta["qt"]
         self.response_time: float = meta["rt"]
         self.initial_age = rules.initial_age(self.headers, self.request_time, self.response_time)
@@ -242,14 +260,12 @@ class CacheOrigin:
         request_headers = head.headers
         primary = cache.primary_key(ex.target)
         key = cache.full_key(primary, request_headers)
-        slow = False
-        authorization = False
+        flags = 0
+        get = _REQUEST_FLAGS.get
         for name, _ in request_headers:
-            lname = name.lower()
-            if lname in _REQUEST_DIRECTIVES:
-                slow = True
-            elif lname == b"authorization":
-                authorization = True
+            flags |= get(name.lower(), 0)
+        slow = flags & SLOW
+        authorization = flags & AUTHORIZATION
         entry = None if authorization else cache.lookup(key)
         now = self.clock.seconds()
         if entry is None:
@@ -260,7 +276,7 @@ class CacheOrigin:
             if authorization:
                 fwd = b"bypass"
             fill = cache.fills.get(key)
-            if fill is not None and not authorization and not _conditional(request_headers):
+            if fill is not None and not authorization and not flags & CONDITIONAL:
                 fill.wait(ex, sink)
                 return
             Fill(self, cache, ex, sink, primary, key, fwd=fwd).start()
@@ -280,11 +296,11 @@ class CacheOrigin:
         if action == rules.USE:
             cache.counters.hits += 1
             ex.cache = "hit"
-            serve(ex, sink, cache, view, age, cache.bname + b"; hit; ttl=%d" % int(ttl))
+            serve(ex, sink, cache, view, age, cache.bname + b"; hit; ttl=%d" % int(ttl), flags=flags)
         elif action == rules.USE_STALE:
             cache.counters.stale += 1
             ex.cache = "stale"
-            serve(ex, sink, cache, view, age, cache.bname + b"; hit; ttl=%d" % int(ttl))
+            serve(ex, sink, cache, view, age, cache.bname + b"; hit; ttl=%d" % int(ttl), flags=flags)
         elif action == rules.STALE_REVALIDATE:
             cache.counters.stale += 1
             ex.cache = "stale"
@@ -303,7 +319,7 @@ class CacheOrigin:
                 self.not_cached(ex, cache)
                 return
             fill = cache.fills.get(key)
-            if fill is not None and not _conditional(request_headers):
+            if fill is not None and not flags & CONDITIONAL:
                 fill.wait(ex, sink)
                 return
             fwd = b"request" if slow and _request_forces(request_headers) else b"stale"
@@ -364,20 +380,29 @@ def serve(
     age: float,
     status_value: bytes,
     entry: Optional[Entry] = None,
+    flags: int = UNKNOWN,
+    reader: Any = None,
 ) -> None:
     """
     Answer C{ex} from C{view}'s entry (or C{entry}, an entry still being
     written): a 304 to the client's own conditional request, 206/416 for
     a range of a complete entry, else the whole response; its body read at
-    the client's pace.
+    the client's pace (a small complete body at once).
+
+    @param flags: what the request's fields are (L{CONDITIONAL},
+        L{RANGE}), when the caller knows.
     """
     if entry is None:
         entry = view.entry
     head = ex.head
     method = head.method
     request_headers = head.headers
-    headers = [h for h, ln in zip(view.headers, view.lnames) if ln not in _NOT_SERVED]
-    lnames = [ln for ln in view.lnames if ln not in _NOT_SERVED]
+    if flags == UNKNOWN:
+        flags = 0
+        for name, _ in request_headers:
+            flags |= _REQUEST_FLAGS.get(name.lower(), 0)
+    headers = list(view.served)
+    lnames = list(view.served_lnames)
     status = view.status
     reason = view.reason
     complete = entry.complete
@@ -385,7 +410,7 @@ def serve(
     start = 0
     end: Optional[int] = None
     no_body = method == _HEAD or status in (204, 304) or 100 <= status < 200
-    if complete and rules.not_modified(method, request_headers, view.headers):
+    if complete and flags & CONDITIONAL and rules.not_modified(method, request_headers, view.headers):
         status, reason = 304, b"Not Modified"
         keep = [i for i, ln in enumerate(lnames) if ln in _NOT_MODIFIED_FIELDS]
         headers = [headers[i] for i in keep]
@@ -394,7 +419,7 @@ def serve(
         no_body = True
     else:
         found = None
-        if complete and status == 200 and _has_range(request_headers):
+        if complete and status == 200 and flags & RANGE:
             found = rules.byte_range(method, request_headers, view.headers, entry.size)
         if found == "unsatisfiable":
             status, reason = 416, b"Range Not Satisfiable"
@@ -426,18 +451,45 @@ def serve(
     lnames.append(b"cache-status")
     response = ResponseHead(status, reason, b"1.1", headers, True, framing)
     response.lnames = lnames
+    given = reader
     reader = None
     if not (no_body or framing == policy.NO_BODY):
-        try:
-            # before the head: an entry evicted or failed meanwhile is
-            # still a clean error here
-            reader = entry.reader(start, end)
-        except ReadFailed:
-            ex.upstream_failed(502, "the stored response is gone or its fill failed")
-            return
+        if given is not None and start == 0 and end is None:
+            reader = given
+            given = None
+        else:
+            try:
+                # before the head: an entry evicted or failed meanwhile is
+                # still a clean error here
+                reader = entry.reader(start, end)
+            except ReadFailed:
+                if given is not None:
+                    given.close()
+                ex.upstream_failed(502, "the stored response is gone or its fill failed")
+                return
+    if given is not None:
+        given.close()
     own_out = ex.out is None
     if own_out:
         ex.out = []
+    remaining = reader.remaining if reader is not None else None
+    if reader is not None and complete and remaining is not None and remaining <= READ_SIZE:
+        # a small complete body: one read, one send with the head
+        try:
+            data = reader.read(READ_SIZE)
+        except (ReadFailed, OSError) as e:
+            reader.close()
+            ex.out = None
+            ex.upstream_failed(502, f"the stored body could not be read: {e}")
+            return
+        reader.close()
+        sink.response_head(response)
+        if data:
+            sink.response_body(data)
+        sink.response_end()
+        ex.flush()
+        ex.origin_done()
+        return
     sink.response_head(response)
     if reader is None:
         sink.response_end()
@@ -447,13 +499,6 @@ def serve(
     Pump(ex, sink, reader, cache.clock).start()
     if own_out and ex.out is not None:
         ex.flush()
-
-
-def _has_range(headers: Headers) -> bool:
-    for name, _ in headers:
-        if len(name) == 5 and name.lower() == b"range":
-            return True
-    return False
 
 
 class Pump:
@@ -647,6 +692,15 @@ class Fill:
         self.client_headers: Headers = ex.head.headers
         self.collapsing = False
         self.done = False
+        #: the Vary names of the response (once its head came)
+        self.names: Tuple[str, ...] = ()
+        #: collapsed readers were given the entry being written
+        self.shared = False
+        #: the stale entry's body, held open (see start)
+        self.pin: Any = None
+        #: the body outgrew max_object_size while others read it: written
+        #: to its end for them, not kept
+        self.publish = True
 
     def start(self) -> None:
         ex = self.ex
@@ -659,9 +713,17 @@ class Fill:
             headers = [(n, v) for n, v in head.headers if n.lower() not in _CONDITIONALS]
             headers.extend(validators)
             head.headers = headers
-        if not _conditional(self.client_headers) or self.stale is not None:
+        if head.method == _GET and (self.stale is not None or not _conditional(self.client_headers)):
+            # (a HEAD's answer cannot fill the cache: GETs never wait on it)
             cache.fills[self.key] = self
             self.collapsing = True
+        if self.stale is not None:
+            # the stale body stays readable until the answer comes, even if
+            # the entry is purged or evicted meanwhile
+            try:
+                self.pin = self.stale.entry.reader()
+            except ReadFailed:
+                self.pin = None
         ex.cleanup = _chain(ex.cleanup, self.ended)
         self.request_time = self.origin.clock.seconds()
         self.origin.upstream.fetch(ex, self, self)
@@ -721,6 +783,7 @@ class Fill:
             reason = "vary-star"
         if reason is None:
             assert names is not None
+            self.names = names
             key = self.key
             if names != cache.vary.get(self.primary, ()):
                 # the variant key depends on the names this response varies on
@@ -744,8 +807,12 @@ class Fill:
             value = cache.bname + b"; fwd=%s; fwd-status=%d%s" % (self.fwd, status, tail)
         else:
             value = cache.bname + b"; fwd=%s%s" % (self.fwd, tail)
-        cache.counters.misses += 1
-        ex.cache = "miss"
+        if self.fwd == b"bypass":
+            cache.counters.bypass += 1
+            ex.cache = "bypass"
+        else:
+            cache.counters.misses += 1
+            ex.cache = "miss"
         _add_header(response, b"Cache-Status", b"cache-status", value)
         self.release_waiters()
         self.sink.response_head(response)
@@ -753,12 +820,16 @@ class Fill:
     def response_body(self, data: bytes) -> None:
         if self.mode == "store":
             writer = self.writer
-            if writer.written + len(data) > self.cache.max_object_size:
+            if self.publish and writer.written + len(data) > self.cache.max_object_size:
                 # larger than it said (or a chunked body): streamed, not stored
-                self.mode = "pass"
-                self.writer = None
-                writer.abort()
-            else:
+                if self.shared:
+                    # collapsed readers read it: written to its end for them
+                    self.publish = False
+                else:
+                    self.mode = "pass"
+                    self.writer = None
+                    writer.abort()
+            if self.writer is not None:
                 try:
                     writer.write(data)
                 except OSError as e:
@@ -787,27 +858,46 @@ class Fill:
             entry = writer.finish()
             self.unregister()
             if entry is not None:
-                cache.stored(self.primary, self.key, tuple(entry.meta.get("vary") or ()))
+                if self.publish:
+                    cache.stored(self.primary, self.key, tuple(entry.meta.get("vary") or ()))
+                else:
+                    # over max_object_size: its readers keep their descriptors
+                    cache.store.remove(self.key)
             ex.origin_done()
         elif mode == "revalidated":
             self.unregister()
-            if self.background:
-                cache.counters.revalidated += 1
-                ex.cache = "revalidated"
-                ex.origin_done()
-                return
-            entry = cache.lookup(self.key)
-            if entry is None or ex.finished:
-                # evicted meanwhile: nothing to answer with
-                ex.upstream_failed(502, "the revalidated entry is gone")
-                return
-            view = view_of(cache, entry)
-            now = cache.clock.seconds()
             cache.counters.revalidated += 1
             ex.cache = "revalidated"
-            self.serve_waiters_from(view)
+            now = cache.clock.seconds()
+            entry = cache.lookup(self.key)
+            pin = self.pin
+            self.pin = None
+            if entry is not None:
+                view = view_of(cache, entry)
+                self.serve_waiters_from(view)
+                if pin is not None:
+                    pin.close()
+                    pin = None
+            else:
+                # purged or evicted meanwhile: the stale body (held open)
+                # with the headers the 304 refreshed
+                view = self.stale_view(now)
+                self.serve_waiters_alone()
+            if self.background:
+                if pin is not None:
+                    pin.close()
+                ex.origin_done()
+                return
             ex.head.headers = self.client_headers
-            serve(ex, self.sink, cache, view, view.age(now), cache.bname + b"; fwd=stale; fwd-status=304")
+            serve(
+                ex,
+                self.sink,
+                cache,
+                view,
+                view.age(now),
+                cache.bname + b"; fwd=%s; fwd-status=304" % self.fwd,
+                reader=pin,
+            )
         elif mode == "stale-error":
             self.unregister()
             self.serve_stale("the upstream answered %d" % (self.response.status if self.response else 0))
@@ -849,6 +939,7 @@ class Fill:
         merged = rules.merge_not_modified(stale.headers, _storable_headers(response))
         cache.views.pop(entry.key, None)
         meta = dict(entry.meta)
+        self.refreshed = (merged, now)
         meta["headers"] = [[n.decode("latin-1"), v.decode("latin-1")] for n, v in merged]
         meta["qt"] = self.request_time
         meta["rt"] = now
@@ -857,6 +948,35 @@ class Fill:
         except (OSError, KeyError) as e:
             log.error("cache {name}: cannot refresh {url}: {error}", name=cache.name, url=self.primary, error=e)
         self.mode = "revalidated"
+
+    def stale_view(self, now: float) -> View:
+        """
+        The stale entry as the 304 refreshed it (for when the entry itself
+        is gone): its body through the pinned reader.
+        """
+        stale = self.stale
+        assert stale is not None
+        view = View(stale.entry)
+        refreshed = getattr(self, "refreshed", None)
+        if refreshed is not None:
+            merged, response_time = refreshed
+            view.headers = merged
+            view.lnames = [n.lower() for n, _ in merged]
+            view.served = [h for h, ln in zip(merged, view.lnames) if ln not in _NOT_SERVED]
+            view.served_lnames = [ln for ln in view.lnames if ln not in _NOT_SERVED]
+            view.request_time = self.request_time
+            view.response_time = response_time
+            view.initial_age = rules.initial_age(merged, self.request_time, response_time)
+        return view
+
+    def serve_waiters_alone(self) -> None:
+        waiters = self.waiters
+        self.waiters = []
+        for waiter in waiters:
+            waiter.cancel()
+            if not waiter.ex.finished:
+                waiter.ex.cleanup = None
+                self.origin.alone(waiter.ex, waiter.sink, self.cache, b"; fwd=uri-miss")
 
     def serve_stale(self, why: str) -> None:
         stale = self.stale
@@ -874,7 +994,9 @@ class Fill:
             value = cache.bname + b"; fwd=stale; fwd-status=%d; detail=stale-if-error" % status
         now = cache.clock.seconds()
         self.serve_waiters_from(stale)
-        serve(ex, self.sink, cache, stale, stale.age(now), value)
+        pin = self.pin
+        self.pin = None
+        serve(ex, self.sink, cache, stale, stale.age(now), value, reader=pin)
 
     def meta(self, response: ResponseHead, now: float, names: Tuple[str, ...]) -> dict:
         headers = _storable_headers(response)
@@ -913,9 +1035,14 @@ class Fill:
             if ex.finished:
                 continue
             ex.cleanup = None
-            if writer is not None and self.mode == "store":
+            same = (
+                not self.names
+                or self.primary + "\n" + rules.vary_key(self.names, ex.head.headers) == self.key
+            )
+            if writer is not None and self.mode == "store" and same:
                 entry = writer.entry
                 view = View(entry)
+                self.shared = True
                 ex.cache = "miss"
                 serve(
                     ex,
@@ -947,6 +1074,10 @@ class Fill:
         The exchange ended (however): a body still being written is
         dropped (never published), the waiters go on by themselves.
         """
+        pin = self.pin
+        if pin is not None:
+            self.pin = None
+            pin.close()
         writer = self.writer
         if writer is not None:
             self.writer = None

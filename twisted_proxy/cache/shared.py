@@ -203,13 +203,12 @@ class SharedCache:
     def purge_prefix(self, prefix: str) -> int:
         """
         Remove every entry whose URL starts with C{prefix} (normalised like
-        a URL: C{http://host/static/} covers C{http://host:80/static/...}).
+        a URL: C{http://host/static/} covers C{http://host:80/static/...};
+        C{http://host} every path of that host and port, not another port).
         """
         normal = normalize_url(prefix)
         if normal is None:
             return 0
-        if not prefix.split("?", 1)[0].endswith("/") and normal.endswith("/") and not urllib.parse.urlsplit(prefix).path:
-            normal = normal[:-1]
         count = 0
         for primary in [p for p in self.variants if p.startswith(normal)]:
             count += self.invalidate(primary)
