@@ -35,7 +35,7 @@ log = Logger()
 #: bytes written to the client per call while draining
 DRAIN_CHUNK = 65536
 #: bytes of a buffer kept in memory before the spool file
-MEMORY_PART = 65536
+MEMORY_PART = 16384
 
 
 class ResponseBuffer:
