@@ -166,10 +166,6 @@ endpoint = "tcp:{port}:interface=127.0.0.1"
 
 [backend.origin]
 servers = [{{ url = "http://127.0.0.1:{origin}" }}]
-# Some tests make the origin close the connection without answering on
-# purpose (stale-close, ...): passive ejection would take the only server out
-# for fail_timeout and turn the tests that follow into 503s.
-max_fails = 0
 """
 
 CACHE_TABLE = """

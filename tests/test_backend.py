@@ -499,30 +499,30 @@ class PassiveHealthTests(SynchronousTestCase):
         A success forgets earlier failures: failures must be consecutive
         to eject.
         """
-        backend, _ = make(server(1), max_fails=3)
+        backend, _ = make(server(1), server(2), max_fails=3)
         s = backend.servers[0]
         backend.report_failure(s, "refused")
         backend.report_failure(s, "refused")
         backend.report_success(s)
         backend.report_failure(s, "refused")
         backend.report_failure(s, "refused")
-        self.assertIs(backend.choose(), s)
+        self.assertFalse(backend.status()[0]["ejected"])
         backend.report_failure(s, "refused")
-        self.assertIsNone(backend.choose())
+        self.assertTrue(backend.status()[0]["ejected"])
 
     def test_counting_restarts_after_ejection(self) -> None:
         """
         After an ejection ends, the server needs C{max_fails} new failures
         to be ejected again.
         """
-        backend, clock = make(server(1), max_fails=2, fail_timeout=5.0)
+        backend, clock = make(server(1), server(2), max_fails=2, fail_timeout=5.0)
         s = backend.servers[0]
         backend.report_failure(s, "x")
         backend.report_failure(s, "x")
-        self.assertIsNone(backend.choose())
+        self.assertTrue(backend.status()[0]["ejected"])
         clock.advance(5)
         backend.report_failure(s, "x")
-        self.assertIs(backend.choose(), s)
+        self.assertFalse(backend.status()[0]["ejected"])
 
 
 class ActiveHealthTests(SynchronousTestCase):
@@ -666,3 +666,20 @@ class RetryAfterTests(SynchronousTestCase):
         self.assertEqual(backend.retry_after(), 3)
         backend, _ = make(server(1), fail_timeout=0.0)
         self.assertEqual(backend.retry_after(), 1)
+
+
+class OnlyServerTests(SynchronousTestCase):
+    """
+    A backend's only server is never ejected by passive health (nginx's
+    rule).
+    """
+
+    def test_only_server_kept(self) -> None:
+        """
+        However many failures the only server has, it stays chosen.
+        """
+        backend, clock = make(server(1), max_fails=1, fail_timeout=10.0)
+        for _ in range(5):
+            backend.report_failure(backend.servers[0], "connection refused")
+        self.assertEqual(backend.choose().port, 1)
+        self.assertFalse(backend.status()[0]["ejected"])

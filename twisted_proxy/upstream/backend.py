@@ -243,9 +243,13 @@ class Backend:
     def report_failure(self, server: Server, why: str) -> None:
         """
         A connection to C{server} was refused, reset or timed out.
+
+        A backend's only server is never ejected (nginx's rule): taking it
+        out would turn every request into a 503 for C{fail_timeout}, even
+        those it would have answered.
         """
         max_fails = self.config.max_fails
-        if max_fails <= 0:
+        if max_fails <= 0 or len(self.servers) == 1:
             return
         now = self.clock.seconds()
         window = self.config.fail_timeout
