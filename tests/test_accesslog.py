@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import io
 import json
+import errno
 import os
+import shutil
 import signal
+import stat
 import sys
 from typing import Any
 
@@ -491,6 +494,367 @@ class OffAndStdoutTests(SynchronousTestCase):
         self.assertIs(log._stream, sys.__stdout__.buffer)
 
 
+class HalfFullFile(io.FileIO):
+    """
+    A real file on a disk that fills up: writes take at most C{budget}
+    more bytes, then fail with C{ENOSPC}.
+    """
+
+    budget = 1 << 30
+
+    def write(self, data: Any) -> int:
+        if self.budget <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        taken = super().write(bytes(data[: self.budget]))
+        self.budget -= taken
+        return taken
+
+
+class ReopenTests(SynchronousTestCase):
+    """
+    L{AccessLog.reopen}, as logrotate's C{postrotate} has it done: the file
+    was renamed away, and the path is opened again.
+    """
+
+    def setUp(self) -> None:
+        self.clock = task.Clock()
+        self.clock.advance(T0)
+        self.events: list[dict[str, Any]] = []
+        self.patch(accesslog._log, "observer", self.events.append)
+        self.dir = self.mktemp()
+        os.makedirs(self.dir)
+        self.addCleanup(self.remove_dir)
+        self.path = os.path.join(self.dir, "access.log")
+
+    def remove_dir(self) -> None:
+        """
+        Remove the directory with its files (made writable again), and the
+        directories mktemp made for it.
+        """
+        for root, dirs, files in os.walk(self.dir):
+            os.chmod(root, 0o700)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        try:
+            os.removedirs(os.path.dirname(self.dir))
+        except OSError:
+            pass
+
+    def open(self, path: str | None = None) -> AccessLog:
+        log = open_access_log(path or self.path, self.clock)
+        self.addCleanup(log.close)
+        return log
+
+    def urls(self, path: str) -> list[str]:
+        """
+        The urls of the lines in the file at C{path}, checking that every
+        line is whole: one JSON object with every field, newline-ended.
+        """
+        with open(path, "rb") as f:
+            data = f.read()
+        if data:
+            self.assertTrue(data.endswith(b"\n"), data[-80:])
+        records = [json.loads(line) for line in data.splitlines()]
+        for record in records:
+            self.assertEqual(list(record), list(FIELDS))
+        return [r["url"] for r in records]
+
+    def rotate(self, suffix: str = ".1") -> str:
+        """
+        Rename the log file away, as logrotate does; the new name.
+        """
+        rotated = self.path + suffix
+        os.rename(self.path, rotated)
+        return rotated
+
+    def warnings(self) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["log_level"].name == "warn"]
+
+    def test_before_and_after(self) -> None:
+        """
+        Lines logged before the reopen (written or still buffered, before
+        or after the rename) are in the renamed file, lines logged after it
+        in the new one: each line exactly once, whole, in order.
+        """
+        log = self.open()
+        for i in range(3):
+            entry(log, url=f"written{i}")
+        log.flush()
+        entry(log, url="buffered")
+        rotated = self.rotate()
+        entry(log, url="after-rename")
+        self.assertIs(log.reopen(), True)
+        for i in range(3):
+            entry(log, url=f"new{i}")
+        log.close()
+        self.assertEqual(
+            self.urls(rotated), ["written0", "written1", "written2", "buffered", "after-rename"]
+        )
+        self.assertEqual(self.urls(self.path), ["new0", "new1", "new2"])
+        self.assertEqual(log.dropped, 0)
+        self.assertEqual(self.warnings(), [])
+
+    def test_buffered_lines_go_to_old_file(self) -> None:
+        """
+        Lines still waiting for the flush timer are written to the old file
+        at the reopen; the timer goes with them, the new file exists (empty)
+        at once, and the next line gets a timer of its own.
+        """
+        log = self.open()
+        for i in range(5):
+            entry(log, url=f"old{i}")
+        rotated = self.rotate()
+        self.assertEqual(self.urls(rotated), [])
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        self.assertIs(log.reopen(), True)
+        self.assertEqual(self.urls(rotated), [f"old{i}" for i in range(5)])
+        self.assertEqual(self.urls(self.path), [])
+        self.assertEqual(log.pending, 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        entry(log, url="new")
+        self.clock.advance(FLUSH_DELAY)
+        self.assertEqual(self.urls(self.path), ["new"])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_new_file_as_opened_first(self) -> None:
+        """
+        A missing file is created with the permissions open_access_log
+        gives one; a file already there (logrotate's C{create}) is appended
+        to and keeps its own permissions.
+        """
+        reference = os.path.join(self.dir, "reference.log")
+        self.open(reference).close()
+        log = self.open()
+        self.rotate()
+        self.assertIs(log.reopen(), True)
+        self.assertEqual(
+            stat.S_IMODE(os.stat(self.path).st_mode), stat.S_IMODE(os.stat(reference).st_mode)
+        )
+        entry(log, url="one")
+        log.flush()
+        self.rotate(".2")
+        with open(self.path, "wb") as f:
+            f.write(json.dumps(dict({"time": ""}, **dict(DEFAULTS, url="created"))).encode() + b"\n")
+        os.chmod(self.path, 0o640)
+        self.assertIs(log.reopen(), True)
+        entry(log, url="two")
+        log.close()
+        self.assertEqual(self.urls(self.path), ["created", "two"])
+        self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o640)
+
+    def test_unwritable_directory(self) -> None:
+        """
+        When the directory does not let the file be created, reopen returns
+        False with a warning saying why, and lines keep going to the old
+        file; a later reopen, once it can, moves them to the new one.
+        """
+        log = self.open()
+        entry(log, url="before")
+        rotated = self.rotate()
+        os.chmod(self.dir, 0o500)
+        try:
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT))
+        except PermissionError:
+            pass
+        else:
+            os.remove(self.path)
+            raise SkipTest("this user writes to any directory (root)")
+        self.assertIs(log.reopen(), False)
+        [warning] = self.warnings()
+        self.assertEqual(warning["name"], self.path)
+        self.assertIsInstance(warning["error"], PermissionError)
+        entry(log, url="still-old")
+        log.flush()
+        self.assertFalse(os.path.exists(self.path))
+        os.chmod(self.dir, 0o700)
+        self.assertIs(log.reopen(), True)
+        entry(log, url="new")
+        log.close()
+        self.assertEqual(self.urls(rotated), ["before", "still-old"])
+        self.assertEqual(self.urls(self.path), ["new"])
+        self.assertEqual(log.dropped, 0)
+
+    def test_directory_removed(self) -> None:
+        """
+        When the file's directory is gone, reopen returns False with a
+        warning saying why, and lines keep going to the old file, none
+        lost; once the directory is back, a reopen creates the file there.
+        """
+        sub = os.path.join(self.dir, "sub")
+        os.mkdir(sub)
+        self.path = os.path.join(sub, "access.log")
+        log = self.open()
+        entry(log, url="before")
+        rotated = os.path.join(self.dir, "access.log.1")
+        os.rename(self.path, rotated)
+        os.rmdir(sub)
+        self.assertIs(log.reopen(), False)
+        [warning] = self.warnings()
+        self.assertEqual(warning["name"], self.path)
+        self.assertIsInstance(warning["error"], FileNotFoundError)
+        self.assertIn("cannot reopen", warning["log_format"])
+        entry(log, url="still-old")
+        self.clock.advance(FLUSH_DELAY)
+        self.assertEqual(self.urls(rotated), ["before", "still-old"])
+        os.mkdir(sub)
+        self.assertIs(log.reopen(), True)
+        entry(log, url="new")
+        log.close()
+        self.assertEqual(self.urls(rotated), ["before", "still-old"])
+        self.assertEqual(self.urls(self.path), ["new"])
+        self.assertEqual(log.dropped, 0)
+
+    def test_repeated(self) -> None:
+        """
+        Rotation after rotation, each file holds the lines of its own
+        period; reopens without a rename in between keep appending to the
+        same file, writing nothing twice.
+        """
+        log = self.open()
+        for period in range(3):
+            entry(log, url=f"p{period}")
+            self.rotate(f".{3 - period}")
+            self.assertIs(log.reopen(), True)
+        entry(log, url="a")
+        self.assertIs(log.reopen(), True)
+        self.assertIs(log.reopen(), True)
+        entry(log, url="b")
+        self.assertIs(log.reopen(), True)
+        log.close()
+        for period in range(3):
+            self.assertEqual(self.urls(self.path + f".{3 - period}"), [f"p{period}"])
+        self.assertEqual(self.urls(self.path), ["a", "b"])
+        self.assertEqual(self.warnings(), [])
+
+    def test_failed_write_not_split(self) -> None:
+        """
+        When the old file's disk filled up in the middle of a line, the rest
+        of that line is not written to the new file: it is counted as
+        dropped with the lines that failed, the new file holds whole lines
+        only, and the recovery report counts them all.
+        """
+        stream = HalfFullFile(self.path, "ab")
+        stream.budget = 10
+        log = AccessLog(stream, self.clock, name=self.path, path=self.path)
+        self.addCleanup(log.close)
+        entry(log, url="first")
+        entry(log, url="second")
+        log.flush()
+        self.assertEqual(log.dropped, 1)
+        rotated = self.rotate()
+        self.assertIs(log.reopen(), True)
+        self.assertEqual(log.dropped, 2)
+        self.assertEqual(log.pending, 0)
+        entry(log, url="third")
+        log.close()
+        with open(rotated, "rb") as f:
+            self.assertEqual(len(f.read()), 10)
+        self.assertEqual(self.urls(self.path), ["third"])
+        self.assertEqual(log.dropped, 2)
+        self.assertEqual(self.events[-1]["dropped"], 2)
+
+    def test_bound_kept(self) -> None:
+        """
+        The bound and the dropped count are the log's, not the file's: a
+        reopen changes neither.
+        """
+        log = self.open()
+        log.max_buffer = 5000
+        log.dropped = 7
+        entry(log)
+        self.rotate()
+        self.assertIs(log.reopen(), True)
+        self.assertEqual((log.max_buffer, log.dropped), (5000, 7))
+
+    def test_closed(self) -> None:
+        """
+        A closed log is not reopened: nothing is created at the path.
+        """
+        log = self.open()
+        log.close()
+        self.rotate()
+        self.assertIs(log.reopen(), True)
+        self.assertFalse(os.path.exists(self.path))
+
+    def test_stream_handed_over(self) -> None:
+        """
+        A file the log was handed (not opened by path) is not reopened:
+        the lines keep going to it.
+        """
+        stream = open(self.path, "ab", buffering=0)
+        log = AccessLog(stream, self.clock, name="handed")
+        self.addCleanup(log.close)
+        rotated = self.rotate()
+        self.assertIs(log.reopen(), True)
+        self.assertIs(log._stream, stream)
+        entry(log)
+        log.close()
+        self.assertEqual(len(self.urls(rotated)), 1)
+        self.assertFalse(os.path.exists(self.path))
+
+    def test_stdout(self) -> None:
+        """
+        Reopening standard output does nothing, buffered lines included.
+        """
+        buffer = io.BytesIO()
+        self.patch(sys, "stdout", io.TextIOWrapper(buffer))
+        log = open_access_log("-", self.clock)
+        entry(log, url="to-stdout")
+        self.assertIs(log.reopen(), True)
+        self.assertIs(log._stream, buffer)
+        self.assertEqual(buffer.getvalue(), b"")
+        log.close()
+        self.assertFalse(buffer.closed)
+        [record] = [json.loads(line) for line in buffer.getvalue().splitlines()]
+        self.assertEqual(record["url"], "to-stdout")
+
+    def test_fifo_by_path(self) -> None:
+        """
+        A named pipe opened by path is a pipe: reopen does nothing, and
+        the reader keeps receiving the lines.
+        """
+        if not hasattr(os, "mkfifo"):
+            raise SkipTest("no named pipes on this platform")
+        os.mkfifo(self.path)
+        r = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+        self.addCleanup(os.close, r)
+        log = self.open()
+        stream = log._stream
+        entry(log, url="before")
+        log.flush()
+        self.assertIs(log.reopen(), True)
+        entry(log, url="after")
+        self.assertIs(log.reopen(), True)
+        self.assertIs(log._stream, stream)
+        log.close()
+        received = os.read(r, 65536)
+        self.assertEqual([json.loads(line)["url"] for line in received.splitlines()], ["before", "after"])
+
+    def test_off(self) -> None:
+        """
+        The "off" log reopens nothing, and says it succeeded.
+        """
+        log = open_access_log("off", self.clock)
+        self.assertIs(log.reopen(), True)
+        self.assertIs(NullAccessLog().reopen(), True)
+        self.assertIs(AccessLogService(log).reopen(), True)
+        self.assertEqual(os.listdir(self.dir), [])
+
+    def test_service(self) -> None:
+        """
+        The service that owns the log reopens it, saying whether it could.
+        """
+        log = self.open()
+        svc = AccessLogService(log)
+        entry(log, url="old")
+        rotated = self.rotate()
+        self.assertIs(svc.reopen(), True)
+        entry(log, url="new")
+        svc.startService()
+        svc.stopService()
+        self.assertEqual(self.urls(rotated), ["old"])
+        self.assertEqual(self.urls(self.path), ["new"])
+
+
 def guard_against_blocking(case: SynchronousTestCase, seconds: int = 20) -> None:
     """
     Fail C{case} rather than hang it if a write blocks: a SIGALRM handler
@@ -727,6 +1091,25 @@ class SlowPipeTests(SynchronousTestCase):
         self.assertEqual(self.clock.getDelayedCalls(), [])
         self.read()
         self.assertEqual(self.received.count(b"\n") + log.dropped, count)
+
+    def test_reopen_while_waiting(self) -> None:
+        """
+        Reopening a log on a pipe whose reader is slow does nothing: the
+        writer stays registered, nothing is dropped or written twice, and
+        the reader receives every kept line whole and in order.
+        """
+        self.clock = MemoryReactorClock()
+        log = self.open_log()
+        count = self.fill(log)
+        [writer] = self.clock.getWriters()
+        pending, dropped = log.pending, log.dropped
+        self.assertIs(log.reopen(), True)
+        self.assertEqual(self.clock.getWriters(), [writer])
+        self.assertEqual((log.pending, log.dropped), (pending, dropped))
+        self.drain(log, writer.doWrite)
+        self.assertIs(log.reopen(), True)
+        self.assertWholeLinesInOrder(count - 5)
+        self.assertEqual(log.dropped, 5)
 
     def test_service_waits_for_reader(self) -> None:
         """

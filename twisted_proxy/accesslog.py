@@ -30,6 +30,15 @@ warning is logged per episode, and one info line with the count once the
 reader has caught up.  At shutdown L{AccessLogService} waits up to
 L{DRAIN_TIMEOUT} seconds for the rest to be written.
 
+Rotation: SIGUSR1 reopens the file, as C{nginx -s reopen}; logrotate's
+C{postrotate} sends it, after renaming the file away.  L{AccessLog.reopen}
+first writes every line logged so far to the old (renamed) file, closes it,
+and opens the path again (created if missing, for appending), so each line
+is in exactly one of the two files, whole.  If the path cannot be opened
+(the directory is gone or not writable), a warning says why and the lines
+keep going to the old file.  Standard output and pipes are not reopened:
+for them, and for C{access_log = "off"}, a reopen does nothing.
+
 Every line has these fields, in this order::
 
     {"time": "2026-11-26T15:04:05.123Z", "listener": "outbound",
@@ -188,6 +197,7 @@ class AccessLog:
         name: str = "",
         owned: bool = True,
         max_buffer: int = MAX_BUFFER,
+        path: str | None = None,
     ) -> None:
         """
         @param stream: a binary file open for writing; it is flushed after
@@ -201,8 +211,11 @@ class AccessLog:
         @param name: what the error report calls this log (a path or "-").
         @param owned: close C{stream} in L{close}; C{False} for stdout.
         @param max_buffer: see L{MAX_BUFFER}.
+        @param path: the path C{stream} was opened from (owned), which
+            L{reopen} opens again; L{None} for a stream handed over.
         """
         self._stream = stream
+        self._path = path
         self._reactor = reactor
         self.name = name
         self._owned = owned
@@ -659,6 +672,76 @@ class AccessLog:
         # nothing more will be written until the next line
         self._fire_written()
 
+    def reopen(self) -> bool:
+        """
+        Reopen the file after it was renamed away (logrotate): every line
+        logged so far is written to the old file, which is then closed, and
+        later lines go to the path opened anew (created if missing, for
+        appending).  No line is lost, written twice, or split between the
+        two files; L{dropped} and the bound are unchanged.
+
+        Only a regular file the log opened by path is reopened.  For
+        standard output, a pipe, a socket or a stream handed over (and
+        for a closed log) this does nothing and returns C{True}: there is
+        no path to open again, and what waits for a slow reader stays
+        queued for it.
+
+        Call it from the reactor thread: a signal handler should hand it
+        over with C{reactor.callFromThread}, as it may interrupt L{log}.
+        Never raises.
+
+        @return: C{True}, or C{False} when the path could not be opened:
+            a warning says why, and lines keep going to the old file.
+        """
+        path = self._path
+        old = self._stream
+        if self.closed or path is None or old is None or not self._owned:
+            return True
+        if self._fd is not None or self._sock is not None or not _is_regular_file(old):
+            return True
+        try:
+            new = _open_append(path)
+        except Exception as e:  # OSError; never raise into the caller
+            _log.warn(
+                "cannot reopen access log {name}: {error}; still writing to"
+                " the file opened before",
+                name=self.name,
+                error=e,
+            )
+            return False
+        # every line logged so far goes to the old file (a disk write does
+        # not block); what a failed write left of a line there cannot be
+        # finished in the new file: counted as dropped, like the lines
+        # that failed with it
+        self.flush()
+        self._stop_waiting()
+        lost = self._discard_out()
+        if self._out:
+            lost += 1  # the rest of a line partly written
+            self._out.clear()
+            self._out_size = 0
+        if lost:
+            self.dropped += lost
+            if self._failed:
+                self._dropped += lost  # in the recovery report
+            else:  # pragma: no cover (a disk write never waits)
+                _log.warn(
+                    "access log {name} reopened with {lost} lines unwritten",
+                    name=self.name,
+                    lost=lost,
+                )
+        self._fire_written()
+        try:
+            old.close()
+        except Exception as e:
+            _log.error("cannot close access log {name}: {error}", name=self.name, error=e)
+        self._stream = new
+        # the new file is looked at by the next write, like the first
+        self._prepared = False
+        self._atomic = False
+        _log.info("access log {name} reopened", name=self.name)
+        return True
+
     def when_written(self) -> Deferred[None]:
         """
         A L{Deferred} that fires once every line logged so far is written
@@ -744,6 +827,38 @@ class _Writable:
         return "AccessLog"
 
 
+def _is_regular_file(stream: IO[bytes]) -> bool:
+    """
+    Whether C{stream} is a regular file (not a pipe, a terminal, a socket,
+    or something without a descriptor).
+    """
+    try:
+        return stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
+    except Exception:
+        return False
+
+
+def _open_append(path: str) -> IO[bytes]:
+    """
+    Open C{path} as L{open_access_log} does (C{"ab"}, unbuffered, created
+    with mode 0666 less the umask), except that a FIFO nobody reads fails
+    with C{ENXIO} rather than block the reactor.
+
+    @raise OSError: when it cannot be opened.
+    """
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+    flags |= getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    fd = os.open(path, flags, 0o666)
+    try:
+        if hasattr(os, "set_blocking"):
+            # the first write makes a pipe non-blocking again if it is one
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "ab", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _reopen_nonblocking(fd: int) -> int | None:
     """
     A new open file description of what C{fd} refers to (a pipe or a
@@ -794,6 +909,14 @@ class NullAccessLog(AccessLog):
         """
         self.closed = True
 
+    def reopen(self) -> bool:
+        """
+        Do nothing: there is no file.
+
+        @return: C{True}.
+        """
+        return True
+
 
 def open_access_log(target: str, reactor: IReactorTime) -> AccessLog:
     """
@@ -814,7 +937,7 @@ def open_access_log(target: str, reactor: IReactorTime) -> AccessLog:
             stdout = sys.__stdout__.buffer
         return AccessLog(stdout, reactor, name="-", owned=False)
     stream = open(target, "ab", buffering=0)
-    return AccessLog(stream, reactor, name=target, owned=True)
+    return AccessLog(stream, reactor, name=target, owned=True, path=target)
 
 
 class AccessLogService(service.Service):
@@ -827,6 +950,17 @@ class AccessLogService(service.Service):
 
     def __init__(self, access_log: AccessLog) -> None:
         self.access_log = access_log
+
+    def reopen(self) -> bool:
+        """
+        Reopen the access log's file after logrotate renamed it (SIGUSR1):
+        see L{AccessLog.reopen}; a no-op for standard output, a pipe or
+        C{"off"}.  Call it from the reactor thread.
+
+        @return: C{False} when the path could not be opened (a warning was
+            logged and the old file is still written).
+        """
+        return self.access_log.reopen()
 
     def stopService(self) -> Deferred[None] | None:
         """
