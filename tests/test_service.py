@@ -382,7 +382,8 @@ class StartStopTests(ServiceCase):
 
     def test_stop_closes_connections(self) -> None:
         """
-        Stopping closes the client connections a listener holds.
+        Stopping drains the client connections a listener holds: one still
+        on its way to a server may go on for drain_timeout, then it is cut.
         """
         top = self.build()
         self.start(top)
@@ -390,8 +391,12 @@ class StartStopTests(ServiceCase):
         transport = StringTransport(lenient=True)
         proto: Any = factory.buildProtocol(transport.getPeer())
         proto.makeConnection(transport)
-        self.successResultOf(_maybe(top.stopService()))
-        self.assertTrue(transport.disconnecting)
+        stopped = _maybe(top.stopService())
+        self.assertNoResult(stopped)
+        self.assertFalse(transport.disconnecting)
+        self.reactor.advance(top.config.proxy.drain_timeout)
+        self.successResultOf(stopped)
+        self.assertTrue(transport.disconnecting or transport.disconnected)
 
     def test_stop_closes_idle_upstreams(self) -> None:
         """

@@ -57,6 +57,10 @@ class ProxySettings:
     #: a filter's Deferred verdict must come within this (503 beyond)
     filter_timeout: float = 10.0
     tunnel_idle_timeout: float = 300.0
+    #: on a graceful stop (SIGTERM) or a listener removed by a reload,
+    #: exchanges and tunnels in progress may finish for this long; what is
+    #: left then is cut
+    drain_timeout: float = 30.0
     #: bytes of a request or response head (431 / 502 beyond)
     max_head_size: int = 32768
     #: bytes of one header field, name and value (431 / 502 beyond)

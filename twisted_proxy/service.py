@@ -7,9 +7,11 @@ A listener that cannot bind (or whose TLS certificates cannot be loaded)
 stops the process with exit status 1 and one clear line on standard error,
 never a running process with a listener missing.
 
-SIGHUP re-reads the certificates of every TLS listener
-(L{ProxyService.reload_certificates}); new handshakes use them, established
-connections keep theirs.
+SIGHUP (and the admin listener's C{POST /reload}) re-reads the whole
+configuration (L{ProxyService.reload}, L{Reload}): a new generation for new
+connections and requests, or nothing at all when the file is invalid or a
+new listener cannot bind; certificates of TLS listeners are re-read with it.
+SIGUSR1 reopens the access log; SIGTERM drains (L{ProxyService.stopService}).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import weakref
 from typing import Any, Callable, List, Optional, Sequence, Set, Tuple
 
@@ -89,7 +92,47 @@ class ListenerService(service.Service):
 
     def privilegedStartService(self) -> None:
         service.Service.privilegedStartService(self)
-        self._listen()
+        if not self._started:
+            self._listen()
+
+    def bind(self) -> Any:
+        """
+        Listen now, for a reload: a Deferred that fires with L{None} once
+        listening or with a failure message (str); never stops the process.
+        """
+        from twisted.internet import defer
+
+        self._started = True
+        factory = self.factory
+        try:
+            if self.tls is not None:
+                from twisted_proxy.tls import ServerTLS, wrap_server_factory
+
+                self.tls_server = ServerTLS(self.tls, str(self.name))
+                factory = wrap_server_factory(self.tls_server, factory, self.reactor)
+            description = self.endpoint_description
+            if self.backlog is not None:
+                description = with_backlog(description, self.backlog)
+            d = endpoints.serverFromString(self.reactor, description).listen(factory)
+        except Exception as e:
+            return defer.succeed(f"listener {self.name}: cannot listen on {self.endpoint_description}: {e}")
+
+        def failed(failure: Failure) -> str:
+            why = getattr(failure.value, "socketError", None) or failure.value
+            return f"listener {self.name}: cannot listen on {self.endpoint_description}: {why}"
+
+        return d.addCallbacks(self._listening, failed)
+
+    def stop_accepting(self) -> Any:
+        """
+        Stop listening, leaving the connections (a reload drains them).
+        """
+        port, self.port = self.port, None
+        if port is None:
+            return None
+        if self.limiter is not None:
+            self.limiter.unwatch(port)
+        return port.stopListening()
 
     def startService(self) -> None:
         service.Service.startService(self)
@@ -159,8 +202,14 @@ class FiltersService(service.Service):
     shutdown.
     """
 
-    def __init__(self, filters: dict) -> None:
-        self.filters = filters
+    def __init__(self, filters: Any) -> None:
+        #: a dict of filters, or the proxy service (its current ones)
+        self.source = filters
+
+    @property
+    def filters(self) -> dict:
+        source = self.source
+        return source if isinstance(source, dict) else source.filters  # type: ignore[no-any-return]
 
     def stopService(self) -> Any:
         service.Service.stopService(self)
@@ -201,8 +250,14 @@ class CachesService(service.Service):
     listeners start, and closes them at shutdown.
     """
 
-    def __init__(self, caches: dict) -> None:
-        self.caches = caches
+    def __init__(self, caches: Any) -> None:
+        #: a dict of caches, or the proxy service (its current ones)
+        self.source = caches
+
+    @property
+    def caches(self) -> dict:
+        source = self.source
+        return source if isinstance(source, dict) else source.caches  # type: ignore[no-any-return]
 
     def startService(self) -> None:
         service.Service.startService(self)
@@ -276,6 +331,340 @@ def _origin(lconf: ListenerConfig, caches: dict, reactor: Any, routes: Sequence[
     return CacheOrigin(UpstreamOrigin(), listener_cache, reactor)
 
 
+def _same_binding(old: ListenerConfig, new: ListenerConfig) -> bool:
+    """
+    Whether a listener keeps its listening socket across a reload.
+    """
+    return (old.endpoint, old.backlog) == (new.endpoint, new.backlog)
+
+
+class Reload:
+    """
+    One reload: the new configuration built beside the running one, reusing
+    what did not change, then applied at once or not at all.
+
+    - Unchanged backends (equal configuration) are the same objects: health
+      state, pools and in-flight counts carry over; unchanged filters keep
+      their state (rate-limit buckets); unchanged caches their entries.
+    - Every HTTP and tcp listener gets a new context; a listener whose
+      endpoint did not change keeps its socket and takes the new context for
+      new connections and for each new request on a kept-alive connection;
+      exchanges, tunnels and splices already running finish on the context
+      they started with, which is released when its last user ends.
+    - Added listeners (and those whose endpoint changed) are bound first: if
+      one cannot bind, the reload is refused as a whole and nothing changes.
+      Removed (and moved) listeners stop accepting and drain their
+      connections for C{drain_timeout}.
+    """
+
+    def __init__(self, top: "ProxyService", config: Config) -> None:
+        self.top = top
+        self.config = config
+        self.old = top.config
+        self.reactor = top.reactor
+        #: things to release once the old generation's users are gone
+        self.retired: List[Any] = []
+
+    def run(self) -> Any:
+        from twisted.internet import defer
+
+        top = self.top
+        config = self.config
+        errors: List[str] = []
+        access_log = top.access_log
+        if config.proxy.access_log != self.old.proxy.access_log:
+            try:
+                access_log = open_access_log(config.proxy.access_log, self.reactor)
+            except OSError as e:
+                return defer.succeed(self.refuse([f"{config.path}: proxy.access_log: cannot open: {e}"]))
+        filters = self.filters()
+        backends, health = self.backends(errors)
+        if errors:
+            return defer.succeed(self.refuse(errors, access_log))
+        caches = {}
+        for name, cconf in config.caches.items():
+            cache = top.caches.get(name)
+            caches[name] = cache if cache is not None and cache.config == cconf else None
+        fresh = build_caches(config, self.reactor)
+        new_caches = {name: fresh[name] for name, c in caches.items() if c is None}
+        caches = {name: c if c is not None else fresh[name] for name, c in caches.items()}
+        spool = build_spool(config)
+        if spool is not None and top.spool is not None and (spool.path, spool.max_size) == (
+            top.spool.path,
+            top.spool.max_size,
+        ):
+            spool = top.spool
+        swaps: List[Tuple[Any, Any, ListenerConfig]] = []
+        binds: List[Tuple[Any, ListenerConfig]] = []
+        old_listeners = {l.name: l for l in self.old.listeners}
+        for lconf in config.listeners:
+            factory = make_listener_factory(
+                lconf,
+                config,
+                self.reactor,
+                top.pool,
+                access_log,
+                filters,
+                top.own_addresses,
+                backends,
+                caches,
+                spool,
+            )
+            if isinstance(factory, (FrontFactory, TcpFactory)):
+                factory.limiter = top.limiter
+            existing = top.listeners.get(lconf.name)
+            previous = old_listeners.get(lconf.name)
+            if existing is not None and previous is not None and _same_binding(previous, lconf):
+                swaps.append((existing, factory, lconf))
+            else:
+                svc = ListenerService(
+                    lconf.name,
+                    lconf.endpoint,
+                    factory,
+                    self.reactor,
+                    top.listener_failed,
+                    top.listening if lconf.kind == "forward" else None,
+                    tls=lconf.tls,
+                    backlog=lconf.backlog,
+                    limiter=top.limiter,
+                )
+                binds.append((svc, lconf))
+        kept = {svc.name for svc, _, _ in swaps}
+        removed = [svc for name, svc in top.listeners.items() if name not in kept]
+
+        def bound(results: List[Any]) -> dict:
+            problems = [r for r in results if isinstance(r, str)]
+            if problems:
+                for svc, _ in binds:
+                    svc.stop_accepting()
+                for line in problems:
+                    log.error("reload refused: {error}", error=line)
+                return self.refuse(problems, access_log, new_caches)
+            self.commit(access_log, filters, backends, health, caches, new_caches, spool, swaps, binds, removed)
+            return {"ok": True, "generation": top.generation}
+
+        # bind every new endpoint first (while the old ones still listen)
+        d = defer.gatherResults([svc.bind() for svc, _ in binds], consumeErrors=True)
+        return d.addCallback(bound)
+
+    def refuse(self, errors: List[str], access_log: Any = None, caches: Any = None) -> dict:
+        if access_log is not None and access_log is not self.top.access_log:
+            access_log.close()
+        for line in errors:
+            log.error("reload refused: {error}", error=line)
+        return {"ok": False, "errors": errors}
+
+    def filters(self) -> dict:
+        top = self.top
+        built = {}
+        for name, fconf in self.config.filters.items():
+            if name in top.filters and self.old.filters.get(name) == fconf:
+                built[name] = top.filters[name]
+            else:
+                built[name] = build_filter(name, fconf, self.reactor, top.bus)
+        return built
+
+    def backends(self, errors: List[str]) -> Tuple[dict, dict]:
+        top = self.top
+        backends = {}
+        health = {}
+        for name, bconf in self.config.backends.items():
+            if name in top.backends and self.old.backends.get(name) == bconf:
+                backends[name] = top.backends[name]
+                if name in top.health:
+                    health[name] = top.health[name]
+                continue
+            try:
+                backend = Backend(bconf, self.reactor)
+            except ValueError as e:
+                errors.append(f"{self.config.path}: backend.{name}: {e}")
+                continue
+            backends[name] = backend
+            if bconf.health is not None:
+                health[name] = HealthChecker(backend, bconf.health, self.reactor)
+        return backends, health
+
+    def commit(
+        self,
+        access_log: Any,
+        filters: dict,
+        backends: dict,
+        health: dict,
+        caches: dict,
+        new_caches: dict,
+        spool: Any,
+        swaps: List[Tuple[Any, Any, ListenerConfig]],
+        binds: List[Tuple[Any, ListenerConfig]],
+        removed: List[Any],
+    ) -> None:
+        top = self.top
+        config = self.config
+        settings = config.proxy
+        reactor = self.reactor
+        for cache in new_caches.values():
+            cache.open()
+        if spool is not None and spool is not top.spool:
+            spool.open()
+        # health checkers: the replaced ones stop, the new ones start
+        for name, checker in top.health.items():
+            if health.get(name) is not checker:
+                checker.disownServiceParent()
+        for name, checker in health.items():
+            if checker.parent is None:
+                checker.setServiceParent(top)
+        # the pool follows the new settings (its connections stay)
+        pool = top.pool
+        pool.max_idle = settings.pool_max_idle
+        pool.idle_timeout = settings.pool_idle_timeout
+        pool.connect_timeout = settings.connect_timeout
+        pool.max_head_size = settings.max_head_size
+        pool.max_field_size = settings.max_field_size
+        pool.max_header_count = settings.max_header_count
+        limiter = top.limiter
+        limiter.max_connections = settings.max_connections
+        limiter.resume_below = settings.max_connections - max(1, settings.max_connections // 100)
+        stats = {}
+        for held, factory in top.listener_stats:
+            ctx = getattr(factory, "context", None) or getattr(factory, "ctx", None)
+            name = getattr(ctx, "name", None)
+            if name is not None:
+                stats[name] = held
+        top.listener_stats = []
+        for svc, factory, lconf in swaps:
+            new_ctx = getattr(factory, "context", None) or getattr(factory, "ctx", None)
+            old_factory = svc.factory
+            if new_ctx is not None and name_stats(stats, lconf.name) is not None:
+                new_ctx.stats = stats[lconf.name]
+            if type(old_factory) is type(factory) and lconf.tls == _listener_conf(self.old, lconf.name).tls:
+                # the socket and its factory stay: new connections and new
+                # requests take the new context
+                if isinstance(old_factory, FrontFactory):
+                    old_factory.context = factory.context
+                    if isinstance(old_factory, SubjectFrontFactory) and isinstance(factory, SubjectFrontFactory):
+                        old_factory.subject_name = factory.subject_name
+                elif isinstance(old_factory, TcpFactory):
+                    old_factory.ctx = factory.ctx
+                else:
+                    svc.port.factory = factory if svc.port is not None else None
+                    svc.factory = factory
+                if svc.tls_server is not None:
+                    svc.tls_server.reload()
+            else:
+                # another kind of listener or other TLS on the same socket
+                wrapped = factory
+                if lconf.tls is not None:
+                    from twisted_proxy.tls import ServerTLS, wrap_server_factory
+
+                    svc.tls_server = ServerTLS(lconf.tls, lconf.name)
+                    wrapped = wrap_server_factory(svc.tls_server, factory, reactor)
+                else:
+                    svc.tls_server = None
+                if svc.port is not None:
+                    svc.port.factory = wrapped
+                svc.factory = factory
+                self.retired.append(old_factory)
+            self.track(svc.factory, new_ctx)
+        for svc, lconf in binds:
+            new_ctx = getattr(svc.factory, "context", None) or getattr(svc.factory, "ctx", None)
+            if new_ctx is not None and lconf.name in stats:
+                new_ctx.stats = stats[lconf.name]
+            svc.setServiceParent(top)
+            top.listeners[lconf.name] = svc
+            self.track(svc.factory, new_ctx)
+        for svc in removed:
+            del top.listeners[svc.name]
+            closed = svc.stop_accepting()
+            if closed is not None:
+                top.closing_ports.append(closed)
+            self.drain_and_forget(svc, settings.drain_timeout)
+        # what the new generation no longer uses is released after the drain
+        for name, flt in top.filters.items():
+            if filters.get(name) is not flt:
+                self.retired.append(flt)
+        for name, cache in top.caches.items():
+            if caches.get(name) is not cache:
+                self.retired.append(cache)
+        if access_log is not top.access_log:
+            self.retired.append(top.access_log)
+            service_ = _access_log_service(top)
+            if service_ is not None:
+                service_.access_log = access_log
+        top.retire(self.retired, settings.drain_timeout)
+        top.access_log = access_log
+        top.filters = filters
+        top.backends = backends
+        top.health = health
+        top.caches = caches
+        top.spool = spool
+        top.config = config
+        top.generation += 1
+        top.loaded_at = time.time()
+        log.info(
+            "configuration reloaded: generation {generation} ({listeners} listeners, "
+            "{moved} bound anew, {removed} removed)",
+            generation=top.generation,
+            listeners=len(config.listeners),
+            moved=len(binds),
+            removed=len(removed),
+        )
+
+    def track(self, factory: Any, ctx: Any) -> None:
+        stats = getattr(ctx, "stats", None)
+        if stats is not None:
+            self.top.listener_stats.append((stats, factory))
+
+    def drain_and_forget(self, svc: Any, timeout: float) -> None:
+        """
+        A listener that is gone: its connections finish (up to C{timeout}),
+        then it leaves the service tree.
+        """
+        from twisted_proxy.drain import drain
+
+        top = self.top
+        top.draining_factories.append(svc.factory)
+
+        def forget(_: Any) -> None:
+            if svc.factory in top.draining_factories:
+                top.draining_factories.remove(svc.factory)
+            if svc.parent is not None:
+                svc.disownServiceParent()
+
+        drain([svc.factory], self.reactor, timeout).addBoth(forget)
+
+
+def name_stats(stats: dict, name: str) -> Any:
+    return stats.get(name)
+
+
+def _listener_conf(config: Config, name: str) -> ListenerConfig:
+    for lconf in config.listeners:
+        if lconf.name == name:
+            return lconf
+    raise KeyError(name)
+
+
+def _access_log_service(top: Any) -> Any:
+    try:
+        return top.getServiceNamed("access-log")
+    except KeyError:
+        return None
+
+
+def _release(things: List[Any]) -> None:
+    """
+    Close what an older generation held (its users had C{drain_timeout} to
+    finish).
+    """
+    for thing in things:
+        close = getattr(thing, "close", None)
+        if close is None:
+            continue
+        try:
+            close()
+        except Exception:
+            log.failure("releasing {thing!r} after a reload", thing=thing)
+
+
 class ProxyService(service.MultiService):
     """
     The whole proxy: what L{make_service} returns.
@@ -292,14 +681,81 @@ class ProxyService(service.MultiService):
         #: (ListenerStats, factory) per HTTP or tcp listener, for the admin
         self.listener_stats: List[Tuple[Any, Any]] = []
         self.failures: List[str] = []
+        #: the configuration's generation: 1 at start, one more per reload
+        self.generation = 1
+        self.loaded_at = time.time()
+        #: what a reload reuses or replaces (set by make_service)
+        self.filters: dict = {}
+        self.bus: Any = None
+        self.pool: Any = None
+        self.access_log: Any = None
+        self.limiter: Any = None
+        self.spool: Any = None
+        self.health: dict = {}
+        self.listeners: dict = {}
+        self.reloading = False
+        #: (DelayedCall, things) an older generation holds until released
+        self.retiring: List[Tuple[Any, List[Any]]] = []
+        #: factories of removed listeners still draining after a reload
+        self.draining_factories: List[Any] = []
+        #: the drain of a graceful stop, while it runs
+        self.drain_deferred: Any = None
+        #: listening ports a reload closed (stopping waits for them)
+        self.closing_ports: List[Any] = []
 
     def startService(self) -> None:
         service.MultiService.startService(self)
         self._install_sighup()
 
     def stopService(self) -> Any:
+        """
+        The graceful stop (SIGTERM): every listener stops accepting, the
+        connections of the HTTP and tcp listeners drain (exchanges, tunnels
+        and splices in progress finish, idle ones close) for up to
+        C{drain_timeout}, what is left is cut, then everything stops. A
+        second SIGTERM or SIGINT cuts at once (L{cut_drain}).
+        """
+        from twisted_proxy.drain import drain
+
         self._remove_sighup()
-        return service.MultiService.stopService(self)
+        for call, things in self.retiring:
+            if call.active():
+                call.cancel()
+            _release(things)
+        self.retiring = []
+        from twisted.internet import defer
+
+        factories = []
+        closing = list(self.closing_ports)
+        self.closing_ports = []
+        for listener in list(self.listeners.values()):
+            closed = listener.stop_accepting()
+            if isinstance(closed, defer.Deferred):
+                closing.append(closed)
+            factories.append(listener.factory)
+        factories.extend(self.draining_factories)
+        d = drain(
+            [f for f in factories if hasattr(f, "connections")],
+            self.reactor,
+            self.config.proxy.drain_timeout,
+        )
+        self.drain_deferred = d
+
+        def stop(_: Any) -> Any:
+            self.drain_deferred = None
+            closing.append(service.MultiService.stopService(self))
+            return defer.DeferredList([c for c in closing if isinstance(c, defer.Deferred)], consumeErrors=True)
+
+        return d.addCallback(stop)
+
+    def cut_drain(self) -> None:
+        """
+        A second SIGTERM or SIGINT: cut what still drains, at once.
+        """
+        d = self.drain_deferred
+        if d is not None:
+            log.info("second signal: cutting the connections still draining")
+            d.cancel()
 
     # certificates
 
@@ -317,15 +773,88 @@ class ProxyService(service.MultiService):
             return
         _sighup_services.add(self)
         _sighup_handler.install()
+        _sigusr1_handler.install()
+        # after the reactor's own SIGTERM / SIGINT handlers (installed as it
+        # starts running): ours cut a drain in progress, then chain to them
+        self.reactor.callWhenRunning(_sigterm_handler.install)
+        self.reactor.callWhenRunning(_sigint_handler.install)
 
     def _remove_sighup(self) -> None:
         _sighup_services.discard(self)
         if not _sighup_services:
             _sighup_handler.remove()
+            _sigusr1_handler.remove()
+            _sigterm_handler.remove()
+            _sigint_handler.remove()
+
+    def retire(self, things: List[Any], after: float) -> None:
+        """
+        Close C{things} (filters, caches, an access log of an older
+        generation) once its users had C{after} seconds to finish, or when
+        the service stops.
+        """
+        if not things:
+            return
+        call = self.reactor.callLater(after, self._release, things)
+        self.retiring.append((call, things))
+
+    def _release(self, things: List[Any]) -> None:
+        self.retiring = [(c, t) for c, t in self.retiring if t is not things]
+        _release(things)
 
     def _sighup(self) -> None:
-        log.info("SIGHUP: reloading certificates")
-        self.reload_certificates()
+        if not os.path.isfile(self.config.path):
+            # the embedded default (or a configuration given as data): no
+            # file to re-read, the certificates still are
+            log.info("SIGHUP: no configuration file; reloading certificates")
+            self.reload_certificates()
+            return
+        log.info("SIGHUP: reloading the configuration")
+        self.reload()
+
+    def _sigusr1(self) -> None:
+        log.info("SIGUSR1: reopening the access log")
+        service_ = _access_log_service(self)
+        if service_ is not None:
+            service_.reopen()
+
+    # reload
+
+    def reload(self) -> Any:
+        """
+        Re-read and check the whole configuration file; if it is valid, make
+        it the new generation (see L{Reload}). A Deferred firing with
+        C{{"ok": True, "generation": N}} or C{{"ok": False, "errors":
+        [...]}} (each error also logged); nothing changes on an error.
+        """
+        from twisted.internet import defer
+
+        from twisted_proxy.config import DEFAULT_PATH, ConfigError, load_config
+
+        if self.reloading:
+            return defer.succeed({"ok": False, "errors": ["a reload is already in progress"]})
+        if self.config.path == DEFAULT_PATH:
+            message = "the embedded default configuration has no file to re-read"
+            log.error("reload refused: {why}", why=message)
+            return defer.succeed({"ok": False, "errors": [message]})
+        try:
+            config = load_config(self.config.path)
+        except ConfigError as e:
+            for line in e.lines():
+                log.error("reload refused: {error}", error=line)
+            return defer.succeed({"ok": False, "errors": e.lines()})
+        self.reloading = True
+
+        def done(result: dict) -> dict:
+            self.reloading = False
+            return result
+
+        def failed(failure: Failure) -> dict:
+            self.reloading = False
+            log.failure("reload failed", failure)
+            return {"ok": False, "errors": [f"{self.config.path}: reload failed: {failure.value}"]}
+
+        return Reload(self, config).run().addCallbacks(done, failed)
 
     def tls_listeners(self) -> List["ListenerService"]:
         """
@@ -380,21 +909,28 @@ class ProxyService(service.MultiService):
             self.own_addresses.add((host, number))
 
 
-class _SighupHandler:
+class _SignalHandler:
     """
-    The process's SIGHUP handler while any L{ProxyService} runs under a
-    real reactor (one handler for all of them; the previous one comes back
-    when the last stops).
+    One signal's handler while any L{ProxyService} runs under a real
+    reactor (one handler for all of them; the previous one comes back when
+    the last stops): it hands C{method} of each service to the reactor
+    thread, then calls the previous handler if there was one (twistd's
+    SIGUSR1 log rotation under C{--logfile}).
     """
 
-    installed = False
-    previous: Any = None
+    def __init__(self, signame: str, method: str, chain: bool = False) -> None:
+        self.signame = signame
+        self.method = method
+        self.chain = chain
+        self.installed = False
+        self.previous: Any = None
 
     def install(self) -> None:
-        if self.installed:
+        signum = getattr(signal, self.signame, None)
+        if self.installed or signum is None:
             return
         try:
-            self.previous = signal.signal(signal.SIGHUP, self.on_sighup)
+            self.previous = signal.signal(signum, self.on_signal)
         except (ValueError, OSError):  # pragma: no cover
             return
         self.installed = True
@@ -405,19 +941,28 @@ class _SighupHandler:
         self.installed = False
         previous, self.previous = self.previous, None
         try:
-            signal.signal(signal.SIGHUP, previous if previous is not None else signal.SIG_DFL)
+            signal.signal(getattr(signal, self.signame), previous if previous is not None else signal.SIG_DFL)
         except (ValueError, OSError, TypeError):  # pragma: no cover
             pass
 
-    def on_sighup(self, signum: int, frame: Any) -> None:
+    def on_signal(self, signum: int, frame: Any) -> None:
         # a signal handler runs between two bytecodes of the main thread:
-        # the reload itself waits for the reactor
+        # the work itself waits for the reactor
         for top in list(_sighup_services):
-            top.reactor.callFromThread(top._sighup)
+            top.reactor.callFromThread(getattr(top, self.method))
+        previous = self.previous
+        if self.chain and callable(previous):
+            previous(signum, frame)
 
 
 _sighup_services: "weakref.WeakSet[ProxyService]" = weakref.WeakSet()
-_sighup_handler = _SighupHandler()
+_sighup_handler = _SignalHandler("SIGHUP", "_sighup")
+#: SIGUSR1 reopens the access log (logrotate's postrotate), as nginx -s reopen
+_sigusr1_handler = _SignalHandler("SIGUSR1", "_sigusr1", chain=True)
+#: SIGTERM / SIGINT: the reactor's handler stops (a graceful drain); a second
+#: one while draining cuts the drain
+_sigterm_handler = _SignalHandler("SIGTERM", "cut_drain", chain=True)
+_sigint_handler = _SignalHandler("SIGINT", "cut_drain", chain=True)
 
 
 def _hard_exit(reactor: Any) -> None:
@@ -431,27 +976,30 @@ def _hard_exit(reactor: Any) -> None:
     os._exit(1)
 
 
-def build_filters(config: Config, reactor: Any) -> dict:
+def build_filters(config: Config, reactor: Any, bus: Any = None) -> dict:
     """
     Live filter objects for every C{[filter.NAME]} table.
     """
-    import inspect
-
     from twisted_proxy.filters.events import Events
 
-    built = {}
-    bus = Events()  # rate limits and ip_block of this service talk here only
-    for name, fconf in config.filters.items():
-        module = filter_type(fconf.type)
-        if module is not None:
-            if "bus" in inspect.signature(module.build).parameters:
-                built[name] = module.build(name, fconf.spec, reactor, bus=bus)
-            else:
-                built[name] = module.build(name, fconf.spec, reactor)
-        else:
-            factory = load_object(fconf.type)
-            built[name] = factory(name, fconf.spec, reactor)
-    return built
+    if bus is None:
+        bus = Events()  # rate limits and ip_block of this service talk here only
+    return {name: build_filter(name, fconf, reactor, bus) for name, fconf in config.filters.items()}
+
+
+def build_filter(name: str, fconf: Any, reactor: Any, bus: Any) -> Any:
+    """
+    One live filter (on the service's event C{bus}).
+    """
+    import inspect
+
+    module = filter_type(fconf.type)
+    if module is not None:
+        if "bus" in inspect.signature(module.build).parameters:
+            return module.build(name, fconf.spec, reactor, bus=bus)
+        return module.build(name, fconf.spec, reactor)
+    factory = load_object(fconf.type)
+    return factory(name, fconf.spec, reactor)
 
 
 def build_backends(config: Config, reactor: Any, parent: service.MultiService) -> dict:
@@ -481,7 +1029,11 @@ def build_backends(config: Config, reactor: Any, parent: service.MultiService) -
                     tls_event="verify_disabled",
                 )
         if bconf.health is not None:
-            HealthChecker(backend, bconf.health, reactor).setServiceParent(parent)
+            checker = HealthChecker(backend, bconf.health, reactor)
+            checker.setServiceParent(parent)
+            health = getattr(parent, "health", None)
+            if isinstance(health, dict):
+                health[name] = checker
     return backends
 
 
@@ -652,6 +1204,7 @@ def make_service(config: Config, reactor: Any) -> ProxyService:
     except OSError as e:
         raise SystemExit(f"{config.path}: proxy.access_log: cannot open: {e}")
     AccessLogService(access_log).setServiceParent(top)
+    top.access_log = access_log
     pool = Pool(
         reactor,
         max_idle=settings.pool_max_idle,
@@ -662,19 +1215,26 @@ def make_service(config: Config, reactor: Any) -> ProxyService:
         max_header_count=settings.max_header_count,
     )
     PoolService(pool).setServiceParent(top)
-    filters = build_filters(config, reactor)
-    FiltersService(filters).setServiceParent(top)
+    top.pool = pool
+    from twisted_proxy.filters.events import Events
+
+    top.bus = Events()
+    filters = build_filters(config, reactor, top.bus)
+    top.filters = filters
+    FiltersService(top).setServiceParent(top)
     backends = build_backends(config, reactor, top)
     top.backends = backends
     caches = build_caches(config, reactor)
     top.caches = caches
-    CachesService(caches).setServiceParent(top)
+    CachesService(top).setServiceParent(top)
     spool = build_spool(config)
+    top.spool = spool
     if spool is not None:
         SpoolService(spool).setServiceParent(top)
     # stops after the listeners (a MultiService stops its children last first)
     limiter = ConnectionLimiter(settings.max_connections, reactor)
     limiter.setServiceParent(top)
+    top.limiter = limiter
     for lconf in config.listeners:
         factory = make_listener_factory(
             lconf, config, reactor, pool, access_log, filters, top.own_addresses, backends, caches, spool
@@ -685,7 +1245,7 @@ def make_service(config: Config, reactor: Any) -> ProxyService:
         stats = getattr(stats_holder, "stats", None)
         if stats is not None:
             top.listener_stats.append((stats, factory))
-        ListenerService(
+        listener = ListenerService(
             lconf.name,
             lconf.endpoint,
             factory,
@@ -696,7 +1256,9 @@ def make_service(config: Config, reactor: Any) -> ProxyService:
             tls=lconf.tls,
             backlog=lconf.backlog,
             limiter=limiter,
-        ).setServiceParent(top)
+        )
+        listener.setServiceParent(top)
+        top.listeners[lconf.name] = listener
     if config.admin is not None:
         from twisted_proxy.admin.site import admin_site
 

@@ -7,7 +7,7 @@ health checks, passive ejection and retries as HTTP backends.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 from zope.interface import implementer
 from twisted.internet import error as ierror
@@ -67,6 +67,8 @@ class TcpFrontProtocol(Protocol):
 
     transport: Any
     limiter: Any = None
+    #: while draining: called with this protocol once its connection is gone
+    gone_callbacks: Tuple[Callable[[Any], None], ...] = ()
 
     def __init__(self, ctx: TcpContext) -> None:
         self.ctx = ctx
@@ -273,9 +275,36 @@ class TcpFrontProtocol(Protocol):
             self.limiter.closed(self)
         if self.splice is not None:
             self.splice.lost_front()
+        else:
+            self.release()
+            self._log(0, 0)
+        callbacks = self.gone_callbacks
+        if callbacks:
+            self.gone_callbacks = ()
+            for gone in callbacks:
+                gone(self)
+
+    def drain(self, gone: Optional[Callable[[Any], None]] = None) -> None:
+        """
+        Finish this connection gracefully (the process stops, or its
+        listener was removed by a reload). A tcp connection is one
+        exchange from accept to close: a splice keeps running until it
+        ends by itself (or by C{tunnel_idle_timeout}), and a connection
+        still waiting for a filter's verdict, a server slot or its server
+        connection goes on to its splice (each wait has its own timeout).
+        The caller (L{twisted_proxy.drain.drain}) aborts what is left
+        after C{drain_timeout}.
+
+        @param gone: called with this protocol once the connection is
+            gone (at once if it already is); each drain of the connection
+            gets its call.
+        """
+        if self.lost:
+            if gone is not None:
+                gone(self)
             return
-        self.release()
-        self._log(0, 0)
+        if gone is not None:
+            self.gone_callbacks += (gone,)
 
     def _closed(self, splice: Splice, why: str) -> None:
         self.release()

@@ -5,7 +5,7 @@ The admin web site.
     GET  /metrics   Prometheus text format (prometheus-client)
     GET  /status    JSON: listeners with counters, backends with server state
     GET  /          a dashboard page that reads /status every two seconds
-    POST /reload    re-read TLS certificates (as SIGHUP does)
+    POST /reload    re-read the whole configuration (as SIGHUP does)
     POST /cache/purge
                     JSON {"cache": NAME, "url" | "prefix" | "tag": TEXT}:
                     removes the matching entries, answers {"purged": N}
@@ -30,6 +30,7 @@ td,th{border:1px solid #ccc;padding:.3em .7em;text-align:left}
 .up{color:#080}.down{color:#b00}
 </style></head><body>
 <h1>twisted-proxy</h1>
+<p id="generation"></p>
 <h2>Listeners</h2><table id="listeners"></table>
 <h2>Backends</h2><table id="backends"></table>
 <h2>Caches</h2><table id="caches"></table>
@@ -37,6 +38,7 @@ td,th{border:1px solid #ccc;padding:.3em .7em;text-align:left}
 function esc(s){return String(s).replace(/[&<>"]/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]))}
 async function load(){
   const s = await (await fetch('/status')).json();
+  document.getElementById('generation').textContent = `configuration generation ${s.generation}, loaded ${s.loaded_at}`;
   let h = '<tr><th>listener</th><th>kind</th><th>connections</th><th>requests</th><th>denied</th><th>errors</th><th>bytes in</th><th>bytes out</th></tr>';
   for (const l of s.listeners) h += `<tr><td>${esc(l.name)}</td><td>${esc(l.kind)}</td><td>${l.connections}</td><td>${l.requests}</td><td>${l.denied}</td><td>${l.errors}</td><td>${l.bytes_in}</td><td>${l.bytes_out}</td></tr>`;
   document.getElementById('listeners').innerHTML = h;
@@ -52,6 +54,12 @@ async function load(){
 load(); setInterval(load, 2000);
 </script></body></html>
 """
+
+
+def _iso(t: float) -> str:
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 class StatusSource:
@@ -99,6 +107,8 @@ class StatusSource:
     def status(self) -> Dict[str, Any]:
         return {
             "version": __version__,
+            "generation": getattr(self.proxy, "generation", 1),
+            "loaded_at": _iso(getattr(self.proxy, "loaded_at", 0.0)),
             "listeners": self.listeners(),
             "backends": self.backends(),
             "caches": self.caches(),
@@ -229,19 +239,38 @@ class _Status(Resource):
 
 
 class _Reload(Resource):
+    """
+    C{POST /reload}: re-read and check the whole configuration file (as
+    SIGHUP does): 200 C{{"ok": true, "generation": N}}, or 400 C{{"ok":
+    false, "errors": ["FILE: key.path: message", ...]}} and nothing
+    changed.
+    """
+
     isLeaf = True
 
     def __init__(self, proxy: Any) -> None:
         Resource.__init__(self)
         self.proxy = proxy
 
-    def render_POST(self, request: Any) -> bytes:
+    def render_POST(self, request: Any) -> Any:
+        from twisted.web.server import NOT_DONE_YET
+
         request.setHeader(b"Content-Type", b"application/json")
-        reload = getattr(self.proxy, "reload_certificates", None)
-        if reload is None:
-            return json.dumps({"reloaded": False, "why": "no TLS listener"}).encode()
-        result = reload()
-        return json.dumps({"reloaded": True, "result": result}, default=str).encode()
+        request.setHeader(b"Cache-Control", b"no-store")
+
+        def answer(result: Dict[str, Any]) -> None:
+            if not result.get("ok"):
+                request.setResponseCode(400)
+            request.write(json.dumps(result).encode())
+            request.finish()
+
+        def failed(failure: Any) -> None:
+            request.setResponseCode(500)
+            request.write(json.dumps({"ok": False, "errors": ["reload failed (see the log)"]}).encode())
+            request.finish()
+
+        self.proxy.reload().addCallbacks(answer, failed)
+        return NOT_DONE_YET
 
 
 #: the largest purge request body read

@@ -30,6 +30,7 @@ PROXY_SECONDS: Tuple[str, ...] = (
     "filter_timeout",
     "tunnel_idle_timeout",
     "pool_idle_timeout",
+    "drain_timeout",
 )
 #: The smallest C{max_head_size} accepted.
 MIN_HEAD_SIZE = 1024

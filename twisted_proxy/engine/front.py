@@ -12,12 +12,15 @@ progress of the exchange (408 or an aborted response).
 
 An exception of ours while handling the client's bytes is a logged 500,
 never a 400 that blames the client.
+
+On a graceful stop L{FrontProtocol.drain} lets what is in progress finish
+and starts nothing new (see L{twisted_proxy.drain}).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Deque, Optional
+from typing import Any, Callable, Deque, Optional, Tuple
 
 from zope.interface import implementer
 from twisted.internet import error as ierror
@@ -67,6 +70,13 @@ class FrontProtocol(Protocol):
     factory: Any = None
     limiter: Any = None
     transport: Any
+    #: L{drain} was called: no new request is started (but see drain)
+    draining = False
+    #: while draining: the request whose head was being received when
+    #: L{drain} was called is still served
+    admit_head = False
+    #: while draining: called with this protocol once its connection is gone
+    gone_callbacks: Tuple[Callable[[Any], None], ...] = ()
 
     def __init__(self, context: ListenerContext) -> None:
         self.ctx = context
@@ -314,20 +324,118 @@ class FrontProtocol(Protocol):
             self.limiter.closed(self)
         if self.splice is not None:
             self.splice.lost_front()
+        else:
+            current = self.current
+            self.current = None
+            if current is not None:
+                current.client_lost()
+            for ex in self.queue:
+                ex.client_lost()
+            self.queue.clear()
+            self.release_upstream()
+        callbacks = self.gone_callbacks
+        if callbacks:
+            self.gone_callbacks = ()
+            for gone in callbacks:
+                gone(self)
+
+    # graceful stop
+
+    def drain(self, gone: Optional[Callable[[Any], None]] = None) -> None:
+        """
+        Finish this connection gracefully (the process stops, or its
+        listener was removed by a reload): what is in progress completes,
+        nothing new starts, then the connection closes.
+
+          - Idle between requests, or nothing of a request received yet
+            (a new connection, a TLS handshake): closed now.
+          - Part of a request head received: that one request is still
+            served (the client has begun sending it and could not tell
+            whether it was processed), with C{Connection: close}; the
+            head still has C{header_timeout} to arrive.
+          - An exchange in progress completes normally (its request and
+            response bodies stream to the end, nothing is cut); its
+            response says C{Connection: close} when its head has not gone
+            out yet; then the connection closes instead of waiting for
+            another request.
+          - Pipelined requests read but not started are not answered (nor
+            logged), and no further request is read, as nginx does on a
+            graceful stop (C{ngx_http_finalize_connection} skips
+            keep-alive, where pipelined requests would be taken up, once
+            the worker is exiting): the response carries C{Connection:
+            close} (or the connection closes after it), which tells the
+            client the rest was not processed (RFC 9112, section 9.3.2: it
+            retries them).
+          - A tunnel (CONNECT, WebSocket) keeps running until it ends by
+            itself (or by C{tunnel_idle_timeout}).
+
+        Nothing here is bounded by time of its own: the caller
+        (L{twisted_proxy.drain.drain}) aborts what is left after
+        C{drain_timeout}.
+
+        @param gone: called with this protocol once the connection is
+            gone (at once if it already is); each drain of the connection
+            gets its call.
+        """
+        if self.lost:
+            if gone is not None:
+                gone(self)
+            return
+        if gone is not None:
+            self.gone_callbacks += (gone,)
+        if self.draining:
+            return
+        self.draining = True
+        if self.splice is not None:
             return
         current = self.current
-        self.current = None
-        if current is not None:
-            current.client_lost()
-        for ex in self.queue:
-            ex.client_lost()
-        self.queue.clear()
-        self.release_upstream()
+        if current is None:
+            if self.parser.in_head and not self.closing:
+                self.admit_head = True
+                return
+            self.closing = True
+            self.cancel_timer()
+            self.transport.loseConnection()
+            return
+        if not current.response_started:
+            current.close_after = True
+        queue = self.queue
+        if queue:
+            if self.receiving in queue:
+                self.receiving = None
+            # never started: nothing to log or release (reading stays
+            # paused, as it was while they waited)
+            queue.clear()
+
+    def _drained_head(self) -> bool:
+        """
+        A request head arrived while draining: whether it is served (the
+        one whose head was in progress when the drain began); otherwise it
+        and everything after it are ignored, and reading stops.
+        """
+        if self.admit_head and self.current is None and not self.closing:
+            self.admit_head = False
+            return True
+        self.admit_head = False
+        self.closing = True
+        self.gate.pause(QUEUED)
+        return False
 
     # request parser sink
 
     def request_head(self, head: RequestHead) -> None:
-        ex = Exchange(self, head)
+        factory = self.factory
+        if factory is not None and factory.context is not self.ctx:
+            # a reload: each new request takes the listener's new generation
+            # (the exchanges already running keep theirs)
+            self.ctx = factory.context
+        if self.draining:
+            if not self._drained_head():
+                return
+            ex = Exchange(self, head)
+            ex.close_after = True
+        else:
+            ex = Exchange(self, head)
         self.receiving = ex
         if self.current is None:
             self.current = ex
@@ -430,7 +538,7 @@ class FrontProtocol(Protocol):
         self.current = None
         if self.lost:
             return
-        if ex.close_after:
+        if ex.close_after or self.draining:
             self.closing = True
             self.cancel_timer()
             self.transport.loseConnection()

@@ -1,0 +1,268 @@
+"""
+Tests for reloading the whole configuration (L{ProxyService.reload}, SIGHUP
+and the admin listener's C{POST /reload}): a new generation for new
+connections and new requests, what runs finishes on the generation it
+started with, an invalid file or a listener that cannot bind changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from typing import Any
+
+from twisted.internet.defer import inlineCallbacks
+from twisted.internet.protocol import ClientCreator
+from twisted.trial.unittest import TestCase
+
+from twisted_proxy.config import load_config
+from twisted_proxy.service import make_service
+
+from .helpers import Harness, RawClient, RunningProxy
+
+CONFIG = """\
+[proxy]
+access_log = "off"
+drain_timeout = 5
+{proxy_extra}
+
+{listeners}
+
+[backend.a]
+servers = [{{ url = "http://127.0.0.1:{a}" }}]
+
+[backend.b]
+servers = [{{ url = "http://127.0.0.1:{b}" }}]
+
+[filter.limit]
+type = "rate_limit"
+rate = 1000
+per = 1
+burst = 1000
+"""
+
+EDGE = """\
+[[listener]]
+name = "edge"
+kind = "reverse"
+endpoint = "{endpoint}"
+filters = ["limit"]
+  [[listener.route]]
+  path = "/"
+  backend = "{backend}"
+"""
+
+
+class ReloadTests(TestCase):
+    """
+    A reload makes a new generation from the whole file, or changes nothing.
+    """
+
+    def setUp(self) -> None:
+        self.harness = Harness(self)
+        self.a = self.harness.origin("a")
+        self.b = self.harness.origin("b")
+        self.path = os.path.abspath(self.mktemp()) + ".toml"
+
+    def write(self, backend: str = "a", endpoint: str = "tcp:0:interface=127.0.0.1", extra: str = "",
+              proxy_extra: str = "") -> None:
+        listeners = EDGE.format(endpoint=endpoint, backend=backend) + extra
+        with open(self.path, "w") as f:
+            f.write(CONFIG.format(listeners=listeners, a=self.a.port, b=self.b.port, proxy_extra=proxy_extra))
+
+    def start(self) -> RunningProxy:
+        self.write()
+        top = make_service(load_config(self.path), self.harness.reactor)
+        top.startService()
+        running = RunningProxy(top, None)
+        self.harness.proxies.append(running)
+        return running
+
+    def port(self, running: RunningProxy, name: str = "edge") -> int:
+        listener = running.service.listeners[name]
+        return int(listener.port.getHost().port)
+
+    @inlineCallbacks
+    def client(self, port: int) -> Any:
+        client = yield ClientCreator(self.harness.reactor, RawClient, self.harness.tracker).connectTCP(
+            "127.0.0.1", port
+        )
+        self.harness.clients.append(client)
+        return client
+
+    @inlineCallbacks
+    def get(self, port: int, path: bytes = b"/text/hello") -> Any:
+        client = yield self.client(port)
+        client.send(b"GET " + path + b" HTTP/1.1\r\nHost: site\r\nConnection: close\r\n\r\n")
+        response = yield client.response()
+        return response
+
+    @inlineCallbacks
+    def test_new_requests_follow_new_routes(self) -> Any:
+        """
+        After a reload that re-routes everything, new requests go to the
+        new backend; the generation counts up; the listening socket stays.
+        """
+        running = self.start()
+        port = self.port(running)
+        yield self.get(port)
+        self.assertEqual((len(self.a.user_requests()), len(self.b.user_requests())), (1, 0))
+        self.write(backend="b")
+        result = yield running.service.reload()
+        self.assertEqual(result, {"ok": True, "generation": 2})
+        self.assertEqual(self.port(running), port)
+        yield self.get(port)
+        self.assertEqual((len(self.a.user_requests()), len(self.b.user_requests())), (1, 1))
+
+    @inlineCallbacks
+    def test_request_in_flight_finishes_on_its_generation(self) -> Any:
+        """
+        A response still coming when the reload happens completes intact,
+        from the backend it started with.
+        """
+        running = self.start()
+        port = self.port(running)
+        slow = yield self.client(port)
+        slow.send(b"GET /hold HTTP/1.1\r\nHost: site\r\n\r\n")
+        yield self.a.next_held()
+        self.write(backend="b")
+        result = yield running.service.reload()
+        self.assertTrue(result["ok"])
+        self.a.release(b"the old generation's answer\n")
+        response = yield slow.response()
+        self.assertEqual(response.body, b"the old generation's answer\n")
+        yield self.get(port)
+        self.assertEqual(len(self.b.user_requests()), 1)
+
+    @inlineCallbacks
+    def test_kept_alive_connection_takes_the_new_generation(self) -> Any:
+        """
+        The next request on a connection kept alive across the reload uses
+        the new generation.
+        """
+        running = self.start()
+        port = self.port(running)
+        client = yield self.client(port)
+        client.send(b"GET /text/one HTTP/1.1\r\nHost: site\r\n\r\n")
+        yield client.response()
+        self.write(backend="b")
+        yield running.service.reload()
+        client.send(b"GET /text/two HTTP/1.1\r\nHost: site\r\n\r\n")
+        response = yield client.response()
+        self.assertEqual(response.status, 200)
+        self.assertEqual((len(self.a.user_requests()), len(self.b.user_requests())), (1, 1))
+
+    @inlineCallbacks
+    def test_invalid_file_changes_nothing(self) -> Any:
+        """
+        A file with a mistake: the reload is refused with every problem as
+        a FILE: key.path: message line; the old generation keeps serving.
+        """
+        running = self.start()
+        port = self.port(running)
+        self.write(backend="b", proxy_extra="bogus = 1")
+        result = yield running.service.reload()
+        self.assertFalse(result["ok"])
+        self.assertEqual(result["errors"], [f"{self.path}: proxy.bogus: unknown key"])
+        self.assertEqual(running.service.generation, 1)
+        yield self.get(port)
+        self.assertEqual((len(self.a.user_requests()), len(self.b.user_requests())), (1, 0))
+
+    @inlineCallbacks
+    def test_listener_added_and_removed(self) -> Any:
+        """
+        An added listener accepts at once; a removed one stops accepting.
+        """
+        running = self.start()
+        old_port = self.port(running)
+        second = EDGE.format(endpoint="tcp:0:interface=127.0.0.1", backend="b").replace('"edge"', '"second"')
+        with open(self.path, "w") as f:
+            f.write(CONFIG.format(listeners=second, a=self.a.port, b=self.b.port, proxy_extra=""))
+        result = yield running.service.reload()
+        self.assertTrue(result["ok"], result)
+        self.assertEqual(sorted(running.service.listeners), ["second"])
+        yield self.get(self.port(running, "second"))
+        self.assertEqual(len(self.b.user_requests()), 1)
+        with socket.socket() as s:
+            self.assertNotEqual(s.connect_ex(("127.0.0.1", old_port)), 0)
+
+    @inlineCallbacks
+    def test_unbindable_listener_refuses_the_whole_reload(self) -> Any:
+        """
+        A new listener whose port is taken: the reload is refused as a whole
+        (the re-route that came with it is not applied).
+        """
+        running = self.start()
+        port = self.port(running)
+        taken = socket.socket()
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        busy = taken.getsockname()[1]
+        extra = EDGE.format(endpoint=f"tcp:{busy}:interface=127.0.0.1", backend="b").replace('"edge"', '"second"')
+        self.write(backend="b", extra=extra)
+        result = yield running.service.reload()
+        self.assertFalse(result["ok"])
+        self.assertIn("listener second: cannot listen", result["errors"][0])
+        self.assertEqual(running.service.generation, 1)
+        self.assertEqual(sorted(running.service.listeners), ["edge"])
+        yield self.get(port)
+        self.assertEqual((len(self.a.user_requests()), len(self.b.user_requests())), (1, 0))
+
+    @inlineCallbacks
+    def test_unchanged_parts_carry_over(self) -> Any:
+        """
+        Unchanged backends and filters are the same objects after a reload
+        (health state, pools, rate-limit buckets); a changed one is new.
+        """
+        running = self.start()
+        top = running.service
+        backend_a, backend_b, limit = top.backends["a"], top.backends["b"], top.filters["limit"]
+        with open(self.path, "w") as f:
+            f.write(
+                CONFIG.format(
+                    listeners=EDGE.format(endpoint="tcp:0:interface=127.0.0.1", backend="a"),
+                    a=self.a.port,
+                    b=self.a.port,
+                    proxy_extra="",
+                )
+            )
+        result = yield top.reload()
+        self.assertTrue(result["ok"])
+        self.assertIs(top.backends["a"], backend_a)
+        self.assertIsNot(top.backends["b"], backend_b)
+        self.assertIs(top.filters["limit"], limit)
+
+    @inlineCallbacks
+    def test_admin_reload(self) -> Any:
+        """
+        POST /reload answers 200 with the generation, or 400 with the
+        errors; /status shows the generation.
+        """
+        from twisted.web.test.requesthelper import DummyRequest
+
+        from twisted_proxy.admin.site import admin_site
+
+        running = self.start()
+        site = admin_site(running.service)
+
+        def post() -> Any:
+            request = DummyRequest([b"reload"])
+            request.method = b"POST"
+            d = request.notifyFinish()
+            resource = site.getResourceFor(request)
+            resource.render(request)
+            return d.addCallback(lambda _: (request.responseCode or 200, json.loads(b"".join(request.written))))
+
+        self.write(backend="b")
+        code, body = yield post()
+        self.assertEqual((code, body), (200, {"ok": True, "generation": 2}))
+        self.write(proxy_extra="nope = true")
+        code, body = yield post()
+        self.assertEqual(code, 400)
+        self.assertEqual(body["errors"], [f"{self.path}: proxy.nope: unknown key"])
+        request = DummyRequest([b"status"])
+        status = json.loads(site.getResourceFor(request).render(request))
+        self.assertEqual(status["generation"], 2)
