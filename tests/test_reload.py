@@ -266,3 +266,99 @@ class ReloadTests(TestCase):
         request = DummyRequest([b"status"])
         status = json.loads(site.getResourceFor(request).render(request))
         self.assertEqual(status["generation"], 2)
+
+
+class SignalTests(TestCase):
+    """
+    What the signals do, called as their handlers call them (on the
+    reactor thread): SIGHUP reloads, SIGUSR1 reopens the access log, SIGTERM
+    stops gracefully and a second one cuts the drain.
+    """
+
+    def setUp(self) -> None:
+        self.harness = Harness(self)
+        self.a = self.harness.origin("a")
+        self.b = self.harness.origin("b")
+        self.path = os.path.abspath(self.mktemp()) + ".toml"
+        self.log_path = os.path.abspath(self.mktemp())
+
+    def write(self, backend: str) -> None:
+        with open(self.path, "w") as f:
+            f.write(
+                CONFIG.format(
+                    listeners=EDGE.format(endpoint="tcp:0:interface=127.0.0.1", backend=backend),
+                    a=self.a.port,
+                    b=self.b.port,
+                    proxy_extra="",
+                ).replace('access_log = "off"', f'access_log = "{self.log_path}"')
+            )
+
+    def start(self) -> RunningProxy:
+        self.write("a")
+        top = make_service(load_config(self.path), self.harness.reactor)
+        top.startService()
+        running = RunningProxy(top, self.log_path)
+        self.harness.proxies.append(running)
+        return running
+
+    @inlineCallbacks
+    def test_sighup_reloads(self) -> Any:
+        """
+        SIGHUP re-reads the file: a new generation.
+        """
+        running = self.start()
+        self.write("b")
+        running.service._sighup()
+        yield self.harness.wait_for(lambda: running.service.generation == 2)
+        self.assertEqual(running.service.config.listeners[0].routes[0].backend, "b")
+
+    @inlineCallbacks
+    def test_sigusr1_reopens_the_access_log(self) -> Any:
+        """
+        SIGUSR1 after the log was renamed: the next lines go to a new file at
+        the configured path, the earlier ones stay in the renamed one.
+        """
+        running = self.start()
+        port = running.service.listeners["edge"].port.getHost().port
+        client = yield ClientCreator(self.harness.reactor, RawClient, self.harness.tracker).connectTCP(
+            "127.0.0.1", port
+        )
+        self.harness.clients.append(client)
+        client.send(b"GET /text/one HTTP/1.1\r\nHost: site\r\n\r\n")
+        yield client.response()
+        os.rename(self.log_path, self.log_path + ".1")
+        running.service._sigusr1()
+        client.send(b"GET /text/two HTTP/1.1\r\nHost: site\r\n\r\n")
+        yield client.response()
+        running.service.getServiceNamed("access-log").access_log.flush()
+        with open(self.log_path + ".1") as old, open(self.log_path) as new:
+            self.assertEqual([json.loads(line)["url"][-3:] for line in old], ["one"])
+            self.assertEqual([json.loads(line)["url"][-3:] for line in new], ["two"])
+
+    def test_stop_signals(self) -> None:
+        """
+        The first SIGTERM (or SIGINT) stops the reactor (a graceful drain,
+        exit status 0); a second one while draining cuts the drain.
+        """
+        from twisted.internet.defer import Deferred
+
+        running = self.start()
+        top = running.service
+        stopped = []
+
+        class Reactor:
+            def stop(self) -> None:
+                stopped.append(True)
+
+        real = top.reactor
+        top.reactor = Reactor()
+        self.addCleanup(setattr, top, "reactor", real)
+        top.stop_signal()
+        self.assertEqual(stopped, [True])
+        cancelled = []
+        draining: Deferred = Deferred(lambda d: cancelled.append(True))
+        draining.addErrback(lambda failure: None)
+        top.drain_deferred = draining
+        self.addCleanup(setattr, top, "drain_deferred", None)
+        top.stop_signal()
+        self.assertEqual(cancelled, [True])

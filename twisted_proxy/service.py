@@ -702,6 +702,8 @@ class ProxyService(service.MultiService):
         self.drain_deferred: Any = None
         #: listening ports a reload closed (stopping waits for them)
         self.closing_ports: List[Any] = []
+        #: a SIGTERM or SIGINT came (a second one cuts the drain)
+        self.stop_requested = False
 
     def startService(self) -> None:
         service.MultiService.startService(self)
@@ -717,7 +719,6 @@ class ProxyService(service.MultiService):
         """
         from twisted_proxy.drain import drain
 
-        self._remove_sighup()
         for call, things in self.retiring:
             if call.active():
                 call.cancel()
@@ -743,6 +744,8 @@ class ProxyService(service.MultiService):
 
         def stop(_: Any) -> Any:
             self.drain_deferred = None
+            # (the signal handlers stay while draining: a second signal cuts)
+            self._remove_sighup()
             closing.append(service.MultiService.stopService(self))
             return defer.DeferredList([c for c in closing if isinstance(c, defer.Deferred)], consumeErrors=True)
 
@@ -756,6 +759,23 @@ class ProxyService(service.MultiService):
         if d is not None:
             log.info("second signal: cutting the connections still draining")
             d.cancel()
+
+    def stop_signal(self) -> None:
+        """
+        SIGTERM or SIGINT: the first stops the reactor (the graceful drain
+        of L{stopService}, then exit status 0: the reactor is stopped, not
+        killed by the signal); a second one cuts the drain.
+        """
+        if self.stop_requested:
+            self.cut_drain()
+            return
+        self.stop_requested = True
+        log.info("stop requested: draining for up to {seconds}s", seconds=self.config.proxy.drain_timeout)
+        try:
+            self.reactor.stop()
+        except Exception:
+            # (already stopping)
+            self.cut_drain()
 
     # certificates
 
@@ -775,7 +795,7 @@ class ProxyService(service.MultiService):
         _sighup_handler.install()
         _sigusr1_handler.install()
         # after the reactor's own SIGTERM / SIGINT handlers (installed as it
-        # starts running): ours cut a drain in progress, then chain to them
+        # starts running), which ours replace: a graceful stop, exit 0
         self.reactor.callWhenRunning(_sigterm_handler.install)
         self.reactor.callWhenRunning(_sigint_handler.install)
 
@@ -959,10 +979,10 @@ _sighup_services: "weakref.WeakSet[ProxyService]" = weakref.WeakSet()
 _sighup_handler = _SignalHandler("SIGHUP", "_sighup")
 #: SIGUSR1 reopens the access log (logrotate's postrotate), as nginx -s reopen
 _sigusr1_handler = _SignalHandler("SIGUSR1", "_sigusr1", chain=True)
-#: SIGTERM / SIGINT: the reactor's handler stops (a graceful drain); a second
-#: one while draining cuts the drain
-_sigterm_handler = _SignalHandler("SIGTERM", "cut_drain", chain=True)
-_sigint_handler = _SignalHandler("SIGINT", "cut_drain", chain=True)
+#: SIGTERM / SIGINT: a graceful stop (drain), exit status 0; a second one
+#: while draining cuts the drain (see ProxyService.stop_signal)
+_sigterm_handler = _SignalHandler("SIGTERM", "stop_signal")
+_sigint_handler = _SignalHandler("SIGINT", "stop_signal")
 
 
 def _hard_exit(reactor: Any) -> None:
