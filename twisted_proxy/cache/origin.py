@@ -108,6 +108,7 @@ class View:
         "rule_headers",
         "served",
         "served_lnames",
+        "wire",
     )
 
     def __init__(self, entry: Entry) -> None:
@@ -122,6 +123,9 @@ class View:
         #: the stored fields a cached answer carries (not the stored Age)
         self.served = [h for h, ln in zip(self.headers, self.lnames) if ln not in _NOT_SERVED]
         self.served_lnames = [ln for ln in self.lnames if ln not in _NOT_SERVED]
+        #: the whole-response head serialised for a listener and a variant
+        #: (close, keep-alive), without its last lines (Age, Cache-Status)
+        self.wire: dict = {}
         self.request_time: float = meta["qt"]
         self.response_time: float = meta["rt"]
         self.initial_age = rules.initial_age(self.headers, self.request_time, self.response_time)
@@ -401,6 +405,25 @@ def serve(
         flags = 0
         for name, _ in request_headers:
             flags |= _REQUEST_FLAGS.get(name.lower(), 0)
+    if sink is ex and view.status == 200 and not flags & CONDITIONAL and method == _GET:
+        body = entry.memory_body()
+        if body is not None and len(body) <= READ_SIZE:
+            # the usual hit: a small body in memory, a head serialised once
+            # per listener and variant
+            variant = (id(ex.ctx),) + ex.head_variant()
+            prefix = view.wire.get(variant)
+            if prefix is None:
+                prefix = view.wire[variant] = _serialise(ex, view, len(body))
+            own_out = ex.out is None
+            if own_out:
+                ex.out = []
+            ex.prebuilt_head(200, prefix + b"Age: %d\r\nCache-Status: %s\r\n\r\n" % (int(age), status_value), policy.CONTENT_LENGTH)
+            if body:
+                ex.response_body(body)
+            ex.response_end()
+            ex.flush()
+            ex.origin_done()
+            return
     headers = list(view.served)
     lnames = list(view.served_lnames)
     status = view.status
@@ -499,6 +522,30 @@ def serve(
     Pump(ex, sink, reader, cache.clock).start()
     if own_out and ex.out is not None:
         ex.flush()
+
+
+def _serialise(ex: Any, view: View, size: int) -> bytes:
+    """
+    The head of C{view}'s whole response as C{ex}'s listener sends it, up to
+    (not with) its last lines: what L{Exchange.response_head} would write.
+    """
+    close, keep_alive_header = ex.head_variant()
+    ctx = ex.ctx
+    data = policy.response_head(
+        view.status,
+        view.reason,
+        view.served + [(b"Content-Length", b"%d" % size)],
+        policy.CONTENT_LENGTH,
+        ctx.add_via,
+        close,
+        keep_alive_header,
+        None,
+        ctx.hide,
+        view.served_lnames + [b"content-length"],
+        None,
+        ctx.skip,
+    )
+    return data[:-2]  # the blank line comes after Age and Cache-Status
 
 
 class Pump:

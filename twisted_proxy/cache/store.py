@@ -238,6 +238,13 @@ class Entry:
         state = "failed" if self.failed else "complete" if self.complete else "writing"
         return f"<Entry {self.key!r} {self.size} bytes {state}>"
 
+    def memory_body(self) -> Optional[bytes]:
+        """
+        The whole body when the entry is complete and held in memory (the
+        memory tier), else L{None}: a hit of a small body needs no reader.
+        """
+        return self._body if self.complete and not self.failed else None
+
     def reader(self, offset: int = 0, end: Optional[int] = None) -> Reader:
         """
         A reader of the body from C{offset} to C{end} (exclusive; L{None}:

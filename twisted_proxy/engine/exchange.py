@@ -288,6 +288,27 @@ class Exchange:
         self.bytes_out += len(data)
         self.emit(data)
 
+    def head_variant(self) -> Tuple[bool, bool]:
+        """
+        C{(close, keep_alive_header)} of the response head this exchange
+        would send now (L{response_head}'s choice), for a stage that keeps
+        heads it has serialised before (a cache hit).
+        """
+        close = self.close_after or self.front.read_closed
+        return close, self.head.version == b"1.0" and not close
+
+    def prebuilt_head(self, status: int, data: bytes, framing: int) -> None:
+        """
+        Send a response head that a stage serialised itself, for the
+        variant L{head_variant} gave (what L{response_head} does after its
+        serialisation).
+        """
+        self.status = status
+        self.out_framing = framing
+        self.response_started = True
+        self.bytes_out += len(data)
+        self.emit(data)
+
     def response_body(self, data: bytes) -> None:
         front = self.front
         if front.timer_kind == BODY:
