@@ -225,3 +225,42 @@ class RequestBufferTests(SynchronousTestCase):
         self.assertEqual(h.ctx.spool.used, 0)
         conn, ut = h.connect_upstream()
         self.assertEqual(len(ut.value().partition(b"\r\n\r\n")[2]), 200000)
+
+
+class BufferedServerSlotTests(SynchronousTestCase):
+    """
+    A response held for a slow client no longer holds its server.
+    """
+
+    def test_slot_freed_when_response_complete(self) -> None:
+        """
+        Once the upstream's response is complete, the server's in-flight
+        count drops, though the client has not taken the held bytes.
+        """
+        h = buffering(self)
+        h.front.dataReceived(GET)
+        conn, ut = h.connect_upstream()
+        assert h.backend is not None
+        server = h.backend.servers[0]
+        self.assertEqual(server.in_flight, 1)
+        conn.dataReceived(HEAD_100K + b"a" * 30000)
+        h.front.relay.pauseProducing()
+        conn.dataReceived(b"b" * 70000)
+        self.assertIsNotNone(h.front.current)
+        self.assertEqual(server.in_flight, 0)
+
+    def test_client_gone_is_not_drained(self) -> None:
+        """
+        A slow client that leaves: what is held is dropped at once, never
+        read back from the spool nor written to the dead connection.
+        """
+        h = buffering(self)
+        h.front.dataReceived(GET)
+        conn, ut = h.connect_upstream()
+        conn.dataReceived(HEAD_100K + b"a" * 30000)
+        h.front.relay.pauseProducing()
+        conn.dataReceived(b"b" * 70000)
+        written = len(h.ft.value())
+        h.front.connectionLost()
+        self.assertEqual(len(h.ft.value()), written)
+        self.assertEqual(h.ctx.spool.used, 0)

@@ -363,3 +363,40 @@ class LocalShortageTests(SynchronousTestCase):
         self.assertTrue(h.ft.value().startswith(b"HTTP/1.1 503 "))
         self.assertEqual(len(h.clock.tcpClients), 1)
         self.assertEqual(fails(h, port), 0)
+
+
+class TimeoutStatusTests(SynchronousTestCase):
+    """
+    Connection timeouts are 504, also when every server of the backend
+    timed out; a retry is logged only when another server is left.
+    """
+
+    def timeout(self, h: EngineHarness) -> None:
+        host, port, factory = h.attempt()
+        factory.clientConnectionFailed(None, Failure(ierror.TimeoutError()))
+
+    def test_only_server_times_out(self) -> None:
+        """
+        The only server of a backend times out connecting: 504, and no
+        "retrying" log line (there is no other server).
+        """
+        from twisted.logger import globalLogPublisher
+
+        events: list = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        h = EngineHarness(ports=[5001])
+        h.front.dataReceived(GET)
+        self.timeout(h)
+        self.assertTrue(h.ft.value().startswith(b"HTTP/1.1 504 "))
+        self.assertFalse([e for e in events if "retrying" in e.get("log_format", "")])
+
+    def test_every_server_times_out(self) -> None:
+        """
+        Both servers time out connecting: the last failure stands, 504.
+        """
+        h = EngineHarness(ports=[5001, 5002])
+        h.front.dataReceived(GET)
+        self.timeout(h)
+        self.timeout(h)
+        self.assertTrue(h.ft.value().startswith(b"HTTP/1.1 504 "))

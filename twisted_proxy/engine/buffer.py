@@ -86,7 +86,8 @@ class ResponseBuffer:
 
     def resume(self, reason: int) -> None:
         self.blocked = False
-        if self.held:
+        if self.held and not self.closed and not self.ex.front.lost:
+            # (a client that is gone is never drained: close() drops it all)
             self.drain()
 
     # the upstream side
@@ -151,6 +152,8 @@ class ResponseBuffer:
         ex = self.ex
         transport = ex.front.transport
         buffer = self.buffer
+        if ex.front.lost or transport.disconnecting:
+            return
         while self.held and not self.blocked and not self.closed:
             data = b""
             if buffer is not None and buffer.size:

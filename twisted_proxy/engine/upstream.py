@@ -94,6 +94,7 @@ class UpstreamLeg:
         "response",
         "closed",
         "owner",
+        "last_status",
     )
 
     def __init__(self, ex: Any, sink: Any) -> None:
@@ -163,8 +164,11 @@ class UpstreamLeg:
         server = backend.choose(key, self.tried)
         if server is None:
             if self.tried:
-                # every server was tried: the last failure stands
-                self.owner.upstream_failed(502, "no server of the backend could answer")
+                # every server was tried: the last failure stands (504 when
+                # it was a timeout)
+                self.owner.upstream_failed(
+                    getattr(self, "last_status", None) or 502, "no server of the backend could answer"
+                )
                 return
             self.owner.upstream_failed(
                 503,
@@ -232,6 +236,8 @@ class UpstreamLeg:
             return False
         if self.response is not None or self.ex.response_started or self.front.lost:
             return False
+        if len(self.tried) >= len(backend.servers):
+            return False  # no other server to try
         log.info(
             "{url}: {why}; retrying on another server of {backend}",
             url=self.ex.url(),
@@ -306,6 +312,7 @@ class UpstreamLeg:
             self.release_server()
             self.owner.upstream_failed(status, message)
             return
+        self.last_status = status
         if self.failed_attempt(message, True):
             return
         self.owner.upstream_failed(status, message)
@@ -386,6 +393,10 @@ class UpstreamLeg:
         )
         front = self.front
         self.conn = None
+        if self.server is not None:
+            # the server's slot is free once its response is complete, even
+            # while a response buffer still feeds a slow client
+            self.release_server()
         rbuf = ex.rbuf
         if rbuf is not None:
             # the buffer still feeds the client: it keeps the client's
