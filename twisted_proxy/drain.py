@@ -165,3 +165,15 @@ class _Drain:
                 **fields,
             )
         self.deferred.callback(cut)
+
+
+def notify_gone(conn: Any) -> None:
+    """
+    Tell whoever drains C{conn} (its C{gone_callbacks}) that it is gone: a
+    connection's C{connectionLost} calls this last.
+    """
+    callbacks = conn.gone_callbacks
+    if callbacks:
+        conn.gone_callbacks = ()
+        for gone in callbacks:
+            gone(conn)

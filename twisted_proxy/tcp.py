@@ -23,6 +23,7 @@ from twisted_proxy.stats import ListenerStats
 from twisted_proxy.tunnel import Splice
 from twisted_proxy.upstream.backend import BUSY, Backend
 from twisted_proxy.upstream.pool import LOCAL_SHORTAGE, Pool, UpstreamProtocol, set_no_delay
+from twisted_proxy.drain import notify_gone
 
 log = Logger()
 
@@ -278,11 +279,7 @@ class TcpFrontProtocol(Protocol):
         else:
             self.release()
             self._log(0, 0)
-        callbacks = self.gone_callbacks
-        if callbacks:
-            self.gone_callbacks = ()
-            for gone in callbacks:
-                gone(self)
+        notify_gone(self)
 
     def drain(self, gone: Optional[Callable[[Any], None]] = None) -> None:
         """

@@ -38,6 +38,7 @@ from twisted_proxy.http.errors import error_response
 from twisted_proxy.http.parser import BadRequest, RequestHead, RequestParser
 from twisted_proxy.tls import client_subject
 from twisted_proxy.upstream.pool import UpstreamProtocol, set_no_delay, unmapped
+from twisted_proxy.drain import notify_gone
 
 log = Logger()
 
@@ -333,11 +334,7 @@ class FrontProtocol(Protocol):
                 ex.client_lost()
             self.queue.clear()
             self.release_upstream()
-        callbacks = self.gone_callbacks
-        if callbacks:
-            self.gone_callbacks = ()
-            for gone in callbacks:
-                gone(self)
+        notify_gone(self)
 
     # graceful stop
 
