@@ -100,6 +100,9 @@ class Count:
 
     def __call__(self) -> Optional[int]:
         self.calls += 1
+        if self.value == -1:
+            # the listing itself found no free descriptor
+            raise OSError(errno.EMFILE, "count")
         return self.value
 
 
@@ -442,6 +445,28 @@ class FileTests(SynchronousTestCase):
         lim.clock.advance(FD_PAUSE_FIRST)
         self.assertEqual(count.calls, 3)
         self.assertTrue(port.reading)
+
+    def test_count_at_the_limit(self) -> None:
+        """
+        When not even the count finds a free descriptor, descriptors are
+        short, whatever low number the probe found free (holes left by
+        shed connections): accepting stays paused, and resumes only once a
+        count succeeds under the high mark.
+        """
+        count = Count(-1)
+        lim = limiter(10000, file_limit=1024, probe=self.probe, count=count)
+        port = FakePort()
+        lim.watch(port)
+        self.probe.fd = 464
+        lim.fd_used = 1000
+        port.doRead()
+        self.assertFalse(port.reading)
+        lim.clock.advance(FD_PAUSE_FIRST)
+        self.assertFalse(port.reading)
+        count.value = 700
+        lim.clock.advance(FD_PAUSE_FIRST * 2)
+        self.assertTrue(port.reading)
+        self.assertEqual(lim.fd_used, 700)
 
     def test_sheds_first(self) -> None:
         """

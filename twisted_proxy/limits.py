@@ -91,12 +91,17 @@ def count_open_files() -> Optional[int]:
     """
     How many descriptors the process has open (~0.3 µs each), or L{None}
     where the system cannot say.
+
+    @raise OSError: C{EMFILE}/C{ENFILE}: the listing itself found no free
+        descriptor (the process is at its limit).
     """
     for path in _FD_DIRS:
         try:
             # the listing's own descriptor is among them
             return len(os.listdir(path)) - 1
-        except OSError:
+        except OSError as e:
+            if e.errno in _OUT_OF_FILES:
+                raise
             continue
     return None  # pragma: no cover - neither on Linux nor the BSDs
 
@@ -325,7 +330,14 @@ class ConnectionLimiter(service.Service):
         if lowest > self.fd_used:
             self.fd_used = lowest
         if recount or self.fd_used >= self.fd_high:
-            counted = self.count_files()
+            try:
+                counted = self.count_files()
+            except OSError as e:
+                if e.errno in _OUT_OF_FILES:
+                    # not even the listing had a descriptor: at the limit
+                    # (the lowest free number says nothing about the rest)
+                    return True
+                counted = None
             # where they cannot be counted, the lowest free one is the measure
             self.fd_used = max(counted, lowest) if counted is not None else lowest
         return self.fd_used >= self.fd_high
