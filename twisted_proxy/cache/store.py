@@ -630,9 +630,15 @@ class Store:
         os.makedirs(self._tmp, exist_ok=True)
         leftovers = self._clear_tmp()
         found: List[Tuple[float, Entry]] = []
+        os.makedirs(self._data, exist_ok=True)
+        # the 256 sub-folders are made as entries need them (publish)
+        existing = set(os.listdir(self._data))
         for number in range(256):
+            if f"{number:02x}" not in existing:
+                continue
             sub = os.path.join(self._data, f"{number:02x}")
-            os.makedirs(sub, exist_ok=True)
+            if not os.path.isdir(sub):
+                continue
             prefix = sub[-2:]
             metas: List[str] = []
             bodies: Set[str] = set()
@@ -956,6 +962,7 @@ class Store:
         body_path, meta_path = self._paths(entry._hex)
         renamed = False
         try:
+            os.makedirs(os.path.dirname(body_path), exist_ok=True)
             meta_temp = self._write_meta(encoded, now)
             try:
                 # the old commit point goes first: a crash from here on
