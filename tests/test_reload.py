@@ -362,3 +362,47 @@ class SignalTests(TestCase):
         self.addCleanup(setattr, top, "drain_deferred", None)
         top.stop_signal()
         self.assertEqual(cancelled, [True])
+
+
+class TunnelAcrossReloadTests(TestCase):
+    """
+    A CONNECT tunnel opened before a reload keeps carrying bytes after it,
+    untouched, while the listener takes the new generation.
+    """
+
+    @inlineCallbacks
+    def test_tunnel_survives(self) -> Any:
+        """
+        Bytes go both ways through a tunnel opened before a reload that
+        changes the forward listener (its allowed ports).
+        """
+        harness = Harness(self)
+        echo = harness.echo_server()
+        path = os.path.abspath(self.mktemp()) + ".toml"
+
+        def write(ports: str) -> None:
+            with open(path, "w") as f:
+                f.write(
+                    '[proxy]\naccess_log = "off"\n\n[[listener]]\nname = "out"\nkind = "forward"\n'
+                    f'endpoint = "tcp:0:interface=127.0.0.1"\nconnect_ports = [{ports}]\n'
+                )
+
+        write(str(echo.port))
+        top = make_service(load_config(path), harness.reactor)
+        top.startService()
+        running = RunningProxy(top, None)
+        harness.proxies.append(running)
+        port = top.listeners["out"].port.getHost().port
+        client = yield ClientCreator(harness.reactor, RawClient, harness.tracker).connectTCP("127.0.0.1", port)
+        harness.clients.append(client)
+        authority = b"127.0.0.1:%d" % echo.port
+        client.send(b"CONNECT " + authority + b" HTTP/1.1\r\nHost: " + authority + b"\r\n\r\n")
+        response = yield client.response(b"CONNECT")
+        self.assertEqual(response.status, 200)
+        client.send(b"before")
+        self.assertEqual((yield client.nbytes(6)), b"before")
+        write("443")
+        result = yield top.reload()
+        self.assertEqual(result, {"ok": True, "generation": 2})
+        client.send(b"after the reload")
+        self.assertEqual((yield client.nbytes(16)), b"after the reload")
