@@ -406,3 +406,46 @@ class TunnelAcrossReloadTests(TestCase):
         self.assertEqual(result, {"ok": True, "generation": 2})
         client.send(b"after the reload")
         self.assertEqual((yield client.nbytes(16)), b"after the reload")
+
+
+class CacheAcrossReloadTests(TestCase):
+    """
+    A cache keeps its entries across a reload; a changed table with the same
+    folder is the same store with the new settings (never two stores on one
+    folder).
+    """
+
+    @inlineCallbacks
+    def test_cache_kept_and_reconfigured(self) -> Any:
+        """
+        After a reload that changes the cache's max_size, the cache is the
+        same object with the new bound, and its entries are still there.
+        """
+        harness = Harness(self)
+        origin = harness.origin("a")
+        folder = os.path.abspath(self.mktemp())
+        path = os.path.abspath(self.mktemp()) + ".toml"
+
+        def write(size: str) -> None:
+            with open(path, "w") as f:
+                f.write(
+                    f'[proxy]\naccess_log = "off"\n\n[cache.edge]\npath = "{folder}"\nmax_size = "{size}"\n\n'
+                    '[[listener]]\nname = "edge"\nkind = "reverse"\nendpoint = "tcp:0:interface=127.0.0.1"\n'
+                    'cache = "edge"\n  [[listener.route]]\n  path = "/"\n  backend = "a"\n\n'
+                    f'[backend.a]\nservers = [{{ url = "http://127.0.0.1:{origin.port}" }}]\n'
+                )
+
+        write("10MiB")
+        top = make_service(load_config(path), harness.reactor)
+        top.startService()
+        harness.proxies.append(RunningProxy(top, None))
+        cache = top.caches["edge"]
+        writer = cache.store.begin("k", {"primary": "k", "vary": []})
+        writer.write(b"body")
+        writer.finish()
+        write("20MiB")
+        result = yield top.reload()
+        self.assertTrue(result["ok"], result)
+        self.assertIs(top.caches["edge"], cache)
+        self.assertEqual(cache.store.max_size, 20 * 1024 * 1024)
+        self.assertIsNotNone(cache.lookup("k"))

@@ -382,9 +382,18 @@ class Reload:
         if errors:
             return defer.succeed(self.refuse(errors, access_log))
         caches = {}
+        reconfigured = []
+        by_path = {c.config.path: c for c in top.caches.values()}
         for name, cconf in config.caches.items():
-            cache = top.caches.get(name)
-            caches[name] = cache if cache is not None and cache.config == cconf else None
+            cache = by_path.get(cconf.path)
+            if cache is not None:
+                # the same folder: the same store (two stores must never
+                # share one), with the new settings applied at commit
+                caches[name] = cache
+                if cache.config != cconf:
+                    reconfigured.append((cache, cconf))
+            else:
+                caches[name] = None
         fresh = build_caches(config, self.reactor)
         new_caches = {name: fresh[name] for name, c in caches.items() if c is None}
         caches = {name: c if c is not None else fresh[name] for name, c in caches.items()}
@@ -440,6 +449,8 @@ class Reload:
                 for line in problems:
                     log.error("reload refused: {error}", error=line)
                 return self.refuse(problems, access_log, new_caches)
+            for cache, cconf in reconfigured:
+                cache.reconfigure(cconf)
             self.commit(access_log, filters, backends, health, caches, new_caches, spool, swaps, binds, removed)
             return {"ok": True, "generation": top.generation}
 
@@ -581,8 +592,9 @@ class Reload:
         for name, flt in top.filters.items():
             if filters.get(name) is not flt:
                 self.retired.append(flt)
-        for name, cache in top.caches.items():
-            if caches.get(name) is not cache:
+        kept_caches = [c for c in caches.values()]
+        for cache in top.caches.values():
+            if not any(cache is kept for kept in kept_caches):
                 self.retired.append(cache)
         if access_log is not top.access_log:
             self.retired.append(top.access_log)

@@ -101,6 +101,22 @@ class SharedCache:
         self.views: Dict[str, Any] = {}
         self.opened = False
 
+    def reconfigure(self, config: Any) -> None:
+        """
+        A reload changed this cache's table (or its name) but not its
+        folder: the same store (its entries and in-flight fills) takes the
+        new settings.
+        """
+        self.config = config
+        self.name = config.name
+        self.bname = config.name.encode("latin-1")
+        self.max_object_size = config.max_object_size
+        self.lock_timeout = config.lock_timeout
+        self.domains = DomainSet(config.domains) if config.domains else None
+        self.bypass_domains = DomainSet(config.bypass_domains) if config.bypass_domains else None
+        self.tag_header = config.tag_header.lower().encode("latin-1")
+        self.store.resize(config.max_size, config.memory)
+
     # life
 
     def open(self) -> None:

@@ -878,6 +878,22 @@ class Store:
         _unlink(meta)
         _unlink(body)
 
+    def resize(self, max_size: int, memory: int) -> None:
+        """
+        New bounds (a reload changed the cache's table): entries are evicted
+        and memory-tier bodies dropped down to them at once.
+        """
+        self.max_size = max_size
+        self.memory = max(0, memory)
+        self.memory_object_max = min(min(self.memory // 8, MEMORY_OBJECT_MAX), self.memory)
+        self._evict()
+        mem = self._memory
+        while mem and (self.memory_size > self.memory or self.memory_object_max == 0):
+            _, old = mem.popitem(last=False)
+            if old._body is not None:
+                self.memory_size -= len(old._body)
+                old._body = None
+
     def _evict(self) -> None:
         index = self._index
         while self.size > self.max_size and index:
