@@ -398,10 +398,9 @@ class Reload:
         new_caches = {name: fresh[name] for name, c in caches.items() if c is None}
         caches = {name: c if c is not None else fresh[name] for name, c in caches.items()}
         spool = build_spool(config)
-        if spool is not None and top.spool is not None and (spool.path, spool.max_size) == (
-            top.spool.path,
-            top.spool.max_size,
-        ):
+        if spool is not None and top.spool is not None and spool.path == top.spool.path:
+            # one spool per folder: its buffers in flight stay counted
+            top.spool.max_size = spool.max_size
             spool = top.spool
         swaps: List[Tuple[Any, Any, ListenerConfig]] = []
         binds: List[Tuple[Any, ListenerConfig]] = []
