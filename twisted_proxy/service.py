@@ -364,6 +364,8 @@ class Reload:
         self.reactor = top.reactor
         #: things to release once the old generation's users are gone
         self.retired: List[Any] = []
+        #: the new spool_max of a kept spool
+        self.spool_max: Optional[int] = None
 
     def run(self) -> Any:
         from twisted.internet import defer
@@ -399,8 +401,9 @@ class Reload:
         caches = {name: c if c is not None else fresh[name] for name, c in caches.items()}
         spool = build_spool(config)
         if spool is not None and top.spool is not None and spool.path == top.spool.path:
-            # one spool per folder: its buffers in flight stay counted
-            top.spool.max_size = spool.max_size
+            # one spool per folder: its buffers in flight stay counted (its
+            # budget follows spool_max at commit)
+            self.spool_max = spool.max_size
             spool = top.spool
         swaps: List[Tuple[Any, Any, ListenerConfig]] = []
         binds: List[Tuple[Any, ListenerConfig]] = []
@@ -515,6 +518,8 @@ class Reload:
             cache.open()
         if spool is not None and spool is not top.spool:
             spool.open()
+        elif spool is not None and self.spool_max is not None:
+            spool.max_size = self.spool_max
         # health checkers: the replaced ones stop, the new ones start
         for name, checker in top.health.items():
             if health.get(name) is not checker:
