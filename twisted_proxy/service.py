@@ -382,7 +382,7 @@ class Reload:
         filters = self.filters()
         backends, health = self.backends(errors)
         if errors:
-            return defer.succeed(self.refuse(errors, access_log))
+            return defer.succeed(self.refuse(errors, access_log, filters=filters))
         caches = {}
         reconfigured = []
         by_path = {c.config.path: c for c in top.caches.values()}
@@ -450,7 +450,7 @@ class Reload:
                     svc.stop_accepting()
                 for line in problems:
                     log.error("reload refused: {error}", error=line)
-                return self.refuse(problems, access_log, new_caches)
+                return self.refuse(problems, access_log, new_caches, filters)
             for cache, cconf in reconfigured:
                 cache.reconfigure(cconf)
             self.commit(access_log, filters, backends, health, caches, new_caches, spool, swaps, binds, removed)
@@ -460,9 +460,16 @@ class Reload:
         d = defer.gatherResults([svc.bind() for svc, _ in binds], consumeErrors=True)
         return d.addCallback(bound)
 
-    def refuse(self, errors: List[str], access_log: Any = None, caches: Any = None) -> dict:
+    def refuse(
+        self, errors: List[str], access_log: Any = None, caches: Any = None, filters: Any = None
+    ) -> dict:
+        """
+        Nothing changes: what this reload built is closed again.
+        """
         if access_log is not None and access_log is not self.top.access_log:
             access_log.close()
+        kept = list(self.top.filters.values())
+        _release([f for f in (filters or {}).values() if not any(f is k for k in kept)])
         for line in errors:
             log.error("reload refused: {error}", error=line)
         return {"ok": False, "errors": errors}
