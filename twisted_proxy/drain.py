@@ -177,3 +177,17 @@ def notify_gone(conn: Any) -> None:
         conn.gone_callbacks = ()
         for gone in callbacks:
             gone(conn)
+
+
+def register_gone(conn: Any, gone: Optional[Callable[[Any], None]]) -> bool:
+    """
+    Add C{gone} to C{conn}'s C{gone_callbacks}; when C{conn} is already
+    gone, call it at once and answer False (nothing left to drain).
+    """
+    if conn.lost:
+        if gone is not None:
+            gone(conn)
+        return False
+    if gone is not None:
+        conn.gone_callbacks += (gone,)
+    return True

@@ -23,7 +23,7 @@ from twisted_proxy.stats import ListenerStats
 from twisted_proxy.tunnel import Splice
 from twisted_proxy.upstream.backend import BUSY, Backend
 from twisted_proxy.upstream.pool import LOCAL_SHORTAGE, Pool, UpstreamProtocol, set_no_delay
-from twisted_proxy.drain import notify_gone
+from twisted_proxy.drain import notify_gone, register_gone
 
 log = Logger()
 
@@ -296,12 +296,8 @@ class TcpFrontProtocol(Protocol):
             gone (at once if it already is); each drain of the connection
             gets its call.
         """
-        if self.lost:
-            if gone is not None:
-                gone(self)
+        if not register_gone(self, gone):
             return
-        if gone is not None:
-            self.gone_callbacks += (gone,)
 
     def _closed(self, splice: Splice, why: str) -> None:
         self.release()

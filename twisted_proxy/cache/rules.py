@@ -184,6 +184,8 @@ from urllib.parse import urljoin, urlsplit
 
 import attrs
 
+from twisted_proxy.http.policy import HOP_BY_HOP as _HOP_BY_HOP
+
 __all__ = [
     "Headers",
     "CacheControl",
@@ -243,18 +245,9 @@ UNDERSTOOD_STATUSES = frozenset(
     + list(range(500, 506))
 )
 
-#: Hop-by-hop fields (RFC 9110 §7.6.1), kept from the stored response on a 304.
-HOP_BY_HOP = frozenset(
-    [
-        b"connection",
-        b"keep-alive",
-        b"proxy-connection",
-        b"te",
-        b"trailer",
-        b"transfer-encoding",
-        b"upgrade",
-    ]
-)
+#: Hop-by-hop fields (RFC 9110 §7.6.1, and a proxy's credentials), kept
+#: from the stored response on a 304: the engine's own set
+HOP_BY_HOP = _HOP_BY_HOP
 
 _SAFE_METHODS = frozenset([b"GET", b"HEAD", b"OPTIONS", b"TRACE"])
 _DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}

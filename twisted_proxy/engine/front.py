@@ -38,7 +38,7 @@ from twisted_proxy.http.errors import error_response
 from twisted_proxy.http.parser import BadRequest, RequestHead, RequestParser
 from twisted_proxy.tls import client_subject
 from twisted_proxy.upstream.pool import UpstreamProtocol, set_no_delay, unmapped
-from twisted_proxy.drain import notify_gone
+from twisted_proxy.drain import notify_gone, register_gone
 
 log = Logger()
 
@@ -374,12 +374,8 @@ class FrontProtocol(Protocol):
             gone (at once if it already is); each drain of the connection
             gets its call.
         """
-        if self.lost:
-            if gone is not None:
-                gone(self)
+        if not register_gone(self, gone):
             return
-        if gone is not None:
-            self.gone_callbacks += (gone,)
         if self.draining:
             return
         self.draining = True
