@@ -1537,6 +1537,24 @@ class SurrogateControlTests(SynchronousTestCase):
         )
         self.assertEqual(h.get().body, b"s")
 
+    def test_targeted_at_this_device(self) -> None:
+        """
+        The fill announces C{Surrogate-Capability: twisted-proxy=...}
+        upstream, and a directive addressed to that token applies (here
+        over Cache-Control: no-store).
+        """
+        h = CacheHarness(self)
+        client = h.client()
+        client.request()
+        up = h.upstream()
+        self.assertIn(b'Surrogate-Capability: twisted-proxy="Surrogate/1.0"', up.transport.value())
+        up.respond(
+            b"HTTP/1.1 200 OK\r\nCache-Control: no-store\r\n"
+            b"Surrogate-Control: max-age=300;twisted-proxy\r\nContent-Length: 1\r\n\r\ns"
+        )
+        self.assertEqual(h.get().body, b"s")
+        self.assertEqual(h.attempts, 1)
+
     def test_forward_listener_ignores_it(self) -> None:
         """
         A forward listener's cache is not the origin's surrogate: the

@@ -760,6 +760,10 @@ class Fill:
             headers = [(n, v) for n, v in head.headers if n.lower() not in _CONDITIONALS]
             headers.extend(validators)
             head.headers = headers
+        if ex.ctx.kind == "reverse":
+            # the origin's surrogate says so (a new list: the client's
+            # fields stay as they came)
+            head.headers = head.headers + [SURROGATE_CAPABILITY]
         if head.method == _GET and (self.stale is not None or not _conditional(self.client_headers)):
             # (a HEAD's answer cannot fill the cache: GETs never wait on it)
             cache.fills[self.key] = self
@@ -1141,12 +1145,19 @@ _MAX_DELTA = 2**31
 MAX_STALE_DISCONNECTED = 7 * 86400.0
 
 
+#: this surrogate's device token, announced to origins in the
+#: Surrogate-Capability request field (W3C Edge Architecture)
+DEVICE_TOKEN = b"twisted-proxy"
+SURROGATE_CAPABILITY = (b"Surrogate-Capability", DEVICE_TOKEN + b'="Surrogate/1.0"')
+
+
 def surrogate_control(response: ResponseHead) -> Tuple[bool, Optional[int]]:
     """
     C{(no-store, max-age)} of the response's C{Surrogate-Control} fields
-    (W3C Edge Architecture) addressed to every surrogate (a directive with
-    a C{;target} names another device and is ignored); removes the fields
-    from C{response}, as a surrogate does.
+    (W3C Edge Architecture) addressed to every surrogate or to this one
+    (C{;twisted-proxy}, the device token of the C{Surrogate-Capability} it
+    sends; another C{;target} names another device and is ignored); removes
+    the fields from C{response}, as a surrogate does.
     """
     lnames = response.lnames or [n.lower() for n, _ in response.headers]
     if b"surrogate-control" not in lnames:
@@ -1161,9 +1172,9 @@ def surrogate_control(response: ResponseHead) -> Tuple[bool, Optional[int]]:
             kept_names.append(lname)
             continue
         for part in value.split(b","):
-            part = part.strip()
-            if not part or b";" in part:
-                continue
+            part, _, target = part.strip().partition(b";")
+            if not part or (target and target.strip() != DEVICE_TOKEN):
+                continue  # (addressed to another device)
             directive, _, argument = part.partition(b"=")
             directive = directive.lower()
             if directive == b"no-store":
