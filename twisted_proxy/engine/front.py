@@ -319,6 +319,8 @@ class FrontProtocol(Protocol):
         self.closing = True
         self.cancel_timer()
         self.relay.switch(None)
+        # (the hook is a bound method: the cycle goes with the connection)
+        self.relay.on_pause = None
         if self.factory is not None:
             self.factory.connections.discard(self)
         if self.limiter is not None:
