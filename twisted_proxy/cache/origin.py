@@ -71,7 +71,19 @@ _REQUEST_FLAGS = {
 #: flags not known yet (serve() looks)
 UNKNOWN = -1
 #: request header names that make a request conditional or partial
-_CONDITIONALS = frozenset([b"if-none-match", b"if-modified-since", b"if-match", b"if-unmodified-since", b"if-range", b"range"])
+_CONDITIONALS = frozenset(name for name, flag in _REQUEST_FLAGS.items() if flag & CONDITIONAL)
+
+
+def request_flags(headers: Headers) -> int:
+    """
+    What a request's fields mean to the cache (L{SLOW}, L{AUTHORIZATION},
+    L{CONDITIONAL}, L{RANGE}): one dictionary lookup per field.
+    """
+    flags = 0
+    get = _REQUEST_FLAGS.get
+    for name, _ in headers:
+        flags |= get(name.lower(), 0)
+    return flags
 #: response header names never stored (hop-by-hop, framing, our own)
 _NOT_STORED = policy.HOP_BY_HOP | frozenset([b"content-length", b"cache-status", b"surrogate-control"])
 #: stored fields a cache's answer replaces with its own
@@ -264,10 +276,7 @@ class CacheOrigin:
         request_headers = head.headers
         primary = cache.primary_key(ex.target)
         key = cache.full_key(primary, request_headers)
-        flags = 0
-        get = _REQUEST_FLAGS.get
-        for name, _ in request_headers:
-            flags |= get(name.lower(), 0)
+        flags = request_flags(request_headers)
         slow = flags & SLOW
         authorization = flags & AUTHORIZATION
         entry = None if authorization else cache.lookup(key)
@@ -353,13 +362,6 @@ class CacheOrigin:
         )
 
 
-def _conditional(headers: Headers) -> bool:
-    for name, _ in headers:
-        if name.lower() in _CONDITIONALS:
-            return True
-    return False
-
-
 def _request_forces(headers: Headers) -> bool:
     """
     Whether the request itself asked to go to the origin (C{no-cache},
@@ -402,9 +404,7 @@ def serve(
     method = head.method
     request_headers = head.headers
     if flags == UNKNOWN:
-        flags = 0
-        for name, _ in request_headers:
-            flags |= _REQUEST_FLAGS.get(name.lower(), 0)
+        flags = request_flags(request_headers)
     if sink is ex and view.status == 200 and not flags & CONDITIONAL and method == _GET:
         body = entry.memory_body()
         if body is not None and len(body) <= READ_SIZE:
@@ -764,7 +764,7 @@ class Fill:
             # the origin's surrogate says so (a new list: the client's
             # fields stay as they came)
             head.headers = head.headers + [SURROGATE_CAPABILITY]
-        if head.method == _GET and (self.stale is not None or not _conditional(self.client_headers)):
+        if head.method == _GET and (self.stale is not None or not request_flags(self.client_headers) & CONDITIONAL):
             # (a HEAD's answer cannot fill the cache: GETs never wait on it)
             cache.fills[self.key] = self
             self.collapsing = True
@@ -1021,13 +1021,8 @@ class Fill:
         return view
 
     def serve_waiters_alone(self) -> None:
-        waiters = self.waiters
-        self.waiters = []
-        for waiter in waiters:
-            waiter.cancel()
-            if not waiter.ex.finished:
-                waiter.ex.cleanup = None
-                self.origin.alone(waiter.ex, waiter.sink, self.cache, b"; fwd=uri-miss")
+        for waiter in self.take_waiters():
+            self.origin.alone(waiter.ex, waiter.sink, self.cache, b"; fwd=uri-miss")
 
     def serve_stale(self, why: str) -> None:
         stale = self.stale
@@ -1072,27 +1067,38 @@ class Fill:
             del cache.fills[self.key]
         self.collapsing = False
 
-    def release_waiters(self) -> None:
+    def take_waiters(self) -> List[Waiter]:
         """
-        The head came: the waiters read the entry being written, or (not
-        stored) go upstream by themselves.
+        The waiters whose exchange still runs, taken off this fill (their
+        lock_timeout cancelled, their exchange's cleanup no longer ours).
         """
         waiters = self.waiters
         self.waiters = []
-        writer = self.writer
+        live = []
         for waiter in waiters:
             waiter.cancel()
+            if not waiter.ex.finished:
+                waiter.ex.cleanup = None
+                live.append(waiter)
+        return live
+
+    def release_waiters(self) -> None:
+        """
+        The head came: the waiters of this variant read the entry being
+        written, the others (or all, when nothing is stored) go upstream by
+        themselves.
+        """
+        waiters = self.take_waiters()
+        if not waiters:
+            return
+        writer = self.writer
+        view = View(writer.entry) if writer is not None and self.mode == "store" else None
+        for waiter in waiters:
             ex = waiter.ex
-            if ex.finished:
-                continue
-            ex.cleanup = None
-            same = (
+            if view is not None and (
                 not self.names
                 or self.primary + "\n" + rules.vary_key(self.names, ex.head.headers) == self.key
-            )
-            if writer is not None and self.mode == "store" and same:
-                entry = writer.entry
-                view = View(entry)
+            ):
                 self.shared = True
                 ex.cache = "miss"
                 serve(
@@ -1102,23 +1108,23 @@ class Fill:
                     view,
                     0,
                     self.cache.bname + b"; fwd=uri-miss; collapsed",
-                    entry,
+                    view.entry,
                 )
             else:
                 self.origin.alone(ex, waiter.sink, self.cache, b"; fwd=uri-miss")
 
     def serve_waiters_from(self, view: View) -> None:
-        waiters = self.waiters
-        self.waiters = []
         now = self.cache.clock.seconds()
-        for waiter in waiters:
-            waiter.cancel()
-            ex = waiter.ex
-            if ex.finished:
-                continue
-            ex.cleanup = None
-            ex.cache = "hit"
-            serve(ex, waiter.sink, self.cache, view, view.age(now), self.cache.bname + b"; hit; detail=collapsed")
+        for waiter in self.take_waiters():
+            waiter.ex.cache = "hit"
+            serve(
+                waiter.ex,
+                waiter.sink,
+                self.cache,
+                view,
+                view.age(now),
+                self.cache.bname + b"; hit; detail=collapsed",
+            )
 
     def ended(self) -> None:
         """
