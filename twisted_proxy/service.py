@@ -383,7 +383,10 @@ class Reload:
         backends, health = self.backends(errors)
         if errors:
             return defer.succeed(self.refuse(errors, access_log, filters=filters))
+        from twisted_proxy.cache.shared import SharedCache
+
         caches = {}
+        new_caches = {}
         reconfigured = []
         by_path = {c.config.path: c for c in top.caches.values()}
         for name, cconf in config.caches.items():
@@ -391,14 +394,11 @@ class Reload:
             if cache is not None:
                 # the same folder: the same store (two stores must never
                 # share one), with the new settings applied at commit
-                caches[name] = cache
                 if cache.config != cconf:
                     reconfigured.append((cache, cconf))
             else:
-                caches[name] = None
-        fresh = build_caches(config, self.reactor)
-        new_caches = {name: fresh[name] for name, c in caches.items() if c is None}
-        caches = {name: c if c is not None else fresh[name] for name, c in caches.items()}
+                cache = new_caches[name] = SharedCache(cconf, self.reactor)
+            caches[name] = cache
         spool = build_spool(config)
         if spool is not None and top.spool is not None and spool.path == top.spool.path:
             # one spool per folder: its buffers in flight stay counted (its
@@ -468,8 +468,8 @@ class Reload:
         """
         if access_log is not None and access_log is not self.top.access_log:
             access_log.close()
-        kept = list(self.top.filters.values())
-        _release([f for f in (filters or {}).values() if not any(f is k for k in kept)])
+        kept = {id(f) for f in self.top.filters.values()}
+        _release([f for f in (filters or {}).values() if id(f) not in kept])
         for line in errors:
             log.error("reload refused: {error}", error=line)
         return {"ok": False, "errors": errors}
@@ -555,7 +555,7 @@ class Reload:
         for svc, factory, lconf in swaps:
             new_ctx = getattr(factory, "context", None) or getattr(factory, "ctx", None)
             old_factory = svc.factory
-            if new_ctx is not None and name_stats(stats, lconf.name) is not None:
+            if new_ctx is not None and lconf.name in stats:
                 new_ctx.stats = stats[lconf.name]
             if type(old_factory) is type(factory) and lconf.tls == _listener_conf(self.old, lconf.name).tls:
                 # the socket and its factory stay: new connections and new
@@ -567,7 +567,8 @@ class Reload:
                 elif isinstance(old_factory, TcpFactory):
                     old_factory.ctx = factory.ctx
                 else:
-                    svc.port.factory = factory if svc.port is not None else None
+                    if svc.port is not None:
+                        svc.port.factory = factory
                     svc.factory = factory
                 if svc.tls_server is not None:
                     svc.tls_server.reload()
@@ -603,9 +604,9 @@ class Reload:
         for name, flt in top.filters.items():
             if filters.get(name) is not flt:
                 self.retired.append(flt)
-        kept_caches = [c for c in caches.values()]
+        kept = {id(c) for c in caches.values()}
         for cache in top.caches.values():
-            if not any(cache is kept for kept in kept_caches):
+            if id(cache) not in kept:
                 self.retired.append(cache)
         if access_log is not top.access_log:
             self.retired.append(top.access_log)
@@ -653,10 +654,6 @@ class Reload:
                 svc.disownServiceParent()
 
         drain([svc.factory], self.reactor, timeout).addBoth(forget)
-
-
-def name_stats(stats: dict, name: str) -> Any:
-    return stats.get(name)
 
 
 def _listener_conf(config: Config, name: str) -> ListenerConfig:
