@@ -102,8 +102,8 @@ class FrontProtocol(Protocol):
         self.peer_end: Any = None
         self.allowed = False
         self.relay = Relay()
-        if context.spool is not None:
-            self.relay.on_pause = self.client_blocked
+        # (called only when the client pushes back; a reload may add a spool)
+        self.relay.on_pause = self.client_blocked
         self.gate: Any = None
         # the upstream connection of the last exchange, kept for the next
         # request to the same address (as a client keeps its connection)
@@ -140,10 +140,13 @@ class FrontProtocol(Protocol):
         leg = ex.leg
         if leg is None or leg.conn is None or leg.conn.gate is None:
             return False
+        spool = ex.ctx.spool  # (the exchange's generation: a reload may differ)
+        if spool is None:
+            return False
         limit = response_limit(ex)
         if limit <= 0:
             return False
-        rbuf = ex.rbuf = ResponseBuffer(ex, self.ctx.spool, limit)
+        rbuf = ex.rbuf = ResponseBuffer(ex, spool, limit)
         rbuf.attach(leg.conn.gate)
         # the relay is paused: the buffer starts blocked
         self.relay.switch(rbuf)
