@@ -86,10 +86,7 @@ IDLE_WARN = 2.0  # % of a core: more than this used by the idle proxies during a
 REVERSE_CONF = """\
 [proxy]
 access_log = "off"
-# The default (32) is below wrk's 50 connections: the pool would close and
-# reopen backend connections all the time.
-pool_max_idle = 128
-
+{pool}
 [[listener]]
 name = "bench"
 kind = "reverse"
@@ -107,8 +104,7 @@ servers = [{{ url = "http://127.0.0.1:{origin}" }}]
 FORWARD_CONF = """\
 [proxy]
 access_log = "off"
-pool_max_idle = 128
-
+{pool}
 [[listener]]
 name = "bench"
 kind = "forward"
@@ -212,7 +208,8 @@ def start_proxy(
     template = REVERSE_CONF if kind == "reverse" else FORWARD_CONF
 
     def make_config(port: int) -> str:
-        return template.format(port=port, origin=origin)
+        pool = f"pool_max_idle = {args.pool_max_idle}\n" if args.pool_max_idle else ""
+        return template.format(port=port, origin=origin, pool=pool)
 
     def check(proxy: Proxy) -> None:
         if kind == "reverse":
@@ -427,6 +424,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             action.help = argparse.SUPPRESS
     p.add_argument("--base", required=True, help="checkout of the repository to compare against (the before)")
     p.add_argument("--new", default=ROOT, help=f"checkout under test (the after; default {ROOT}, this one)")
+    p.add_argument(
+        "--pool-max-idle",
+        type=int,
+        default=None,
+        help="set [proxy] pool_max_idle in both trees' configs (default: the shipped default)",
+    )
     p.add_argument("--repeat", type=int, default=3,
                    help="rounds of base and new, interleaved; the best of each is compared, errors of all counted (3)")
     return p.parse_args(argv)
