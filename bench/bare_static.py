@@ -6,9 +6,11 @@ answers from memory (a cache hit) can do on this machine.
 Each request is parsed by httptools (llhttp), as twisted-proxy parses it,
 and answered at once with one fixed response (a 200 with a body of
 --size bytes, keep-alive), sent the way the proxy sends
-(twisted_proxy.flow.write_now: straight to the socket when nothing is
-queued), or with --plain-write through Twisted's transport.write (queued
-until the reactor's next turn: measured here at about half the rate). No
+(twisted_proxy.flow.write_soon: every response of a reactor turn sent
+at the end of it, one send each, the socket never registered for
+writing), or with --plain-write through Twisted's transport.write
+(registered for writing and sent in the reactor's next turn: measured
+here at about half the rate). No
 routing, no headers looked at, no timers, no logging, no cache lookup.
 
 twisted-proxy cache hits / this responder, in the same run, says what the
@@ -62,9 +64,9 @@ class ResponderFactory(protocol.Factory):
         if plain_write:
             self.write: Any = lambda transport, data: transport.write(data)
         else:
-            from twisted_proxy.flow import write_now
+            from twisted_proxy.flow import write_soon
 
-            self.write = write_now
+            self.write = write_soon
         body = b"x" * size
         self.response = (
             b"HTTP/1.1 200 OK\r\nServer: bare\r\nContent-Type: application/octet-stream\r\n"

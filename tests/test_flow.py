@@ -4,11 +4,15 @@ Tests for L{twisted_proxy.flow}.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, List, Optional
 
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import ClientCreator, Factory, Protocol
+from twisted.internet.task import deferLater
 from twisted.internet.testing import StringTransport
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
 from twisted_proxy.flow import (
@@ -20,6 +24,10 @@ from twisted_proxy.flow import (
     Gate,
     GateProducer,
     Relay,
+    send_queued,
+    write_buffer_empty,
+    write_soon,
+    write_soon_sequence,
 )
 
 
@@ -359,3 +367,173 @@ class RelayTests(SynchronousTestCase):
         self.assertEqual(gate.reasons, BACKPRESSURE)
         self.assertEqual(transport.pauses, 1)
         self.assertEqual(transport.resumes, 0)
+
+
+class _Collect(Protocol):
+    """
+    The far end: collects what arrives, fires C{closed} with it at EOF.
+    """
+
+    def __init__(self) -> None:
+        self.data: List[bytes] = []
+        self.closed: Deferred = Deferred()
+        self.arrived: Optional[Deferred] = None
+        self.want = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data.append(data)
+        if self.arrived is not None and sum(map(len, self.data)) >= self.want:
+            arrived, self.arrived = self.arrived, None
+            arrived.callback(b"".join(self.data))
+
+    def wait_for(self, size: int) -> Deferred:
+        self.want = size
+        self.arrived = Deferred()
+        if sum(map(len, self.data)) >= size:
+            self.dataReceived(b"")
+        return self.arrived
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.closed.callback(b"".join(self.data))
+
+
+class _Paused:
+    """
+    A streaming producer that records pauses and resumes.
+    """
+
+    def __init__(self) -> None:
+        self.events: List[str] = []
+
+    def pauseProducing(self) -> None:
+        self.events.append("pause")
+
+    def resumeProducing(self) -> None:
+        self.events.append("resume")
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class WriteSoonTests(TestCase):
+    """
+    L{write_soon} and L{write_soon_sequence} over real loopback sockets.
+    """
+
+    @inlineCallbacks
+    def pair(self) -> Any:
+        """
+        A connected plain TCP transport and the protocol at the far end.
+        """
+        far = _Collect()
+        factory = Factory.forProtocol(lambda: far)
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+        near = yield ClientCreator(reactor, Protocol).connectTCP("127.0.0.1", port.getHost().port)
+        transport = near.transport
+
+        def close() -> Any:
+            if transport.connected:
+                transport.abortConnection()
+                return far.closed
+            return None
+
+        self.addCleanup(close)
+        return transport, far
+
+    @inlineCallbacks
+    def test_sent_at_end_of_turn(self) -> None:
+        """
+        The bytes wait in the transport's own buffer, the socket not
+        registered for writing, and go out after the current turn, every
+        write of the turn together.
+        """
+        transport, far = yield self.pair()
+        write_soon(transport, b"head ")
+        write_soon_sequence(transport, [b"and ", b"", b"body"])
+        self.assertEqual(transport._tempDataLen, 13)
+        self.assertNotIn(transport, reactor.getWriters())  # type: ignore[attr-defined]
+        data = yield far.wait_for(13)
+        self.assertEqual(data, b"head and body")
+        self.assertTrue(write_buffer_empty(transport))
+
+    @inlineCallbacks
+    def test_order_with_plain_write(self) -> None:
+        """
+        A C{transport.write} after a queued write goes after it.
+        """
+        transport, far = yield self.pair()
+        write_soon(transport, b"first ")
+        transport.write(b"second ")
+        write_soon(transport, b"third")
+        data = yield far.wait_for(18)
+        self.assertEqual(data, b"first second third")
+
+    @inlineCallbacks
+    def test_lose_connection_sends_first(self) -> None:
+        """
+        A C{loseConnection} in the same turn closes after the queued bytes
+        are sent.
+        """
+        transport, far = yield self.pair()
+        write_soon(transport, b"last words")
+        transport.loseConnection()
+        data = yield far.closed
+        self.assertEqual(data, b"last words")
+
+    @inlineCallbacks
+    def test_abort_drops(self) -> None:
+        """
+        An C{abortConnection} in the same turn drops the queued bytes, as
+        it drops Twisted's buffer.
+        """
+        transport, far = yield self.pair()
+        write_soon(transport, b"never")
+        transport.abortConnection()
+        data = yield far.closed
+        self.assertEqual(data, b"")
+
+    @inlineCallbacks
+    def test_send_queued_now(self) -> None:
+        """
+        L{send_queued} sends a transport's queued bytes at once (before its
+        socket is used without the transport).
+        """
+        transport, far = yield self.pair()
+        write_soon(transport, b"now")
+        send_queued(transport)
+        self.assertTrue(write_buffer_empty(transport))
+        data = yield far.wait_for(3)
+        self.assertEqual(data, b"now")
+
+    @inlineCallbacks
+    def test_rest_with_backpressure(self) -> None:
+        """
+        What the socket does not take stays buffered: the transport is
+        registered for writing and its producer paused, and resumed once
+        everything is sent; every byte arrives in order.
+        """
+        transport, far = yield self.pair()
+        producer = _Paused()
+        transport.registerProducer(producer, True)
+        size = 16 * 1024 * 1024
+        pieces = [bytes([i % 251]) * (1024 * 1024) for i in range(16)]
+        write_soon_sequence(transport, pieces)
+        yield deferLater(reactor, 0, lambda: None)
+        self.assertFalse(write_buffer_empty(transport))
+        self.assertEqual(producer.events, ["pause"])
+        data = yield far.wait_for(size)
+        self.assertEqual(data, b"".join(pieces))
+        yield deferLater(reactor, 0, lambda: None)
+        self.assertEqual(producer.events, ["pause", "resume"])
+        transport.unregisterProducer()
+
+    def test_other_transports_write(self) -> None:
+        """
+        A transport that is not Twisted's plain TCP (TLS, a test's) is
+        written to at once.
+        """
+        transport = StringTransport()
+        write_soon(transport, b"a")
+        write_soon_sequence(transport, [b"b", b"c"])
+        self.assertEqual(transport.value(), b"abc")

@@ -143,16 +143,34 @@ def write_buffer_empty(transport: Any) -> bool:
     return not transport._tempDataLen and transport.offset >= len(transport.dataBuffer)
 
 
-def write_now(transport: Any, data: bytes) -> None:
+#: the plain TCP transports written to during this reactor turn, their bytes
+#: in Twisted's own buffer but the socket not yet registered for writing
+_queued: list = []
+#: the transports in L{_queued}, by identity
+_queued_ids: set = set()
+#: too many pieces for one sendmsg: joined first
+_MAX_PIECES = 64
+
+
+def write_soon(transport: Any, data: bytes) -> None:
     """
-    Write C{data}, sending it at once when nothing is queued before it.
+    Write C{data} to C{transport}: sent at the end of this reactor turn,
+    with everything else written during the turn.
 
     Twisted's C{write} queues the bytes and registers the socket for
-    writing, and the next reactor turn sends them and unregisters it: two
-    C{epoll_ctl} calls around every C{send}. For a response that fits in
-    the socket buffer (nearly all of them), sending straight away costs one
-    system call instead of three. Whatever the socket does not take goes
-    through C{write} as usual, so order and back-pressure are kept.
+    writing, and a later turn sends them and unregisters it: two
+    C{epoll_ctl} calls around every C{send}, and each send interleaved
+    with the work of the other connections. Here the bytes go to the same
+    buffer (so anything written afterwards with C{transport.write}, and a
+    C{loseConnection}, keep their order), the socket is not registered,
+    and L{_send_queued} sends every connection's bytes, one system call
+    each, once this turn's reads are all handled. A peer then wakes once
+    for a burst of responses instead of once per response: on loopback
+    under load that wake-up costs more than the request did (measured
+    with a bare responder: 27,300 req/s sent at once, 36,100 at the end
+    of the turn, at 20 us of work per request). What the socket does not
+    take stays in the buffer, and the transport goes on the usual way
+    (registered for writing, its producer paused past its buffer size).
     Transports without a plain socket (TLS) just C{write}.
     """
     if type(transport) not in _PLAIN_TCP:
@@ -160,48 +178,122 @@ def write_now(transport: Any, data: bytes) -> None:
         # transport beneath: never write around them)
         transport.write(data)
         return
-    sock = transport.socket
+    if id(transport) in _queued_ids:
+        if data:
+            transport._tempDataBuffer.append(data)
+            transport._tempDataLen += len(data)
+        return
     if (
         transport._tempDataLen
         or transport.offset < len(transport.dataBuffer)
         or not transport.connected
         or transport.disconnecting
+        or transport._writeDisconnected
+        or not data
     ):
         transport.write(data)
         return
+    transport._tempDataBuffer.append(data)
+    transport._tempDataLen += len(data)
+    _queue(transport)
+
+
+def write_soon_sequence(transport: Any, pieces: list) -> None:
+    """
+    L{write_soon} for several pieces (sent by one C{sendmsg}, not joined).
+    """
+    if type(transport) not in _PLAIN_TCP:
+        transport.writeSequence(pieces)
+        return
+    if id(transport) not in _queued_ids:
+        if (
+            transport._tempDataLen
+            or transport.offset < len(transport.dataBuffer)
+            or not transport.connected
+            or transport.disconnecting
+            or transport._writeDisconnected
+        ):
+            transport.writeSequence(pieces)
+            return
+        _queue(transport)
+    buffer = transport._tempDataBuffer
+    size = 0
+    for piece in pieces:
+        if piece:
+            buffer.append(piece)
+            size += len(piece)
+    transport._tempDataLen += size
+
+
+def _queue(transport: Any) -> None:
+    if not _queued:
+        transport.reactor.callLater(0, _send_queued)
+    _queued.append(transport)
+    _queued_ids.add(id(transport))
+
+
+def send_queued(transport: Any) -> None:
+    """
+    Send what L{write_soon} queued for C{transport} now, not at the end of
+    the turn (before the socket is used without the transport).
+    """
+    if id(transport) in _queued_ids:
+        _queued_ids.discard(id(transport))
+        _queued.remove(transport)
+        _send(transport)
+
+
+def _send_queued() -> None:
+    queued = _queued[:]
+    del _queued[:]
+    _queued_ids.clear()
+    for transport in queued:
+        _send(transport)
+
+
+def _send(transport: Any) -> None:
+    """
+    Send C{transport}'s buffered bytes, as its C{doWrite} would.
+    """
+    if not transport.connected or transport._aborting or not transport._tempDataLen:
+        # lost or aborted: Twisted drops the buffer
+        return
+    if transport.disconnecting or transport._writeDisconnecting or transport.offset < len(transport.dataBuffer):
+        # closing after its buffer is sent (registered for writing already)
+        transport.startWriting()
+        return
+    pieces = transport._tempDataBuffer
+    total = transport._tempDataLen
     try:
-        sent = sock.send(data)
+        if len(pieces) == 1:
+            sent = transport.socket.send(pieces[0])
+        elif len(pieces) <= _MAX_PIECES:
+            sent = transport.socket.sendmsg(pieces)
+        else:
+            sent = transport.socket.send(b"".join(pieces))
     except BlockingIOError:
         sent = 0
     except OSError:
-        # let the transport meet the error the usual way
-        transport.write(data)
+        # the transport meets the error the usual way
+        transport.startWriting()
         return
-    if sent < len(data):
-        transport.write(data[sent:])
-
-
-def write_now_sequence(transport: Any, pieces: list) -> None:
-    """
-    L{write_now} for several pieces: one C{sendmsg} gathers them (a
-    response head and its body go out without being joined first).
-    """
-    if type(transport) not in _PLAIN_TCP or not write_buffer_empty(transport) or (
-        not transport.connected or transport.disconnecting
-    ):
-        transport.writeSequence(pieces)
+    if sent == total:
+        transport._tempDataBuffer = []
+        transport._tempDataLen = 0
+        # (as doWrite: a paused producer may go on)
+        if transport.producer is not None and (not transport.streamingProducer or transport.producerPaused):
+            transport.producerPaused = False
+            transport.producer.resumeProducing()
         return
-    try:
-        sent = transport.socket.sendmsg(pieces)
-    except BlockingIOError:
-        sent = 0
-    except OSError:
-        transport.writeSequence(pieces)
-        return
+    rest = []
     for i, piece in enumerate(pieces):
         size = len(piece)
         if sent < size:
-            rest = [piece[sent:]] if sent else [piece]
-            transport.writeSequence(rest + pieces[i + 1 :])
-            return
+            rest.append(piece[sent:] if sent else piece)
+            rest.extend(pieces[i + 1 :])
+            break
         sent -= size
+    transport._tempDataBuffer = rest
+    transport._tempDataLen = sum(map(len, rest))
+    transport._maybePauseProducer()
+    transport.startWriting()

@@ -23,7 +23,7 @@ from zope.interface import implementer
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 
-from twisted_proxy.flow import plain_tcp, write_buffer_empty, write_now
+from twisted_proxy.flow import plain_tcp, send_queued, write_buffer_empty, write_soon
 
 log = Logger()
 
@@ -131,12 +131,16 @@ class Splice:
         back.registerProducer(_Pauser(front), True)
         if to_back:
             self.bytes_in += len(to_back)
-            write_now(back, to_back)
+            write_soon(back, to_back)
         if to_front:
             self.bytes_out += len(to_front)
-            write_now(front, to_front)
+            write_soon(front, to_front)
         self._deadline = self.clock.seconds() + self.idle_timeout
         self._timer = self.clock.callLater(self.idle_timeout, self._check_idle)
+        if ZERO_COPY:
+            # splice(2) writes around the transports: their queued bytes first
+            send_queued(front)
+            send_queued(back)
         if (
             ZERO_COPY
             and _PipeFds.open + 4 <= _pipe_fd_budget()
@@ -161,12 +165,12 @@ class Splice:
     def data_from_front(self, data: bytes) -> None:
         self.bytes_in += len(data)
         self._deadline = self.clock.seconds() + self.idle_timeout
-        write_now(self.back, data)
+        write_soon(self.back, data)
 
     def data_from_back(self, data: bytes) -> None:
         self.bytes_out += len(data)
         self._deadline = self.clock.seconds() + self.idle_timeout
-        write_now(self.front, data)
+        write_soon(self.front, data)
 
     def read_closed_front(self) -> None:
         """

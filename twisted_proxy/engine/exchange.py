@@ -34,7 +34,7 @@ from twisted.python.failure import Failure
 from twisted_proxy.engine.buffer import RequestBuffer, request_buffer_applies, request_limit
 from twisted_proxy.engine.timers import BODY
 from twisted_proxy.engine.transform import request_stage, response_stage
-from twisted_proxy.flow import CONNECTING, FILTERING, write_now, write_now_sequence
+from twisted_proxy.flow import CONNECTING, FILTERING, write_soon, write_soon_sequence
 from twisted_proxy.http import policy
 from twisted_proxy.http.errors import error_response
 from twisted_proxy.http.parser import BadResponse, RequestHead, ResponseHead
@@ -245,9 +245,9 @@ class Exchange:
             if self.rbuf is not None:
                 self.rbuf.write_sequence(out)
             elif len(out) == 1:
-                write_now(self.front.transport, out[0])
+                write_soon(self.front.transport, out[0])
             else:
-                write_now_sequence(self.front.transport, out)
+                write_soon_sequence(self.front.transport, out)
 
     def response_head(self, response: ResponseHead) -> None:
         status = response.status
@@ -424,7 +424,7 @@ class Exchange:
         front = self.front
         front.cancel_timer()
         if answer:
-            write_now(front.transport, answer)
+            write_soon(front.transport, answer)
             self.bytes_out += len(answer)
             self.status = 200
         self.response_started = True

@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_proxy.engine.timers import BODY, WAIT
-from twisted_proxy.flow import CONNECTING, write_now
+from twisted_proxy.flow import CONNECTING, write_soon
 from twisted_proxy.http import policy
 from twisted_proxy.http.parser import ResponseHead
 from twisted_proxy.upstream.backend import BUSY
@@ -285,7 +285,7 @@ class UpstreamLeg:
         conn.attach(self, head.method == b"HEAD", ex)
         data = self.ctx.router.request_head(head, target, front.client_ip, server)
         transport = conn.transport
-        write_now(transport, data)
+        write_soon(transport, data)
         if self.replay:
             # a retry: what the failed attempt had sent goes again
             transport.writeSequence(self.replay)
