@@ -181,6 +181,10 @@ class MakeServiceTests(SynchronousTestCase):
                 sys.modules["twisted_proxy.service"] = saved  # type: ignore[assignment]
 
         self.addCleanup(restore)
+        from twisted_proxy import poll
+
+        installed: list = []
+        self.patch(poll, "install", installed.append)
 
         options = tap.Options()
         options.parseOptions([])
@@ -189,6 +193,8 @@ class MakeServiceTests(SynchronousTestCase):
         from twisted.internet import reactor
 
         self.assertEqual(calls, [(options["config_obj"], reactor)])
+        # and the reactor's loop runs without a logging context per event
+        self.assertEqual(installed, [reactor])
 
 
 class PluginTests(SynchronousTestCase):

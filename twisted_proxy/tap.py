@@ -64,10 +64,13 @@ def makeService(options: Options) -> IService:
 
     from twisted.internet import reactor
 
+    from twisted_proxy import poll
     from twisted_proxy.service import make_service
 
     _raise_fd_limit()
     service = make_service(options["config_obj"], reactor)
+    # the epoll loop without a logging context per event (poll.py)
+    poll.install(reactor)
     # once running, the long-lived objects made at start-up (modules,
     # config, listeners) are left out of every later garbage collection
     reactor.callWhenRunning(gc.freeze)
