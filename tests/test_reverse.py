@@ -11,6 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_proxy.http import policy
 from twisted_proxy.http.parser import BadRequest, RequestHead
+from twisted_proxy import reverse
 from twisted_proxy.reverse import ReverseRouter, Route, RoutingTable, normalize_path
 
 Headers = List[Tuple[bytes, bytes]]
@@ -426,6 +427,48 @@ class RouteTests(SynchronousTestCase):
         target = self.router.route(head(b"*", b"www.example.com", method=b"OPTIONS"))
         self.assertEqual(target.backend.name, "web")
         self.assertEqual(target.path, b"*")
+
+    def test_remembered(self) -> None:
+        """
+        A target and Host routed before are not routed again, but every
+        request gets a target of its own, equal to the first.
+        """
+        first = self.router.route(head(b"/api/x?q=1", b"api.example.com"))
+        calls: List[bytes] = []
+        original = self.router._route
+
+        def counting(raw: bytes, h: RequestHead) -> tuple:
+            calls.append(raw)
+            return original(raw, h)
+
+        self.router._route = counting  # type: ignore[method-assign]
+        second = self.router.route(head(b"/api/x?q=1", b"api.example.com"))
+        self.assertEqual(calls, [])
+        self.assertIsNot(second, first)
+        self.assertEqual((second.backend.name, second.path, second.host), ("api", b"/x?q=1", "api.example.com"))
+        # another Host is another decision
+        other = self.router.route(head(b"/api/x?q=1", b"www.example.com"))
+        self.assertEqual(other.backend.name, "web")
+        self.assertEqual(calls, [b"/api/x?q=1"])
+
+    def test_memo_bounded(self) -> None:
+        """
+        The memo forgets everything when full; long targets, C{*} and
+        refused requests are never kept.
+        """
+        self.patch(reverse, "MEMO_SIZE", 3)
+        for i in range(3):
+            self.router.route(head(b"/p%d" % i, b"www.example.com"))
+        self.assertEqual(len(self.router._routes), 3)
+        self.router.route(head(b"/p3", b"www.example.com"))
+        self.assertEqual(len(self.router._routes), 1)
+        self.router.route(head(b"/" + b"x" * reverse.MEMO_TARGET, b"www.example.com"))
+        self.router.route(head(b"*", b"www.example.com", method=b"OPTIONS"))
+        self.assertRaises(BadRequest, self.router.route, head(b"/x", b"other.org"))
+        self.assertEqual(len(self.router._routes), 1)
+        # OPTIONS * does not let a GET * through
+        error = self.assertRaises(BadRequest, self.router.route, head(b"*", b"www.example.com"))
+        self.assertEqual(error.status, 400)
 
     def test_no_host(self) -> None:
         """

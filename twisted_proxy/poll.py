@@ -63,5 +63,5 @@ def install(reactor: Any) -> bool:
         return False
     if type(reactor) is not EPollReactor or reactor.__dict__.get("doIteration") is not None:
         return False
-    reactor.doIteration = fast_poll(reactor)
+    reactor.doIteration = fast_poll(reactor)  # type: ignore[method-assign]
     return True

@@ -14,12 +14,19 @@ refused with 405.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from twisted_proxy.addresses import AddressMatcher
 from twisted_proxy.http import policy
 from twisted_proxy.http.parser import BadRequest, RequestHead
 from twisted_proxy.target import Target, parse_authority
+
+#: routing decisions remembered per (request target, Host): a client asks
+#: for the same few URLs again and again, and a decision is a pure function
+#: of them (the table is rebuilt on reload). Forgotten all at once when full.
+MEMO_SIZE = 4096
+#: longer targets are routed each time (bounds the memory held)
+MEMO_TARGET = 512
 
 
 class Route:
@@ -229,6 +236,8 @@ class ReverseRouter:
         #: the Via entry of the requests it forwards (its listener's mark)
         self.via_token = policy.request_via(policy.listener_mark())
         self._trusted = AddressMatcher(self.trusted_proxies)
+        #: (target, Host) -> what route() decided (see MEMO_SIZE)
+        self._routes: Dict[Tuple[bytes, Optional[bytes]], tuple] = {}
 
     def is_trusted(self, client_ip: str) -> bool:
         """
@@ -247,6 +256,38 @@ class ReverseRouter:
         if head.method == b"CONNECT":
             raise BadRequest(405, "CONNECT is not allowed here")
         raw = head.target
+        key = (raw, head.host)
+        found = self._routes.get(key)
+        if found is None:
+            found = self._route(raw, head)
+            if len(raw) <= MEMO_TARGET and raw != b"*":
+                routes = self._routes
+                if len(routes) >= MEMO_SIZE:
+                    routes.clear()
+                routes[key] = found
+        host, port, authority, path, sent, route = found
+        target = Target(
+            host,
+            port,
+            authority or b"",
+            sent,
+            (self.bscheme, b"://", authority or b"", path),
+            scheme=self.scheme,
+        )
+        if sent is not path:
+            # filters judge what the client asked for, not the rewrite
+            target.client_path = path
+        target.route = route
+        target.backend = route.backend
+        target.filters = route.filters
+        return target
+
+    def _route(self, raw: bytes, head: RequestHead) -> tuple:
+        """
+        What L{route} decides for a request target and Host (the same for
+        every request that has them): C{(host, port, authority, path,
+        sent, route)}.
+        """
         if raw.startswith(b"/"):
             authority = head.host
             path = raw
@@ -278,21 +319,7 @@ class ReverseRouter:
         if route is None:
             raise BadRequest(404, "no route for this host and path")
         sent = route.rewrite(path) if path != b"*" else path
-        target = Target(
-            host,
-            port,
-            authority or b"",
-            sent,
-            (self.bscheme, b"://", authority or b"", path),
-            scheme=self.scheme,
-        )
-        if sent is not path:
-            # filters judge what the client asked for, not the rewrite
-            target.client_path = path
-        target.route = route
-        target.backend = route.backend
-        target.filters = route.filters
-        return target
+        return host, port, authority, path, sent, route
 
     def request_head(
         self, head: RequestHead, target: Target, client_ip: str, server: Any
