@@ -198,6 +198,7 @@ class ValidConfigTests(ConfigTestMixin, SynchronousTestCase):
             tunnel_idle_timeout = 5
             max_head_size = 1024
             pool_max_idle = 0
+            pool_max_idle_total = 100
             pool_idle_timeout = 7.5
             """
             + LISTENER
@@ -214,6 +215,7 @@ class ValidConfigTests(ConfigTestMixin, SynchronousTestCase):
                 tunnel_idle_timeout=5.0,
                 max_head_size=1024,
                 pool_max_idle=0,
+                pool_max_idle_total=100,
                 pool_idle_timeout=7.5,
             ),
         )
@@ -454,14 +456,18 @@ class ErrorTests(ConfigTestMixin, SynchronousTestCase):
     def test_sizes(self) -> None:
         """
         C{max_head_size} is an integer of at least 1024, C{pool_max_idle}
-        an integer of at least 0; floats and booleans are not integers.
+        an integer of at least 0, C{pool_max_idle_total} of at least 1;
+        floats and booleans are not integers.
         """
-        lines = self.errors("[proxy]\nmax_head_size = 1000\npool_max_idle = -1\n" + LISTENER)
+        lines = self.errors(
+            "[proxy]\nmax_head_size = 1000\npool_max_idle = -1\npool_max_idle_total = 0\n" + LISTENER
+        )
         self.assertEqual(
             lines,
             [
                 "p.toml: proxy.max_head_size: must be an integer >= 1024, not 1000",
                 "p.toml: proxy.pool_max_idle: must be an integer >= 0, not -1",
+                "p.toml: proxy.pool_max_idle_total: must be an integer >= 1, not 0",
             ],
         )
         lines = self.errors("[proxy]\nmax_head_size = 2048.0\npool_max_idle = true\n" + LISTENER)

@@ -337,6 +337,107 @@ class MaxIdleTests(PoolCase):
         self.assertIs(pool.acquire(KEY), later)
 
 
+class MaxTotalTests(PoolCase):
+    """
+    C{max_total} bounds the idle (and held) connections of the whole pool;
+    the connection idle the longest, to any address, makes room.
+    """
+
+    def test_no_per_address_bound_by_default(self) -> None:
+        """
+        Without C{max_idle}, an address keeps as many idle connections as
+        it had busy (no churn however many clients use one server).
+        """
+        pool = self.pool()
+        self.assertIsNone(pool.max_idle)
+        conns = [self.connection(pool) for _ in range(200)]
+        for conn in conns:
+            pool.release(conn)
+        self.assertFalse(any(c.transport.disconnecting for c in conns))
+        self.assertEqual(len(pool.lru), 200)
+
+    def test_oldest_makes_room(self) -> None:
+        """
+        At C{max_total}, the connection idle the longest closes (whatever
+        its address) and the released one is kept.
+        """
+        pool = self.pool(max_total=3)
+        a = self.connection(pool, KEY)
+        b = self.connection(pool, OTHER)
+        c = self.connection(pool, KEY)
+        d = self.connection(pool, OTHER)
+        for conn in (a, b, c, d):
+            pool.release(conn)
+        self.assertTrue(a.transport.disconnecting)
+        self.assertFalse(a.in_pool)
+        self.assertEqual(pool.evicted, 1)
+        self.assertEqual([pool.acquire(KEY), pool.acquire(KEY)], [c, None])
+        self.assertEqual([pool.acquire(OTHER), pool.acquire(OTHER)], [d, b])
+        self.assertEqual(len(pool.lru), 0)
+
+    def test_reuse_renews(self) -> None:
+        """
+        A connection taken and released again is the most recently used:
+        the quiet address gives its connection up first.
+        """
+        pool = self.pool(max_total=2)
+        busy, quiet = self.connection(pool, KEY), self.connection(pool, OTHER)
+        pool.release(busy)
+        pool.release(quiet)
+        self.assertIs(pool.acquire(KEY), busy)
+        pool.release(busy)
+        pool.release(self.connection(pool, KEY))
+        self.assertTrue(quiet.transport.disconnecting)
+        self.assertFalse(busy.transport.disconnecting)
+        self.assertIsNone(pool.acquire(OTHER))
+
+    def test_held_count(self) -> None:
+        """
+        Held connections count towards C{max_total} and are never closed
+        to make room: when every place is held, a hold is refused and a
+        released connection closes.
+        """
+        pool = self.pool(max_total=2)
+        a, b, c, d = (self.connection(pool) for _ in range(4))
+        pool.release(a)
+        self.assertTrue(pool.hold(b))
+        self.assertTrue(pool.hold(c))
+        self.assertTrue(a.transport.disconnecting)
+        self.assertEqual(pool.total_held, 2)
+        self.assertFalse(pool.hold(d))
+        pool.release(d)
+        self.assertTrue(d.transport.disconnecting)
+        pool.unhold(b)
+        self.assertEqual(pool.total_held, 1)
+        pool.release(b)
+        self.assertFalse(b.transport.disconnecting)
+
+    def test_lost_leaves_order(self) -> None:
+        """
+        A connection lost while idle leaves the order too (it never
+        counts, and is never closed twice).
+        """
+        pool = self.pool(max_total=2)
+        a, b, c = (self.connection(pool) for _ in range(3))
+        pool.release(a)
+        pool.release(b)
+        lose(a)
+        self.assertNotIn(a, pool.lru)
+        pool.release(c)
+        self.assertFalse(b.transport.disconnecting)
+        self.assertFalse(c.transport.disconnecting)
+        self.assertEqual(pool.evicted, 0)
+
+    def test_close_idle_clears(self) -> None:
+        """
+        C{close_idle} (at shutdown) empties the order as well.
+        """
+        pool = self.pool()
+        pool.release(self.connection(pool))
+        pool.close_idle()
+        self.assertEqual(len(pool.lru), 0)
+
+
 class IdleTimeoutTests(PoolCase):
     """
     An idle pooled connection is closed after C{idle_timeout} seconds on the

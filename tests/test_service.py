@@ -177,6 +177,26 @@ class BuildTests(ServiceCase):
             ],
         )
 
+    def test_pool_bounds(self) -> None:
+        """
+        The pool gets the process-wide idle bound (no per-server one by
+        default), at most a quarter of the open-file limit.
+        """
+        import resource
+
+        from twisted_proxy.model import ProxySettings
+        from twisted_proxy.service import pool_total
+
+        top = self.build()
+        [pool_service] = [s for s in top if isinstance(s, PoolService)]
+        self.assertIsNone(pool_service.pool.max_idle)
+        self.assertEqual(pool_service.pool.max_total, pool_total(top.config.proxy))
+        self.patch(resource, "getrlimit", lambda what: (1000, 4096))
+        self.assertEqual(pool_total(ProxySettings()), 250)
+        self.assertEqual(pool_total(ProxySettings(pool_max_idle_total=100)), 100)
+        self.patch(resource, "getrlimit", lambda what: (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+        self.assertEqual(pool_total(ProxySettings()), 4096)
+
     def test_nothing_before_start(self) -> None:
         """
         Building the service binds nothing, connects nothing and sets no

@@ -67,7 +67,13 @@ class ProxySettings:
     max_field_size: int = 8192
     #: header fields in one head (431 / 502 beyond)
     max_header_count: int = 100
-    pool_max_idle: int = 32
+    #: idle keep-alive connections kept per origin or server (None: only
+    #: the process-wide pool_max_idle_total bounds them)
+    pool_max_idle: Optional[int] = None
+    #: idle keep-alive connections of the whole process (the one idle the
+    #: longest closes to make room); capped at start by a quarter of the
+    #: open-file limit
+    pool_max_idle_total: int = 4096
     pool_idle_timeout: float = 60.0
     #: client connections the process holds, all listeners together (idle
     #: and header-less ones are shed beyond it, then accepting pauses)

@@ -41,7 +41,7 @@ from twisted_proxy.reverse import ReverseRouter, Route
 from twisted_proxy.tcp import TcpContext, TcpFactory
 from twisted_proxy.upstream.backend import Backend
 from twisted_proxy.upstream.health import HealthChecker
-from twisted_proxy.model import Config, ListenerConfig, TLSConfig
+from twisted_proxy.model import Config, ListenerConfig, ProxySettings, TLSConfig
 from twisted_proxy.upstream.pool import Pool
 
 log = Logger()
@@ -537,6 +537,7 @@ class Reload:
         # the pool follows the new settings (its connections stay)
         pool = top.pool
         pool.max_idle = settings.pool_max_idle
+        pool.max_total = pool_total(settings)
         pool.idle_timeout = settings.pool_idle_timeout
         pool.connect_timeout = settings.connect_timeout
         pool.max_head_size = settings.max_head_size
@@ -1233,6 +1234,24 @@ def _front_factory(lconf: ListenerConfig, context: ListenerContext) -> FrontFact
     return factory
 
 
+def pool_total(settings: ProxySettings) -> int:
+    """
+    The pool's process-wide idle bound: C{pool_max_idle_total}, but at
+    most a quarter of the open-file limit (the rest is for clients and
+    their upstream connections in use).
+    """
+    total = settings.pool_max_idle_total
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return total
+    if soft != resource.RLIM_INFINITY and soft // 4 < total:
+        return max(1, soft // 4)
+    return total
+
+
 def make_service(config: Config, reactor: Any) -> ProxyService:
     """
     Everything C{config} describes, as one service for twistd.
@@ -1248,6 +1267,7 @@ def make_service(config: Config, reactor: Any) -> ProxyService:
     pool = Pool(
         reactor,
         max_idle=settings.pool_max_idle,
+        max_total=pool_total(settings),
         idle_timeout=settings.pool_idle_timeout,
         connect_timeout=settings.connect_timeout,
         max_head_size=settings.max_head_size,

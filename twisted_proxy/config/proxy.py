@@ -67,6 +67,8 @@ class ProxyChecks(Checks):
                 result = self.integer(value, key, MIN_HEADER_COUNT)
             elif name == "pool_max_idle":
                 result = self.integer(value, key, 0)
+            elif name == "pool_max_idle_total":
+                result = self.integer(value, key, 1)
             elif name == "max_connections":
                 result = self.integer(value, key, 1)
             elif name == "access_log":

@@ -121,7 +121,7 @@ class FrontProtocol(Protocol):
             pool.unhold(old)
             if old is not conn:
                 pool.release(old)
-        # held connections count against pool_max_idle like pooled ones
+        # held connections count against the pool's bounds like pooled ones
         if pool.hold(conn):
             self.sticky = conn
         else:

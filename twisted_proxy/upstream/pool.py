@@ -22,6 +22,7 @@ attempt (502) with a log event naming the reason, never a silent downgrade.
 from __future__ import annotations
 
 import errno
+from collections import OrderedDict
 
 from typing import Any, Dict, List, Optional, Set, Tuple
 
@@ -347,6 +348,13 @@ class Pool:
     so their size is bounded by the connections open, not by the addresses
     ever seen.
 
+    The bound is for the whole process: C{max_total} idle connections,
+    counting those client connections keep for their next request
+    (C{held}). When it is reached, the connection idle the longest, to
+    whichever address, closes to make room (an address keeps the
+    connections it used recently; one that went quiet gives its idle
+    connections up first). C{max_idle}, when set, also caps each address.
+
     @param reactor: provides C{IReactorTCP}, C{IReactorTime} (and for host
         names C{IReactorPluggableNameResolver} via L{HostnameEndpoint}).
     """
@@ -354,15 +362,19 @@ class Pool:
     def __init__(
         self,
         reactor: Any,
-        max_idle: int = 32,
+        max_idle: Optional[int] = None,
         idle_timeout: float = 60.0,
         connect_timeout: float = 5.0,
         max_head_size: int = 32768,
         max_field_size: int = 8192,
         max_header_count: int = 100,
+        max_total: int = 4096,
     ) -> None:
         self.reactor = reactor
+        #: idle (and held) connections per address, None: only max_total
         self.max_idle = max_idle
+        #: idle (and held) connections of the whole pool
+        self.max_total = max_total
         self.idle_timeout = idle_timeout
         self.connect_timeout = connect_timeout
         self.max_head_size = max_head_size
@@ -377,6 +389,11 @@ class Pool:
         self.direct_ends: Set[Tuple[str, int, str, int]] = set()
         #: idle connections a client connection keeps for its next request
         self.held: Dict[Key, int] = {}
+        self.total_held = 0
+        #: every idle connection, the one idle the longest first
+        self.lru: "OrderedDict[UpstreamProtocol, None]" = OrderedDict()
+        #: idle connections closed to make room for others (max_total)
+        self.evicted = 0
 
     def note_direct(self, conn: UpstreamProtocol) -> None:
         """
@@ -408,9 +425,11 @@ class Pool:
         if conns is None:
             return None
         found: Optional[UpstreamProtocol] = None
+        lru = self.lru
         while conns:
             conn = conns.pop()
             conn.in_pool = False
+            lru.pop(conn, None)
             if not conn.lost:
                 conn.reused = True
                 found = conn
@@ -429,12 +448,19 @@ class Pool:
             return
         key = conn.key
         conns = self.idle.get(key)
-        if (len(conns) if conns else 0) + self.held.get(key, 0) >= self.max_idle:
+        max_idle = self.max_idle
+        if max_idle is not None and (len(conns) if conns else 0) + self.held.get(key, 0) >= max_idle:
             conn.transport.loseConnection()
             return
+        if not self.make_room():
+            conn.transport.loseConnection()
+            return
+        # (making room may have emptied this address's list)
+        conns = self.idle.get(key)
         if conns is None:
             conns = self.idle[key] = []
         conns.append(conn)
+        self.lru[conn] = None
         conn.in_pool = True
         now = self.reactor.seconds()
         conn.idle_deadline = now + self.idle_timeout
@@ -451,10 +477,33 @@ class Pool:
         """
         key = conn.key
         held = self.held.get(key, 0)
-        if conn.lost or held + len(self.idle.get(key, ())) >= self.max_idle:
+        if conn.lost:
+            return False
+        max_idle = self.max_idle
+        if max_idle is not None and held + len(self.idle.get(key, ())) >= max_idle:
+            return False
+        if not self.make_room():
             return False
         self.held[key] = held + 1
+        self.total_held += 1
         conn.held = True
+        return True
+
+    def make_room(self) -> bool:
+        """
+        Room for one more idle or held connection under C{max_total}: the
+        connection idle the longest closes if need be. False when every
+        connection counted is held by a client connection.
+        """
+        lru = self.lru
+        while len(lru) + self.total_held >= self.max_total:
+            if not lru:
+                return False
+            oldest = next(iter(lru))
+            self.forget(oldest)
+            self.evicted += 1
+            if oldest.transport is not None:
+                oldest.transport.loseConnection()
         return True
 
     def unhold(self, conn: UpstreamProtocol) -> None:
@@ -464,6 +513,7 @@ class Pool:
         if not conn.held:
             return
         conn.held = False
+        self.total_held -= 1
         key = conn.key
         held = self.held.get(key, 0) - 1
         if held > 0:
@@ -473,6 +523,7 @@ class Pool:
 
     def forget(self, conn: UpstreamProtocol) -> None:
         conn.in_pool = False
+        self.lru.pop(conn, None)
         conns = self.idle.get(conn.key)
         if conns is None:
             return
@@ -552,6 +603,7 @@ class Pool:
                 if conn.transport is not None:
                     conn.transport.loseConnection()
         self.idle.clear()
+        self.lru.clear()
 
 
 #: the status of a connection attempt that failed on the proxy's side (no
