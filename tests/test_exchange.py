@@ -367,3 +367,38 @@ class GarbageTests(SynchronousTestCase):
                 if enabled:
                     gc.enable()
             self.assertEqual(harness.ft.value().count(b"HTTP/1.1 200 OK"), 51)
+
+
+class WholeOrigin:
+    """
+    An origin stage that answers every request at once with
+    L{Exchange.whole_response} (as a cache hit does).
+    """
+
+    def fetch(self, ex: Any, sink: Any, owner: Any = None) -> None:
+        body = b"hello" if ex.head.method == b"GET" else b""
+        ex.whole_response(200, b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body), body)
+
+
+class WholeResponseTests(SynchronousTestCase):
+    def test_whole_response(self) -> None:
+        """
+        A stage's whole response goes out at once (head and body), ends
+        the exchange (counted, its bytes too) and the next pipelined
+        request is served.
+        """
+        h = Harness()
+        h.ctx.origin = WholeOrigin()
+        h.front.dataReceived(
+            b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n"
+            b"DELETE http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n"
+        )
+        self.assertEqual(
+            h.ft.value(),
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        )
+        self.assertIsNone(h.front.current)
+        self.assertEqual(h.ctx.stats.by_status, {200: 2})
+        self.assertEqual(h.ctx.stats.bytes_out, len(h.ft.value()))
+        self.assertFalse(h.ft.disconnecting)

@@ -414,15 +414,7 @@ def serve(
             prefix = view.wire.get(variant)
             if prefix is None:
                 prefix = view.wire[variant] = _serialise(ex, view, len(body))
-            own_out = ex.out is None
-            if own_out:
-                ex.out = []
-            ex.prebuilt_head(200, prefix + b"Age: %d\r\nCache-Status: %s\r\n\r\n" % (int(age), status_value), policy.CONTENT_LENGTH)
-            if body:
-                ex.response_body(body)
-            ex.response_end()
-            ex.flush()
-            ex.origin_done()
+            ex.whole_response(200, prefix + b"Age: %d\r\nCache-Status: %s\r\n\r\n" % (int(age), status_value), body)
             return
     headers = list(view.served)
     lnames = list(view.served_lnames)
