@@ -279,7 +279,7 @@ class CacheOrigin:
         flags = request_flags(request_headers)
         slow = flags & SLOW
         authorization = flags & AUTHORIZATION
-        entry = None if authorization else cache.lookup(key)
+        entry = None if authorization else cache.store.get(key)
         now = self.clock.seconds()
         if entry is None:
             if slow and "only-if-cached" in rules.cache_control(request_headers):
@@ -410,7 +410,9 @@ def serve(
         if body is not None and len(body) <= READ_SIZE:
             # the usual hit: a small body in memory, a head serialised once
             # per listener and variant
-            variant = (id(ex.ctx),) + ex.head_variant()
+            # (Exchange.head_variant, inline)
+            close = ex.close_after or ex.front.read_closed
+            variant = (id(ex.ctx), close, head.version == b"1.0" and not close)
             prefix = view.wire.get(variant)
             if prefix is None:
                 prefix = view.wire[variant] = _serialise(ex, view, len(body))
