@@ -113,7 +113,7 @@ CACHE_NAME = "edge"
 
 # Both twisted-proxies get this config; only the cached one has the
 # [cache.edge] table and `cache = "edge"`.  Shipped defaults otherwise:
-# no pool_max_idle (32) nor any other tuning; the access log is off, as in
+# no pool setting nor any other tuning; the access log is off, as in
 # run_compare.py.
 PROXY_CONF = """\
 [proxy]

@@ -47,7 +47,6 @@ SECRET = "bench-secret-with-at-least-32-bytes!!"
 CONFIG = """
 [proxy]
 access_log = "off"
-pool_max_idle = 128
 
 [[listener]]
 name = "edge"

@@ -91,9 +91,6 @@ DECIMAL_MB = 1_000_000
 PROXY_CONF = """\
 [proxy]
 access_log = "off"
-# The default (32) is below wrk's 50 connections: the pool would close and
-# reopen backend connections all the time.
-pool_max_idle = 128
 
 [[listener]]
 name = "bench"

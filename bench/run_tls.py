@@ -64,7 +64,6 @@ from common import (  # noqa: E402
 PROXY_CONF = """\
 [proxy]
 access_log = "off"
-pool_max_idle = 128
 
 [[listener]]
 name = "bench"
