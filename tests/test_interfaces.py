@@ -151,6 +151,18 @@ class FilterProviderTests(SynchronousTestCase):
             self.verify(self.build(type_name, table))
         self.assertEqual(self.reactor.tcpClients, [])
 
+    def test_worker_rate_limit(self) -> None:
+        """
+        In a worker (a tree's channel set), an in-memory rate limit is the
+        one asking the supervisor, and provides what it declares.
+        """
+        from twisted_proxy.filters import rate_limit
+
+        self.patch(rate_limit, "TREE", object())
+        flt = self.build("rate_limit", MINIMAL_TABLES["rate_limit"])
+        self.assertIsInstance(flt, rate_limit.TreeRateLimitFilter)
+        self.verify(flt)
+
     def test_response_filters(self) -> None:
         """
         The C{headers} filter is the built-in L{IResponseFilter}; the
@@ -283,6 +295,7 @@ class CompletenessTests(SynchronousTestCase):
             "JwtFilter",
             "RateLimitFilter",
             "RedisRateLimitFilter",
+            "TreeRateLimitFilter",
             "TransformFilter",
             "RoundRobin",
             "LeastConn",

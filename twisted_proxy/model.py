@@ -78,6 +78,9 @@ class ProxySettings:
     #: client connections the process holds, all listeners together (idle
     #: and header-less ones are shed beyond it, then accepting pauses)
     max_connections: int = 10000
+    #: worker processes sharing the listeners (1: this process serves);
+    #: see twisted_proxy/workers.py
+    workers: int = 1
     #: absolute folder of the bodies held on disk (created at start); the
     #: configuration resolves it against the file's folder, the embedded
     #: default and this default against the working folder. Not part of

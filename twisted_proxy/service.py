@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 import weakref
-from typing import Any, Callable, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 from twisted.application import service
 from twisted.internet import endpoints
@@ -73,6 +73,7 @@ class ListenerService(service.Service):
         tls: Optional[TLSConfig] = None,
         backlog: Optional[int] = None,
         limiter: Optional[ConnectionLimiter] = None,
+        inherited: Optional[Tuple[int, int]] = None,
     ) -> None:
         self.setName(name)
         self.endpoint_description = endpoint_description
@@ -85,6 +86,10 @@ class ListenerService(service.Service):
         self.backlog = backlog
         #: pauses this port's accepting with the others (see L{ConnectionLimiter})
         self.limiter = limiter
+        #: (file descriptor, address family) of a listening socket this
+        #: process inherited (a worker's: see workers.py), adopted instead
+        #: of binding the endpoint
+        self.inherited = inherited
         #: the listener's L{twisted_proxy.tls.ServerTLS}, once listening
         self.tls_server: Any = None
         self.port: Any = None
@@ -110,10 +115,7 @@ class ListenerService(service.Service):
 
                 self.tls_server = ServerTLS(self.tls, str(self.name))
                 factory = wrap_server_factory(self.tls_server, factory, self.reactor)
-            description = self.endpoint_description
-            if self.backlog is not None:
-                description = with_backlog(description, self.backlog)
-            d = endpoints.serverFromString(self.reactor, description).listen(factory)
+            d = self._endpoint_listen(factory)
         except Exception as e:
             return defer.succeed(f"listener {self.name}: cannot listen on {self.endpoint_description}: {e}")
 
@@ -152,15 +154,30 @@ class ListenerService(service.Service):
                 return
             factory = wrap_server_factory(self.tls_server, factory, self.reactor)
         try:
-            description = self.endpoint_description
-            if self.backlog is not None:
-                description = with_backlog(description, self.backlog)
-            endpoint = endpoints.serverFromString(self.reactor, description)
-            d = endpoint.listen(factory)
+            d = self._endpoint_listen(factory)
         except Exception as e:
             self._failed(Failure(e))
             return
         d.addCallbacks(self._listening, self._failed)
+
+    def _endpoint_listen(self, factory: Any) -> Any:
+        """
+        Listen with C{factory}: on the endpoint, or on the inherited socket.
+        """
+        from twisted.internet import defer
+
+        if self.inherited is not None:
+            fd, family = self.inherited
+            self.inherited = None
+            try:
+                return defer.succeed(self.reactor.adoptStreamPort(fd, family, factory))
+            finally:
+                # the port holds a duplicate
+                os.close(fd)
+        description = self.endpoint_description
+        if self.backlog is not None:
+            description = with_backlog(description, self.backlog)
+        return endpoints.serverFromString(self.reactor, description).listen(factory)
 
     def _listening(self, port: Any) -> None:
         self.port = port
@@ -725,6 +742,9 @@ class ProxyService(service.MultiService):
         self.closing_ports: List[Any] = []
         #: a SIGTERM or SIGINT came (a second one cuts the drain)
         self.stop_requested = False
+        #: applied to every configuration loaded (a worker's share of the
+        #: caches and the spool: see workers.py)
+        self.config_transform: Optional[Callable[[Config], Config]] = None
 
     def startService(self) -> None:
         service.MultiService.startService(self)
@@ -884,6 +904,8 @@ class ProxyService(service.MultiService):
             for line in e.lines():
                 log.error("reload refused: {error}", error=line)
             return defer.succeed({"ok": False, "errors": e.lines()})
+        if self.config_transform is not None:
+            config = self.config_transform(config)
         self.reloading = True
 
         def done(result: dict) -> dict:
@@ -1252,10 +1274,16 @@ def pool_total(settings: ProxySettings) -> int:
     return total
 
 
-def make_service(config: Config, reactor: Any) -> ProxyService:
+def make_service(
+    config: Config, reactor: Any, inherited: Optional[Dict[str, Tuple[int, int]]] = None
+) -> ProxyService:
     """
     Everything C{config} describes, as one service for twistd.
+
+    @param inherited: listening sockets this process inherited, by
+        listener name (a worker's): adopted instead of bound.
     """
+    inherited = inherited or {}
     top = ProxyService(config, reactor)
     settings = config.proxy
     try:
@@ -1316,6 +1344,7 @@ def make_service(config: Config, reactor: Any) -> ProxyService:
             tls=lconf.tls,
             backlog=lconf.backlog,
             limiter=limiter,
+            inherited=inherited.get(lconf.name),
         )
         listener.setServiceParent(top)
         top.listeners[lconf.name] = listener

@@ -68,7 +68,13 @@ def makeService(options: Options) -> IService:
     from twisted_proxy.service import make_service
 
     _raise_fd_limit()
-    service = make_service(options["config_obj"], reactor)
+    config = options["config_obj"]
+    if config.proxy.workers > 1:
+        # a supervisor of worker processes, serving nothing itself
+        from twisted_proxy.workers import make_supervisor
+
+        return make_supervisor(config, reactor)
+    service = make_service(config, reactor)
     # the epoll loop without a logging context per event (poll.py)
     poll.install(reactor)
     # once running, the long-lived objects made at start-up (modules,

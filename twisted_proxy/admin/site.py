@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any, Dict, Iterator, List
 
+from twisted.internet.defer import Deferred
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -290,7 +291,7 @@ class _CachePurge(Resource):
         Resource.__init__(self)
         self.proxy = proxy
 
-    def render_POST(self, request: Any) -> bytes:
+    def render_POST(self, request: Any) -> Any:
         request.setHeader(b"Content-Type", b"application/json")
         request.setHeader(b"Cache-Control", b"no-store")
         data = request.content.read(MAX_PURGE_BODY + 1)
@@ -320,6 +321,21 @@ class _CachePurge(Resource):
             purged = cache.purge_prefix(value)
         else:
             purged = cache.purge_tag(value)
+        if isinstance(purged, Deferred):
+            # a tree of workers: each purges its own part
+            from twisted.web.server import NOT_DONE_YET
+
+            def answer(count: int) -> None:
+                request.write(json.dumps({"purged": count}).encode())
+                request.finish()
+
+            def failed(failure: Any) -> None:
+                request.setResponseCode(500)
+                request.write(json.dumps({"error": "purge failed (see the log)"}).encode())
+                request.finish()
+
+            purged.addCallbacks(answer, failed)
+            return NOT_DONE_YET
         return json.dumps({"purged": purged}).encode()
 
     @staticmethod
@@ -346,7 +362,8 @@ def admin_site(proxy: Any) -> Site:
     """
     The admin web site for the proxy service C{proxy}.
     """
-    source = StatusSource(proxy)
+    # (a supervisor of workers brings its own: the sum of theirs)
+    source = getattr(proxy, "status_source", None) or StatusSource(proxy)
     root = _Root()
     root.putChild(b"metrics", _Metrics(source))
     root.putChild(b"status", _Status(source))

@@ -71,6 +71,8 @@ class ProxyChecks(Checks):
                 result = self.integer(value, key, 1)
             elif name == "max_connections":
                 result = self.integer(value, key, 1)
+            elif name == "workers":
+                result = self.workers(value, key)
             elif name == "access_log":
                 result = self.access_log(value, key)
             elif name == "spool_path":
@@ -86,6 +88,18 @@ class ProxyChecks(Checks):
             if spool is not None:
                 values["spool_path"] = spool
         return ProxySettings(**values)
+
+    def workers(self, value: Any, key: str) -> Optional[int]:
+        """
+        A number of worker processes (at least 1), or C{"auto"}: one per
+        CPU this process may run on.
+        """
+        if value == "auto":
+            return auto_workers()
+        if isinstance(value, str):
+            self.errors.add(key, f'must be an integer >= 1 or "auto", not {value!r}')
+            return None
+        return self.integer(value, key, 1)
 
     def access_log(self, value: Any, key: str) -> Optional[str]:
         """
@@ -119,3 +133,15 @@ class ProxyChecks(Checks):
         if endpoint is None:
             return None
         return AdminConfig(endpoint=endpoint)
+
+
+def auto_workers() -> int:
+    """
+    C{workers = "auto"}: the CPUs this process may run on.
+    """
+    import os
+
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)

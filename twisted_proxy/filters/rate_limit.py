@@ -508,8 +508,17 @@ class RateLimitFilter(_Limiter):
         """
         Take a token for C{info}'s key, or refuse with 429.
         """
+        wait = self.take(self._key(info))
+        if wait is not None:
+            return self.refuse(info.client_ip, wait)
+        return None
+
+    def take(self, key: str) -> Optional[float]:
+        """
+        Take a token from the bucket C{key}: L{None}, or the seconds until
+        one is back when there is none.
+        """
         now = self._clock.seconds() - self._epoch
-        key = self._key(info)
         buckets = self._buckets
         full_at = buckets.get(key)
         if full_at is None:
@@ -522,7 +531,7 @@ class RateLimitFilter(_Limiter):
             new = full_at + self._interval
             buckets.move_to_end(key)
             if new - now > self._slack:
-                return self.refuse(info.client_ip, new - now - self._capacity)
+                return new - now - self._capacity
             buckets[key] = new
         if now >= self._next_sweep:
             self._sweep(now)
@@ -835,15 +844,58 @@ class RedisRateLimitFilter(_Limiter):
         self.skipped = 0
 
 
+@implementer(IRequestFilter)
+class TreeRateLimitFilter(_Limiter):
+    """
+    The C{rate_limit} filter of a worker (workers.py): the buckets are the
+    supervisor's, one set for the whole process tree; each request asks it
+    for a token over the worker's channel. An answer later than
+    C{timeout} (a supervisor gone or stuck) is the C{fail_open} one.
+    """
+
+    def __init__(
+        self, name: str, spec: RateLimitSpec, clock: IReactorTime, bus: Events, channel: Any
+    ) -> None:
+        super().__init__(name, spec, clock, bus)
+        self._channel = channel
+        self._unavailable = None if spec.fail_open else Deny(
+            503, rule=name, message=f"rate limit {name} unavailable"
+        )
+        self.failures = 0
+
+    def filter_request(self, info: RequestInfo) -> Any:
+        client_ip = info.client_ip
+        d = self._channel.ask({"op": "take", "filter": self.name, "key": self._key(info)}, self.spec.timeout)
+
+        def answered(wait: Any) -> Optional[Deny]:
+            if isinstance(wait, (int, float)):
+                return self.refuse(client_ip, float(wait))
+            return None
+
+        def failed(failure: Failure) -> Optional[Deny]:
+            self.failures += 1
+            return self._unavailable
+
+        return d.addCallbacks(answered, failed)
+
+
+#: a worker's channel to its supervisor (set by twisted_proxy.worker before
+#: the filters are built): in-memory rate limits then ask the supervisor
+TREE: Any = None
+
+
 def build(
     name: str, spec: RateLimitSpec, clock: IReactorTime, bus: Optional[Events] = None
 ) -> Any:
     """
     Make the live filter for C{spec}: in-memory buckets, or Redis ones when
-    C{spec.backend} is set (then C{clock} must be the reactor). Refusals
-    are announced on C{bus} (the service's; the process's by default).
+    C{spec.backend} is set (then C{clock} must be the reactor); in a worker
+    (L{TREE} set), the supervisor's buckets. Refusals are announced on
+    C{bus} (the service's; the process's by default).
     """
     bus = events if bus is None else bus
     if spec.backend is not None:
         return RedisRateLimitFilter(name, spec, clock, bus)
+    if TREE is not None:
+        return TreeRateLimitFilter(name, spec, clock, bus, TREE)
     return RateLimitFilter(name, spec, clock, bus)
