@@ -420,10 +420,18 @@ servers = [{{ url = "http://127.0.0.1:{self.origin}" }}]
         workers = self.status()["workers"]
         self.assertEqual(sorted(w["index"] for w in workers), [0, 1])
         self.assertEqual(len({w["pid"] for w in workers}), 2)
-        self.assertTrue(all(w["requests"] > 0 for w in workers), workers)
         with urllib.request.urlopen(f"http://127.0.0.1:{self.admin}/metrics", timeout=2) as r:
             metrics = r.read().decode()
         self.assertIn('twisted_proxy_requests_total{listener="edge",status="200"} 60.0', metrics)
+        # which worker accepts is the kernel's choice (a busy machine may
+        # favour one for a while): both take some before long
+        sent = 60
+        while not all(w["requests"] > 0 for w in self.status()["workers"]) and sent < 2000:
+            for _ in range(20):
+                self.assertEqual(self.get(), 200)
+            sent += 20
+            time.sleep(0.05 if sent % 200 else 1.1)
+        self.assertTrue(all(w["requests"] > 0 for w in self.status()["workers"]), self.status()["workers"])
 
     def test_killed_worker_replaced(self) -> None:
         """
@@ -450,10 +458,13 @@ servers = [{{ url = "http://127.0.0.1:{self.origin}" }}]
             tables='[filter.limit]\ntype = "rate_limit"\nrate = 1\nper = 3600\nburst = 10\n',
         )
         codes = [self.get() for _ in range(30)]
-        self.assertEqual((codes.count(200), codes.count(429)), (10, 20), codes)
-        self.wait_for(lambda: sum(w["requests"] for w in self.status()["workers"]) == 30)
-        workers = self.status()["workers"]
-        self.assertTrue(all(w["requests"] > 0 for w in workers), workers)
+        self.wait_for(lambda: sum(w["requests"] for w in self.status()["workers"]) == len(codes))
+        # (until both workers took some: per-worker buckets would admit more)
+        while not all(w["requests"] > 0 for w in self.status()["workers"]) and len(codes) < 600:
+            codes.extend(self.get() for _ in range(30))
+            self.wait_for(lambda: sum(w["requests"] for w in self.status()["workers"]) == len(codes))
+        self.assertTrue(all(w["requests"] > 0 for w in self.status()["workers"]), self.status()["workers"])
+        self.assertEqual((codes.count(200), codes.count(429)), (10, len(codes) - 10), codes)
 
     def test_reload_and_stop(self) -> None:
         """
