@@ -26,6 +26,7 @@ from typing import Any, Optional, Tuple
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twisted_proxy.engine.splice import SPLICE_MIN, BodySplice, can_splice
 from twisted_proxy.engine.timers import BODY, WAIT
 from twisted_proxy.flow import CONNECTING, write_soon
 from twisted_proxy.http import policy
@@ -413,6 +414,16 @@ class UpstreamLeg:
         elif not conn.lost:
             conn.transport.loseConnection()
         self.owner.origin_done()
+
+    def body_follows(self, conn: UpstreamProtocol) -> None:
+        """
+        C{conn}'s response has C{parser.remaining} Content-Length body
+        bytes still to come: large enough, they are spliced to the client
+        (engine/splice.py).
+        """
+        remaining = conn.parser.remaining
+        if remaining >= SPLICE_MIN and conn.body_splice is None and can_splice(self.ex, conn, remaining):
+            BodySplice(self, conn, self.ex, remaining)
 
     def upstream_upgraded(self, conn: UpstreamProtocol, rest: bytes) -> None:
         """

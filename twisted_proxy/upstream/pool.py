@@ -34,7 +34,7 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_proxy.flow import Gate, Relay
+from twisted_proxy.flow import _PLAIN_TCP, Gate, Relay
 from twisted_proxy.http.parser import BadResponse, ResponseParser
 
 log = Logger()
@@ -42,6 +42,11 @@ log = Logger()
 #: C{(host, port)}, or C{(host, port, tls_creator)} for TLS connections
 Key = Tuple[Any, ...]
 
+
+#: what an upstream connection reads at once while a response head is
+#: expected (see attach), and then (Twisted's default)
+HEAD_READ = 4096
+BODY_READ = 65536
 
 class _Discard:
     """
@@ -108,6 +113,8 @@ class UpstreamProtocol(Protocol):
         self.requester: Any = None
         self.reused = False
         self.splice: Any = None
+        #: the body splice (engine/splice.py) moving the rest of a body
+        self.body_splice: Any = None
         self.gate: Optional[Gate] = None
         self.relay = Relay()
         self.idle_deadline = 0.0
@@ -178,6 +185,14 @@ class UpstreamProtocol(Protocol):
                 leg.upstream_done(self, parser.extra)
         else:
             parser.hand_over()
+            if parser.remaining and self.leg is leg:
+                # the rest of a Content-Length body: the leg may splice it
+                body_follows = getattr(leg, "body_follows", None)
+                if body_follows is not None:
+                    body_follows(self)
+        transport = self.transport
+        if getattr(transport, "bufferSize", None) == HEAD_READ and parser.started and not parser._in_head:
+            transport.bufferSize = BODY_READ
 
     def readConnectionLost(self) -> None:
         if self.splice is not None:
@@ -199,6 +214,8 @@ class UpstreamProtocol(Protocol):
             self.pool.forget(self)
         if self.held:
             self.pool.unhold(self)
+        if self.body_splice is not None:
+            self.body_splice.stop()
         if self.splice is not None:
             self.splice.lost_back()
             return
@@ -236,6 +253,11 @@ class UpstreamProtocol(Protocol):
         self.writer = writer
         self.parser.sink = leg
         self.parser.expect(no_body)
+        transport = self.transport
+        if type(transport) in _PLAIN_TCP and not no_body:
+            # the head's read is small: a large body after it may then be
+            # spliced whole (engine/splice.py); set back once the head is in
+            transport.bufferSize = HEAD_READ
 
     def attach_raw(self, leg: Any) -> None:
         """
