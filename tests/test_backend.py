@@ -243,15 +243,42 @@ class ChooseTests(SynchronousTestCase):
         backend.acquire(a)
         a.ejected_until = clock.seconds() + 1
         backend.set_up(b, False)
+        now = clock.seconds()
         self.assertEqual(
             backend.status(),
             [
                 {"server": "http://127.0.0.1:1", "up": True, "ejected": True,
-                 "in_flight": 1, "weight": 1, "backup": False},
+                 "in_flight": 1, "weight": 1, "backup": False, "changed_at": 0.0, "why": ""},
                 {"server": "http://127.0.0.1:2", "up": False, "ejected": False,
-                 "in_flight": 0, "weight": 2, "backup": True},
+                 "in_flight": 0, "weight": 2, "backup": True, "changed_at": now,
+                 "why": "health check failed"},
             ],
         )
+
+    def test_details(self) -> None:
+        """
+        C{details()} reports the queue, the balancer's last picks and the
+        servers' last state changes, with the time and the reason of each.
+        """
+        backend, clock = make(server(1), server(2), max_fails=1, fail_timeout=10.0)
+        a, b = backend.servers
+        picked = [backend.choose() for _ in range(3)]
+        clock.advance(5)
+        backend.set_up(b, False, "timed out after 1s")
+        backend.report_failure(a, "connection refused")
+        clock.advance(1)
+        backend.set_up(b, True)
+        details = backend.details()
+        self.assertEqual(details["picks"], [s.label for s in picked])
+        self.assertEqual(details["queue"], 0)
+        self.assertEqual(
+            [(e["time"], e["server"], e["state"]) for e in details["events"]],
+            [(clock.seconds() - 1, b.label, "down"), (clock.seconds() - 1, a.label, "ejected"),
+             (clock.seconds(), b.label, "up")],
+        )
+        self.assertEqual(details["events"][0]["why"], "timed out after 1s")
+        self.assertIn("connection refused", details["events"][1]["why"])
+        self.assertEqual(details["events"][2]["why"], "health check passed")
 
 
 class QueueTests(SynchronousTestCase):

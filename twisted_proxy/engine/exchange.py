@@ -38,6 +38,7 @@ from twisted_proxy.flow import CONNECTING, FILTERING, write_soon, write_soon_seq
 from twisted_proxy.http import policy
 from twisted_proxy.http.errors import error_response
 from twisted_proxy.http.parser import BadResponse, RequestHead, ResponseHead
+from twisted_proxy.stats import note_refusal
 from twisted_proxy.tunnel import Splice
 
 log = Logger()
@@ -96,6 +97,8 @@ class Exchange:
         "cache",
         "cleanup",
         "rbuf",
+        "upstream_time",
+        "upstream_sent",
     )
 
     def __init__(self, front: Any, head: RequestHead) -> None:
@@ -135,6 +138,10 @@ class Exchange:
         self.cleanup: Any = None
         #: the response buffer, once the client pushed back (buffer.py)
         self.rbuf: Any = None
+        #: seconds from the request sent upstream to the response's end
+        #: (0.0: it did not go upstream); when it was sent
+        self.upstream_time = 0.0
+        self.upstream_sent = 0.0
 
     # the stages, in order
 
@@ -584,10 +591,22 @@ class Exchange:
             self.cleanup = None
             cleanup()
         ctx = self.ctx
-        ctx.stats.record(self.status, self.bytes_in, self.bytes_out, self.decision)
+        stats = ctx.stats
+        status = self.status
+        decision = self.decision
+        stats.record(status, self.bytes_in, self.bytes_out, decision)
+        front = self.front
+        now = front.clock.seconds()
+        target = self.target
+        stats.timed(
+            now - self.start_time, self.upstream_time, target.route if target is not None else None, status, self.bytes_out
+        )
+        if decision != "allow" or status >= 500:
+            note_refusal(
+                now, ctx.name, front.client_ip, self.head.method.decode("latin-1"), self.url(), status, decision, self.rule
+            )
         access_log = ctx.access_log
         if access_log.enabled:
-            front = self.front
             access_log.log(
                 ctx.name,
                 front.client_ip,
@@ -596,7 +615,7 @@ class Exchange:
                 self.status,
                 self.bytes_in,
                 self.bytes_out,
-                (front.clock.seconds() - self.start_time) * 1000.0,
+                (now - self.start_time) * 1000.0,
                 self.upstream,
                 self.decision,
                 self.rule,

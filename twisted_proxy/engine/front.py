@@ -29,6 +29,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twisted_proxy.stats import note_refusal
 from twisted_proxy.engine.buffer import ResponseBuffer, response_limit
 from twisted_proxy.engine.context import ListenerContext
 from twisted_proxy.engine.exchange import Exchange
@@ -511,6 +512,7 @@ class FrontProtocol(Protocol):
         data = error_response(error.status, error.message, close=True)
         self.transport.write(data)
         self.ctx.stats.record(error.status, 0, len(data), "error")
+        note_refusal(self.clock.seconds(), self.ctx.name, self.client_ip, "", "", error.status, "error", error.message)
         self.ctx.access_log.log(
             self.ctx.name,
             self.client_ip,

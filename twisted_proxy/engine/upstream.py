@@ -287,6 +287,7 @@ class UpstreamLeg:
         data = self.ctx.router.request_head(head, target, front.client_ip, server)
         transport = conn.transport
         write_soon(transport, data)
+        ex.upstream_sent = front.clock.seconds()
         if self.replay:
             # a retry: what the failed attempt had sent goes again
             transport.writeSequence(self.replay)
@@ -383,6 +384,7 @@ class UpstreamLeg:
         The upstream's response is complete (called outside the parser).
         """
         ex = self.ex
+        ex.upstream_time = self.front.clock.seconds() - ex.upstream_sent
         response = self.response
         reusable = (
             not extra

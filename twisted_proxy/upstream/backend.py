@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from typing import Any, Callable, Deque, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 from twisted.logger import Logger
 
@@ -27,6 +27,10 @@ log = Logger()
 #: L{Backend.choose} result when every up server is at max_connections.
 BUSY = "busy"
 
+
+#: state changes and balancer picks kept per backend for the admin page
+EVENTS = 50
+PICKS = 20
 
 class Server:
     """
@@ -48,6 +52,8 @@ class Server:
         "ejected_until",
         "fail_times",
         "label",
+        "changed_at",
+        "why",
     )
 
     def __init__(self, config: ServerConfig) -> None:
@@ -72,6 +78,9 @@ class Server:
         self.up = True
         self.ejected_until = 0.0
         self.fail_times: List[float] = []
+        #: when its state last changed (0: never), and why
+        self.changed_at = 0.0
+        self.why = ""
 
     def __repr__(self) -> str:
         return f"<Server {self.name} up={self.up} in_flight={self.in_flight}>"
@@ -97,6 +106,11 @@ class Backend:
         self.balancer = make_balancer(config.balance, self.primaries, rng)
         self.backup_balancer = make_balancer(config.balance, self.backups, rng)
         self.waiters: Deque[Any] = deque()
+        #: the last state changes of its servers (dicts: time, server,
+        #: state, why), oldest first
+        self.events: Deque[Dict[str, Any]] = deque(maxlen=EVENTS)
+        #: the servers the balancer picked last, oldest first
+        self.picks: Deque[str] = deque(maxlen=PICKS)
         self.retries = config.retries
         self.queue_timeout = config.queue_timeout
         self.queue_size = config.queue_size
@@ -181,7 +195,18 @@ class Backend:
         server = balancer.pick(candidates, key)
         if server is None:
             return None
+        self.picks.append(server.label)
         return server
+
+    def note(self, server: Server, state: str, why: str) -> None:
+        """
+        C{server} changed state (up, down, ejected): remembered for the
+        admin page.
+        """
+        now = self.clock.seconds()
+        server.changed_at = now
+        server.why = why
+        self.events.append({"time": now, "server": server.label, "state": state, "why": why})
 
     def acquire(self, server: Server) -> None:
         server.in_flight += 1
@@ -259,6 +284,7 @@ class Backend:
         if len(times) >= max_fails and server.ejected_until <= now:
             server.ejected_until = now + window
             server.fail_times = []
+            self.note(server, "ejected", f"{len(times)} failures in {window:g}s (last: {why}); back in {window:g}s")
             log.warn(
                 "backend {backend} server {server} ejected for {seconds}s after {fails} "
                 "failures (last: {why})",
@@ -279,6 +305,7 @@ class Backend:
         if server.up == up:
             return
         server.up = up
+        self.note(server, "up" if up else "down", why or ("health check passed" if up else "health check failed"))
         if up:
             server.ejected_until = 0.0
             server.fail_times = []
@@ -298,6 +325,20 @@ class Backend:
                 why=why,
             )
 
+    def details(self) -> Dict[str, Any]:
+        """
+        The backend as a whole, for the admin page: its queue, the last
+        picks and the last state changes of its servers.
+        """
+        return {
+            "queue": len(self.waiters),
+            "queue_size": self.queue_size,
+            "queue_refused": self.queue_refused,
+            "balance": self.config.balance,
+            "picks": list(self.picks),
+            "events": list(self.events),
+        }
+
     def status(self) -> List[dict]:
         """
         The servers' state, for the admin status page and logs.
@@ -311,6 +352,8 @@ class Backend:
                 "in_flight": s.in_flight,
                 "weight": s.weight,
                 "backup": s.backup,
+                "changed_at": s.changed_at,
+                "why": s.why,
             }
             for s in self.servers
         ]
