@@ -745,6 +745,8 @@ class ProxyService(service.MultiService):
         #: applied to every configuration loaded (a worker's share of the
         #: caches and the spool: see workers.py)
         self.config_transform: Optional[Callable[[Config], Config]] = None
+        #: the admin's fifteen minutes of history (with an admin listener)
+        self.history: Any = None
 
     def startService(self) -> None:
         service.MultiService.startService(self)
@@ -961,6 +963,16 @@ class ProxyService(service.MultiService):
             self.reactor.callLater(0, _hard_exit, self.reactor)
         else:
             self.reactor.callWhenRunning(_hard_exit, self.reactor)
+
+    def rotate_stats(self) -> None:
+        """
+        Ten seconds passed: every latency histogram's last-minute window
+        moves on.
+        """
+        for stats, _ in self.listener_stats:
+            rotate = getattr(stats, "rotate", None)
+            if rotate is not None:
+                rotate()
 
     def listening(self, port: Any) -> None:
         address = port.getHost()
@@ -1348,9 +1360,15 @@ def make_service(
         )
         listener.setServiceParent(top)
         top.listeners[lconf.name] = listener
-    if config.admin is not None:
-        from twisted_proxy.admin.site import admin_site
+    # the last minute's latency window moves on
+    from twisted_proxy.stats import SLOT_SECONDS
 
+    timer(SLOT_SECONDS, top.rotate_stats, reactor).setServiceParent(top)
+    if config.admin is not None:
+        from twisted_proxy.admin.site import History, StatusSource, admin_site
+
+        top.history = History(StatusSource(top), reactor)
+        timer(History.INTERVAL, top.history.sample, reactor).setServiceParent(top)
         ListenerService(
             "admin",
             config.admin.endpoint,
@@ -1359,3 +1377,21 @@ def make_service(
             top.listener_failed,
         ).setServiceParent(top)
     return top
+
+
+def timer(interval: float, call: Callable[[], Any], reactor: Any) -> service.Service:
+    """
+    A service calling C{call} every C{interval} seconds on C{reactor}
+    (a failure is logged, the timer goes on).
+    """
+    from twisted.application.internet import TimerService
+
+    def safe() -> None:
+        try:
+            call()
+        except Exception:
+            log.failure("periodic {name} failed", name=getattr(call, "__name__", repr(call)))
+
+    svc = TimerService(interval, safe)
+    svc.clock = reactor
+    return svc

@@ -58,6 +58,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_proxy.model import Config
+from twisted_proxy.stats import RECENT_SIZE, quantiles
 
 log = Logger()
 
@@ -210,20 +211,38 @@ def merge_status(reports: List[dict], workers: List[dict], generation: int, load
     order: List[str] = []
     backends: Dict[str, Dict[str, dict]] = {}
     caches: Dict[str, dict] = {}
+    details: Dict[str, dict] = {}
+    recent: List[dict] = []
+    now = 0.0
     dropped = 0
     for report in reports:
         for item in report.get("listeners", ()):
             name = item["name"]
             merged = listeners.get(name)
             if merged is None:
-                merged = listeners[name] = dict(item, by_status=dict(item.get("by_status", {})))
+                merged = listeners[name] = json.loads(json.dumps(item))
                 order.append(name)
                 continue
-            for key in ("connections", "requests", "denied", "errors", "bytes_in", "bytes_out"):
+            for key in ("connections", "tunnels", "requests", "denied", "errors", "bytes_in", "bytes_out"):
                 merged[key] = merged.get(key, 0) + item.get(key, 0)
             by_status = merged["by_status"]
             for status, count in item.get("by_status", {}).items():
                 by_status[status] = by_status.get(status, 0) + count
+            for key in ("latency", "upstream_latency"):
+                if key in item:
+                    merged[key] = _add_histograms(merged.get(key), item[key])
+            routes = {r["name"]: r for r in merged.setdefault("routes", [])}
+            for route in item.get("routes", ()):
+                have = routes.get(route["name"])
+                if have is None:
+                    merged["routes"].append(json.loads(json.dumps(route)))
+                    continue
+                have["requests"] += route["requests"]
+                have["bytes_out"] += route["bytes_out"]
+                for klass, count in route["by_class"].items():
+                    have["by_class"][klass] = have["by_class"].get(klass, 0) + count
+                for key in ("latency", "upstream_latency"):
+                    have[key] = _add_histograms(have.get(key), route[key])
         for bname, servers in report.get("backends", {}).items():
             merged_servers = backends.setdefault(bname, {})
             for server in servers:
@@ -244,6 +263,17 @@ def merge_status(reports: List[dict], workers: List[dict], generation: int, load
                 if key != "hit_ratio" and isinstance(value, (int, float)) and not isinstance(value, bool):
                     have[key] = have.get(key, 0) + value
         dropped += report.get("access_log_dropped", 0)
+        for bname, info in report.get("backend_details", {}).items():
+            have = details.get(bname)
+            if have is None:
+                details[bname] = dict(info, picks=list(info.get("picks", ())), events=list(info.get("events", ())))
+                continue
+            have["queue"] = have.get("queue", 0) + info.get("queue", 0)
+            have["queue_refused"] = have.get("queue_refused", 0) + info.get("queue_refused", 0)
+            have["picks"] = (have["picks"] + list(info.get("picks", ())))[-20:]
+            have["events"] = sorted(have["events"] + list(info.get("events", ())), key=lambda e: e["time"])[-50:]
+        recent.extend(report.get("recent", ()))
+        now = max(now, report.get("time", 0.0))
     for cache in caches.values():
         lookups = cache.get("hits", 0) + cache.get("stale", 0) + cache.get("misses", 0) + cache.get("revalidated", 0)
         cache["hit_ratio"] = round((cache.get("hits", 0) + cache.get("stale", 0)) / lookups, 4) if lookups else 0.0
@@ -255,8 +285,22 @@ def merge_status(reports: List[dict], workers: List[dict], generation: int, load
         "backends": {name: list(servers.values()) for name, servers in backends.items()},
         "caches": caches,
         "access_log_dropped": dropped,
+        "backend_details": details,
+        "recent": sorted(recent, key=lambda r: r["time"])[-RECENT_SIZE:],
+        "time": now,
         "workers": workers,
     }
+
+
+def _add_histograms(a: Optional[dict], b: dict) -> dict:
+    """
+    Two histogram snapshots added up (their quantiles from the sum).
+    """
+    if a is None:
+        return dict(b)
+    counts = [x + y for x, y in zip(a["counts"], b["counts"])]
+    recent = [x + y for x, y in zip(a["recent"], b["recent"])]
+    return {"counts": counts, "sum": round(a["sum"] + b["sum"], 6), "recent": recent, **quantiles(recent)}
 
 
 class TreeSource:
@@ -825,7 +869,11 @@ def make_supervisor(config: Config, reactor: Any) -> Supervisor:
     top = Supervisor(config, reactor)
     top._admin_config = config.admin  # type: ignore[attr-defined]
     if config.admin is not None:
-        from twisted_proxy.admin.site import admin_site
+        from twisted_proxy.admin.site import History, admin_site
+        from twisted_proxy.service import timer
+
+        top.history = History(top.status_source, reactor)  # type: ignore[attr-defined]
+        timer(History.INTERVAL, top.history.sample, reactor).setServiceParent(top)  # type: ignore[attr-defined]
 
         ListenerService("admin", config.admin.endpoint, admin_site(top), reactor, top.listener_failed).setServiceParent(top)
     return top

@@ -14,13 +14,16 @@ The admin web site.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, Iterator, List
+import time
+from collections import deque
+from typing import Any, Deque, Dict, Iterator, List, Optional
 
 from twisted.internet.defer import Deferred
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from twisted_proxy import __version__
+from twisted_proxy.stats import BUCKETS, RECENT, quantiles
 
 DASHBOARD = b"""<!doctype html>
 <html><head><meta charset="utf-8"><title>twisted-proxy</title>
@@ -74,24 +77,43 @@ class StatusSource:
     def listeners(self) -> List[Dict[str, Any]]:
         out = []
         for stats, factory in self.proxy.listener_stats:
-            connections = len(getattr(factory, "connections", ()) or ())
+            connections = getattr(factory, "connections", ()) or ()
+            tunnels = sum(1 for c in connections if getattr(c, "splice", None) is not None)
             out.append(
                 {
                     "name": stats.name,
                     "kind": stats.kind,
-                    "connections": connections,
+                    "connections": len(connections),
+                    "tunnels": tunnels,
                     "requests": stats.requests,
                     "by_status": {str(k): v for k, v in sorted(stats.by_status.items())},
                     "denied": stats.denied,
                     "errors": stats.errors,
                     "bytes_in": stats.bytes_in,
                     "bytes_out": stats.bytes_out,
+                    "latency": stats.latency.snapshot(),
+                    "upstream_latency": stats.upstream.snapshot(),
+                    "routes": [
+                        {
+                            "name": r.name,
+                            "backend": r.backend,
+                            "requests": sum(r.by_class),
+                            "by_class": {f"{i}xx": n for i, n in enumerate(r.by_class) if i},
+                            "bytes_out": r.bytes_out,
+                            "latency": r.latency.snapshot(),
+                            "upstream_latency": r.upstream.snapshot(),
+                        }
+                        for r in stats.routes.values()
+                    ],
                 }
             )
         return out
 
     def backends(self) -> Dict[str, Any]:
         return {name: backend.status() for name, backend in self.proxy.backends.items()}
+
+    def backend_details(self) -> Dict[str, Any]:
+        return {name: backend.details() for name, backend in self.proxy.backends.items()}
 
     def access_log_dropped(self) -> int:
         """
@@ -114,7 +136,87 @@ class StatusSource:
             "backends": self.backends(),
             "caches": self.caches(),
             "access_log_dropped": self.access_log_dropped(),
+            "backend_details": self.backend_details(),
+            "recent": list(RECENT),
+            "time": time.time(),
         }
+
+
+def prometheus_buckets(snapshot: Dict[str, Any]) -> tuple:
+    """
+    A histogram snapshot (L{twisted_proxy.stats.Histogram.snapshot}) as
+    HistogramMetricFamily's C{(buckets, sum_value)}: cumulative counts per
+    upper bound, C{+Inf} last.
+    """
+    buckets = []
+    running = 0
+    bounds = [repr(b) for b in BUCKETS] + ["+Inf"]
+    for bound, count in zip(bounds, snapshot["counts"]):
+        running += count
+        buckets.append((bound, running))
+    return buckets, snapshot["sum"]
+
+
+class History:
+    """
+    The last fifteen minutes, one point every L{INTERVAL} seconds, for the
+    dashboard's charts: per listener its request rate, error rate, bytes
+    per second, connections and latency quantiles of the last minute; per
+    cache its hit rate.
+    """
+
+    INTERVAL = 5.0
+    POINTS = 180
+
+    def __init__(self, source: Any, clock: Any) -> None:
+        self.source = source
+        self.clock = clock
+        self.points: Deque[Dict[str, Any]] = deque(maxlen=self.POINTS)
+        self._last: Optional[Dict[str, Any]] = None
+        self._last_time = 0.0
+
+    def sample(self) -> None:
+        now = self.clock.seconds()
+        status = self.source.status()
+        last, elapsed = self._last, now - self._last_time
+        point: Dict[str, Any] = {"time": time.time(), "listeners": {}, "caches": {}}
+        before = {l["name"]: l for l in (last or {}).get("listeners", ())}
+        for item in status.get("listeners", ()):
+            name = item["name"]
+            old = before.get(name)
+            latency = item.get("latency") or {}
+            upstream = item.get("upstream_latency") or {}
+            entry = {
+                "connections": item["connections"],
+                "tunnels": item.get("tunnels", 0),
+                "p50": latency.get("p50"),
+                "p90": latency.get("p90"),
+                "p99": latency.get("p99"),
+                "upstream_p99": upstream.get("p99"),
+            }
+            if old is not None and elapsed > 0:
+                errors = _server_errors(item) - _server_errors(old)
+                entry["rps"] = round((item["requests"] - old["requests"]) / elapsed, 2)
+                entry["errors_per_s"] = round(errors / elapsed, 2)
+                entry["out_bps"] = round((item["bytes_out"] - old["bytes_out"]) / elapsed, 1)
+            point["listeners"][name] = entry
+        old_caches = (last or {}).get("caches", {})
+        for name, cache in status.get("caches", {}).items():
+            old = old_caches.get(name)
+            entry = {"entries": cache.get("entries"), "bytes": cache.get("bytes")}
+            if old is not None and elapsed > 0:
+                hits = cache.get("hits", 0) + cache.get("stale", 0) - old.get("hits", 0) - old.get("stale", 0)
+                lookups = hits + cache.get("misses", 0) - old.get("misses", 0)
+                entry["hits_per_s"] = round(hits / elapsed, 2)
+                entry["hit_ratio"] = round(hits / lookups, 4) if lookups > 0 else None
+            point["caches"][name] = entry
+        self._last, self._last_time = status, now
+        if last is not None:
+            self.points.append(point)
+
+
+def _server_errors(item: Dict[str, Any]) -> int:
+    return sum(n for s, n in item.get("by_status", {}).items() if s.startswith("5"))
 
 
 #: (key in a cache's status, result label)
@@ -177,7 +279,49 @@ class Collector:
             value=self.source.access_log_dropped(),
         )
         yield from (requests, decisions, bytes_, connections, up, in_flight, dropped)
+        yield from self.latency_metrics()
         yield from self.cache_metrics()
+
+    def latency_metrics(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+
+        total = HistogramMetricFamily(
+            "twisted_proxy_request_duration_seconds",
+            "Time from a request's head to its response's end, per listener",
+            labels=["listener"],
+        )
+        upstream = HistogramMetricFamily(
+            "twisted_proxy_upstream_duration_seconds",
+            "Time from a request sent upstream to the response's end, per listener",
+            labels=["listener"],
+        )
+        route_total = HistogramMetricFamily(
+            "twisted_proxy_route_duration_seconds",
+            "Time from a request's head to its response's end, per route",
+            labels=["listener", "route", "backend"],
+        )
+        route_upstream = HistogramMetricFamily(
+            "twisted_proxy_route_upstream_duration_seconds",
+            "Time from a request sent upstream to the response's end, per route",
+            labels=["listener", "route", "backend"],
+        )
+        route_requests = CounterMetricFamily(
+            "twisted_proxy_route_requests",
+            "Requests answered per route, by status class",
+            labels=["listener", "route", "backend", "class"],
+        )
+        for item in self.source.listeners():
+            name = item["name"]
+            for family, key in ((total, "latency"), (upstream, "upstream_latency")):
+                if key in item:
+                    family.add_metric([name], *prometheus_buckets(item[key]))
+            for route in item.get("routes", ()):
+                labels = [name, route["name"], route["backend"]]
+                route_total.add_metric(labels, *prometheus_buckets(route["latency"]))
+                route_upstream.add_metric(labels, *prometheus_buckets(route["upstream_latency"]))
+                for klass, count in route["by_class"].items():
+                    route_requests.add_metric(labels + [klass], count)
+        yield from (total, upstream, route_total, route_upstream, route_requests)
 
     def cache_metrics(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -237,6 +381,24 @@ class _Status(Resource):
         request.setHeader(b"Content-Type", b"application/json")
         request.setHeader(b"Cache-Control", b"no-store")
         return json.dumps(self.source.status(), indent=1).encode("utf-8")
+
+
+class _HistoryPage(Resource):
+    """
+    C{GET /history}: the last fifteen minutes, a point every five seconds
+    (see L{History}).
+    """
+
+    isLeaf = True
+
+    def __init__(self, history: History) -> None:
+        Resource.__init__(self)
+        self.history = history
+
+    def render_GET(self, request: Any) -> bytes:
+        request.setHeader(b"Content-Type", b"application/json")
+        request.setHeader(b"Cache-Control", b"no-store")
+        return json.dumps({"interval": self.history.INTERVAL, "points": list(self.history.points)}).encode()
 
 
 class _Reload(Resource):
@@ -365,6 +527,9 @@ def admin_site(proxy: Any) -> Site:
     # (a supervisor of workers brings its own: the sum of theirs)
     source = getattr(proxy, "status_source", None) or StatusSource(proxy)
     root = _Root()
+    history = getattr(proxy, "history", None)
+    if history is not None:
+        root.putChild(b"history", _HistoryPage(history))
     root.putChild(b"metrics", _Metrics(source))
     root.putChild(b"status", _Status(source))
     root.putChild(b"reload", _Reload(proxy))
