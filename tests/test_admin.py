@@ -110,7 +110,90 @@ class AdminSiteTests(SynchronousTestCase):
         """
         page = render(self.site, b"/")
         self.assertIn(b"<title>twisted-proxy</title>", page)
-        self.assertIn(b"fetch('/status')", page)
+        self.assertIn(b'fetch("status"', page)
+        self.assertIn(b'fetch("history"', page)
+        # self-contained: nothing loaded from elsewhere
+        self.assertNotIn(b"http://", page.replace(b"http://www.w3.org", b""))
+        self.assertNotIn(b"https://", page)
+        self.assertNotIn(b"<script src", page)
+
+    def test_latency(self) -> None:
+        """
+        /status gives each listener's and route's latency quantiles over
+        the last minute and the upstream's apart; /metrics the same as
+        Prometheus histograms (parsed by prometheus_client).
+        """
+        from prometheus_client.parser import text_string_to_metric_families
+
+        class Route:
+            name = "api"
+            backend = type("B", (), {"name": "web"})()
+
+        stats = self.proxy.listener_stats[1][0]
+        for ms in (1, 2, 3, 400):
+            stats.timed(ms / 1000.0, ms / 2000.0, Route(), 200, 10)
+        stats.timed(0.002, 0.0, None, 503, 10)
+        status = json.loads(render(self.site, b"/status"))
+        edge = {item["name"]: item for item in status["listeners"]}["edge"]
+        self.assertEqual(edge["latency"]["count"], 5)
+        self.assertEqual(edge["upstream_latency"]["count"], 4)
+        self.assertTrue(1.0 <= edge["latency"]["p50"] <= 2.5, edge["latency"])
+        self.assertTrue(250 <= edge["latency"]["p99"] <= 500, edge["latency"])
+        [route] = edge["routes"]
+        self.assertEqual((route["name"], route["backend"], route["requests"]), ("api", "web", 4))
+        self.assertEqual(route["by_class"]["2xx"], 4)
+        families = {f.name: f for f in text_string_to_metric_families(render(self.site, b"/metrics").decode())}
+        histogram = families["twisted_proxy_request_duration_seconds"]
+        self.assertEqual(histogram.type, "histogram")
+        samples = {(s.name, s.labels.get("listener"), s.labels.get("le")): s.value for s in histogram.samples}
+        self.assertEqual(samples[("twisted_proxy_request_duration_seconds_count", "edge", None)], 5)
+        self.assertEqual(samples[("twisted_proxy_request_duration_seconds_bucket", "edge", "+Inf")], 5)
+        self.assertEqual(samples[("twisted_proxy_request_duration_seconds_bucket", "edge", "0.0025")], 3)
+        routes = families["twisted_proxy_route_upstream_duration_seconds"]
+        labels = {tuple(sorted(s.labels.items())) for s in routes.samples if s.name.endswith("_count")}
+        self.assertEqual(labels, {(("backend", "web"), ("listener", "edge"), ("route", "api"))})
+
+    def test_history(self) -> None:
+        """
+        /history has a point every five seconds: per listener its request
+        rate and latency, per cache its hit rate.
+        """
+        history = self.proxy.history
+        clock = history.clock
+        history.sample()
+        stats = self.proxy.listener_stats[0][0]
+        for _ in range(50):
+            stats.record(200, 0, 100, "allow")
+            stats.timed(0.001, 0.0, None, 200, 100)
+        clock.advance(5)
+        history.sample()
+        page = json.loads(render(self.site, b"/history"))
+        self.assertEqual(page["interval"], 5.0)
+        [point] = page["points"]
+        out = point["listeners"]["out"]
+        self.assertEqual(out["rps"], 10.0)
+        self.assertEqual(out["out_bps"], 1000.0)
+        self.assertIsNotNone(out["p99"])
+
+    def test_recent_and_backends(self) -> None:
+        """
+        /status lists the last denials and errors, and each backend's
+        queue, last picks and server state changes (time, why).
+        """
+        from twisted_proxy.stats import RECENT, note_refusal
+
+        RECENT.clear()
+        self.addCleanup(RECENT.clear)
+        note_refusal(1.0, "edge", "192.0.2.7", "GET", "http://x/admin", 403, "deny", "acl")
+        backend = self.proxy.backends["web"]
+        backend.set_up(backend.servers[0], False, "status 503")
+        status = json.loads(render(self.site, b"/status"))
+        self.assertEqual(status["recent"][-1]["rule"], "acl")
+        details = status["backend_details"]["web"]
+        self.assertEqual(details["queue"], 0)
+        self.assertEqual(details["events"][-1]["state"], "down")
+        self.assertEqual(details["events"][-1]["why"], "status 503")
+        self.assertEqual(status["backends"]["web"][0]["why"], "status 503")
 
 
 def purge(site: Any, body: bytes) -> Any:

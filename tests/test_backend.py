@@ -273,8 +273,8 @@ class ChooseTests(SynchronousTestCase):
         self.assertEqual(details["queue"], 0)
         self.assertEqual(
             [(e["time"], e["server"], e["state"]) for e in details["events"]],
-            [(clock.seconds() - 1, b.label, "down"), (clock.seconds() - 1, a.label, "ejected"),
-             (clock.seconds(), b.label, "up")],
+            [(clock.seconds() - 1, b.name, "down"), (clock.seconds() - 1, a.name, "ejected"),
+             (clock.seconds(), b.name, "up")],
         )
         self.assertEqual(details["events"][0]["why"], "timed out after 1s")
         self.assertIn("connection refused", details["events"][1]["why"])

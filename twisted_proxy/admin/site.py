@@ -4,7 +4,9 @@ The admin web site.
 
     GET  /metrics   Prometheus text format (prometheus-client)
     GET  /status    JSON: listeners with counters, backends with server state
-    GET  /          a dashboard page that reads /status every two seconds
+    GET  /history   JSON: the last fifteen minutes, a point every five seconds
+    GET  /          the dashboard (admin/dashboard.py): charts and tables that
+                    read /status every two seconds and /history every five
     POST /reload    re-read the whole configuration (as SIGHUP does)
     POST /cache/purge
                     JSON {"cache": NAME, "url" | "prefix" | "tag": TEXT}:
@@ -23,41 +25,9 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from twisted_proxy import __version__
-from twisted_proxy.stats import BUCKETS, RECENT, quantiles
+from twisted_proxy.stats import BUCKETS, RECENT
 
-DASHBOARD = b"""<!doctype html>
-<html><head><meta charset="utf-8"><title>twisted-proxy</title>
-<style>
-body{font:14px system-ui,sans-serif;margin:2em;color:#222}
-table{border-collapse:collapse;margin-bottom:2em}
-td,th{border:1px solid #ccc;padding:.3em .7em;text-align:left}
-.up{color:#080}.down{color:#b00}
-</style></head><body>
-<h1>twisted-proxy</h1>
-<p id="generation"></p>
-<h2>Listeners</h2><table id="listeners"></table>
-<h2>Backends</h2><table id="backends"></table>
-<h2>Caches</h2><table id="caches"></table>
-<script>
-function esc(s){return String(s).replace(/[&<>"]/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]))}
-async function load(){
-  const s = await (await fetch('/status')).json();
-  document.getElementById('generation').textContent = `configuration generation ${s.generation}, loaded ${s.loaded_at}`;
-  let h = '<tr><th>listener</th><th>kind</th><th>connections</th><th>requests</th><th>denied</th><th>errors</th><th>bytes in</th><th>bytes out</th></tr>';
-  for (const l of s.listeners) h += `<tr><td>${esc(l.name)}</td><td>${esc(l.kind)}</td><td>${l.connections}</td><td>${l.requests}</td><td>${l.denied}</td><td>${l.errors}</td><td>${l.bytes_in}</td><td>${l.bytes_out}</td></tr>`;
-  document.getElementById('listeners').innerHTML = h;
-  h = '<tr><th>backend</th><th>server</th><th>state</th><th>in flight</th><th>weight</th></tr>';
-  for (const [name, servers] of Object.entries(s.backends)) for (const v of servers)
-    h += `<tr><td>${esc(name)}</td><td>${esc(v.server)}</td><td class="${v.up && !v.ejected ? 'up' : 'down'}">${v.up ? (v.ejected ? 'ejected' : 'up') : 'down'}${v.backup ? ' (backup)' : ''}</td><td>${v.in_flight}</td><td>${v.weight}</td></tr>`;
-  document.getElementById('backends').innerHTML = h;
-  h = '<tr><th>cache</th><th>entries</th><th>bytes</th><th>hit ratio</th><th>hits</th><th>misses</th><th>stale</th><th>revalidated</th><th>collapsed</th><th>evictions</th></tr>';
-  for (const [name, c] of Object.entries(s.caches || {}))
-    h += `<tr><td>${esc(name)}</td><td>${c.entries}</td><td>${c.bytes}</td><td>${(100 * c.hit_ratio).toFixed(1)}%</td><td>${c.hits}</td><td>${c.misses}</td><td>${c.stale}</td><td>${c.revalidated}</td><td>${c.collapsed}</td><td>${c.evictions}</td></tr>`;
-  document.getElementById('caches').innerHTML = h;
-}
-load(); setInterval(load, 2000);
-</script></body></html>
-"""
+from twisted_proxy.admin.dashboard import DASHBOARD  # noqa: E402  (the page)
 
 
 def _iso(t: float) -> str:

@@ -206,7 +206,7 @@ class Backend:
         now = self.clock.seconds()
         server.changed_at = now
         server.why = why
-        self.events.append({"time": now, "server": server.label, "state": state, "why": why})
+        self.events.append({"time": now, "server": server.name, "state": state, "why": why})
 
     def acquire(self, server: Server) -> None:
         server.in_flight += 1
