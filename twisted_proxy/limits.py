@@ -145,6 +145,11 @@ class ConnectionLimiter(service.Service):
         count_files: Callable[[], Optional[int]] = count_open_files,
     ) -> None:
         self.max_connections = max_connections
+        #: connections one wake-up of a listening port accepts at most
+        #: (None: Twisted's own, up to 100 and more); a worker of a tree
+        #: takes a few at a time, so that a burst is shared with the other
+        #: workers woken by the same socket (workers.py)
+        self.accept_batch: Optional[int] = None
         #: accepting paused at the limit resumes at this count
         self.resume_below = max_connections - max(1, max_connections // 100)
         self.clock = clock
@@ -268,6 +273,9 @@ class ConnectionLimiter(service.Service):
                         room = fd_room
                     if room < port.numberAccepts:
                         port.numberAccepts = room if room > 1 else 1
+                    batch = self.accept_batch
+                    if batch is not None and port.numberAccepts > batch:
+                        port.numberAccepts = batch
                 why = accept()
                 self.check_files(port)
                 return why

@@ -49,7 +49,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from twisted_proxy.filters import rate_limit
     from twisted_proxy.service import make_service
     from twisted_proxy.tap import _raise_fd_limit
-    from twisted_proxy.workers import STATUS_INTERVAL, Channel, worker_config
+    from twisted_proxy.workers import ACCEPT_BATCH, STATUS_INTERVAL, Channel, worker_config
 
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
     log = Logger(namespace="twisted_proxy.worker")
@@ -112,6 +112,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     _raise_fd_limit()
     top = make_service(config, reactor, inherited=inherited)
     top.config_transform = transform
+    # a burst of connections is shared with the other workers
+    top.limiter.accept_batch = ACCEPT_BATCH
     source = StatusSource(top)
 
     def send_status() -> None:

@@ -68,6 +68,8 @@ MAX_LINE = 16 * 1024 * 1024
 STATUS_INTERVAL = 1.0
 #: the first inherited listening socket's descriptor number in a worker
 FIRST_FD = 10
+#: connections a worker accepts per wake-up of a shared listening socket
+ACCEPT_BATCH = 4
 #: a worker that dies this soon after starting is replaced after a pause
 QUICK_DEATH = 1.0
 #: the longest pause before replacing a worker that keeps dying
