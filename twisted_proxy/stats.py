@@ -170,19 +170,34 @@ class ListenerStats:
         An exchange's durations (C{upstream} 0: it did not go upstream),
         for the listener and its C{route} (if any).
         """
-        self.latency.record(seconds)
+        # (Histogram.record inline: one bisect serves the listener's and
+        # the route's histograms)
+        i = bisect_left(BUCKETS, seconds)
+        latency = self.latency
+        latency.counts[i] += 1
+        latency.sum += seconds
+        latency.window[latency.slot][i] += 1
         if upstream:
-            self.upstream.record(upstream)
+            j = bisect_left(BUCKETS, upstream)
+            h = self.upstream
+            h.counts[j] += 1
+            h.sum += upstream
+            h.window[h.slot][j] += 1
         if route is not None:
-            name = route.name
-            rstats = self.routes.get(name)
+            rstats = self.routes.get(route.name)
             if rstats is None:
-                rstats = self.routes[name] = RouteStats(name, getattr(route.backend, "name", ""))
+                rstats = self.routes[route.name] = RouteStats(route.name, getattr(route.backend, "name", ""))
             rstats.by_class[status // 100 if 100 <= status < 600 else 0] += 1
             rstats.bytes_out += bytes_out
-            rstats.latency.record(seconds)
+            h = rstats.latency
+            h.counts[i] += 1
+            h.sum += seconds
+            h.window[h.slot][i] += 1
             if upstream:
-                rstats.upstream.record(upstream)
+                h = rstats.upstream
+                h.counts[j] += 1
+                h.sum += upstream
+                h.window[h.slot][j] += 1
 
     def rotate(self) -> None:
         self.latency.rotate()
