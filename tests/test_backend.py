@@ -278,6 +278,7 @@ class ChooseTests(SynchronousTestCase):
         )
         self.assertEqual(details["events"][0]["why"], "timed out after 1s")
         self.assertIn("connection refused", details["events"][1]["why"])
+        self.assertEqual(details["events"][1]["until"], clock.seconds() - 1 + 10.0)
         self.assertEqual(details["events"][2]["why"], "health check passed")
 
 

@@ -32,38 +32,64 @@ RECENT_SIZE = 100
 class Histogram:
     """
     Durations in fixed buckets: since start, and over the last minute.
+
+    Only the current ten-second slot is written per duration (C{current}
+    and C{sum}); the counts since start are those of the slots plus what
+    the slots that left the window held (C{retired}).
     """
 
-    __slots__ = ("counts", "sum", "window", "slot")
+    __slots__ = ("current", "sum", "window", "slot", "retired")
 
     def __init__(self) -> None:
         size = len(BUCKETS) + 1
-        self.counts = [0] * size
         self.sum = 0.0
         self.window = [[0] * size for _ in range(SLOTS)]
         self.slot = 0
+        self.current = self.window[0]
+        self.retired = [0] * size
 
     def record(self, seconds: float) -> None:
-        i = bisect_left(BUCKETS, seconds)
-        self.counts[i] += 1
+        self.current[bisect_left(BUCKETS, seconds)] += 1
         self.sum += seconds
-        self.window[self.slot][i] += 1
 
     def rotate(self) -> None:
         """
-        Ten seconds passed: the oldest slot is forgotten and reused.
+        Ten seconds passed: the oldest slot leaves the window (its counts
+        stay in the counts since start) and is reused.
         """
         slot = (self.slot + 1) % SLOTS
         counts = self.window[slot]
-        for i in range(len(counts)):
-            counts[i] = 0
+        retired = self.retired
+        for i, n in enumerate(counts):
+            if n:
+                retired[i] += n
+                counts[i] = 0
         self.slot = slot
+        self.current = counts
 
     def recent(self) -> List[int]:
         """
         The counts per bucket over the last minute.
         """
         return [sum(column) for column in zip(*self.window)]
+
+    @property
+    def counts(self) -> List[int]:
+        """
+        The counts per bucket since start.
+        """
+        return [r + n for r, n in zip(self.retired, self.recent())]
+
+    def add(self, other: "Histogram") -> "Histogram":
+        """
+        A new histogram with the counts of both (a listener's from its
+        routes').
+        """
+        total = Histogram()
+        total.sum = self.sum + other.sum
+        total.retired = [a + b for a, b in zip(self.retired, other.retired)]
+        total.window = [[a + b for a, b in zip(x, y)] for x, y in zip(self.window, other.window)]
+        return total
 
     def snapshot(self) -> Dict[str, Any]:
         """
@@ -72,7 +98,7 @@ class Histogram:
         """
         recent = self.recent()
         return {
-            "counts": list(self.counts),
+            "counts": [r + n for r, n in zip(self.retired, recent)],
             "sum": round(self.sum, 6),
             "recent": recent,
             **quantiles(recent),
@@ -116,17 +142,17 @@ def quantiles(counts: Sequence[int]) -> Dict[str, Any]:
 
 class RouteStats:
     """
-    One route's requests (by status class), bytes and latency.
+    One route's requests (by status class) and latency.
     """
 
-    __slots__ = ("name", "backend", "by_class", "bytes_out", "latency", "upstream")
+    __slots__ = ("name", "backend", "by_class", "latency", "upstream")
 
     def __init__(self, name: str, backend: str) -> None:
         self.name = name
         self.backend = backend
-        #: requests answered 1xx .. 5xx (index 1 .. 5; 0: no status)
-        self.by_class = [0] * 6
-        self.bytes_out = 0
+        #: requests answered 1xx .. 5xx (index 1 .. 5; 0: no status; a
+        #: status is below 1000)
+        self.by_class = [0] * 10
         self.latency = Histogram()
         self.upstream = Histogram()
 
@@ -134,10 +160,15 @@ class RouteStats:
 class ListenerStats:
     """
     One listener's counters.
+
+    The durations of the requests a route took are kept by that route
+    only; the listener's histograms are its routes' added to its own (the
+    requests without a route: forward listeners, refusals) when read.
     """
 
     __slots__ = (
-        "name", "kind", "by_status", "bytes_in", "bytes_out", "denied", "errors", "latency", "upstream", "routes",
+        "name", "kind", "by_status", "bytes_in", "bytes_out", "denied", "errors", "own_latency", "own_upstream",
+        "routes",
     )
 
     def __init__(self, name: str, kind: str) -> None:
@@ -148,10 +179,11 @@ class ListenerStats:
         self.bytes_out = 0
         self.denied = 0
         self.errors = 0
-        #: the whole exchange, from its head to its end
-        self.latency = Histogram()
-        #: the upstream's part: from the request sent to the response's end
-        self.upstream = Histogram()
+        #: the requests without a route: the whole exchange, from its head
+        #: to its end; and the upstream's part, from the request sent to
+        #: the response's end
+        self.own_latency = Histogram()
+        self.own_upstream = Histogram()
         #: per route (reverse listeners), by route name
         self.routes: Dict[str, RouteStats] = {}
 
@@ -165,43 +197,78 @@ class ListenerStats:
         elif decision == "error":
             self.errors += 1
 
+    def done(
+        self, status: int, bytes_in: int, bytes_out: int, decision: str, seconds: float, upstream: float, route: Any
+    ) -> None:
+        """
+        An exchange ended: its counters (L{record}) and its durations
+        (C{upstream} 0: it did not go upstream), kept by its C{route} if it
+        has one.
+        """
+        by_status = self.by_status
+        by_status[status] = by_status.get(status, 0) + 1
+        self.bytes_in += bytes_in
+        self.bytes_out += bytes_out
+        if decision != "allow":
+            if decision == "deny":
+                self.denied += 1
+            elif decision == "error":
+                self.errors += 1
+        if route is None:
+            h = self.own_latency
+            h.current[bisect_left(BUCKETS, seconds)] += 1
+            h.sum += seconds
+            if upstream:
+                h = self.own_upstream
+                h.current[bisect_left(BUCKETS, upstream)] += 1
+                h.sum += upstream
+            return
+        rstats = self.routes.get(route.name)
+        if rstats is None:
+            rstats = self.routes[route.name] = RouteStats(route.name, getattr(route.backend, "name", ""))
+        rstats.by_class[status // 100] += 1
+        h = rstats.latency
+        h.current[bisect_left(BUCKETS, seconds)] += 1
+        h.sum += seconds
+        if upstream:
+            h = rstats.upstream
+            h.current[bisect_left(BUCKETS, upstream)] += 1
+            h.sum += upstream
+
     def timed(self, seconds: float, upstream: float, route: Any, status: int, bytes_out: int) -> None:
         """
-        An exchange's durations (C{upstream} 0: it did not go upstream),
-        for the listener and its C{route} (if any).
+        An exchange's durations alone (see L{done}).
         """
-        # (Histogram.record inline: one bisect serves the listener's and
-        # the route's histograms)
-        i = bisect_left(BUCKETS, seconds)
-        latency = self.latency
-        latency.counts[i] += 1
-        latency.sum += seconds
-        latency.window[latency.slot][i] += 1
-        if upstream:
-            j = bisect_left(BUCKETS, upstream)
-            h = self.upstream
-            h.counts[j] += 1
-            h.sum += upstream
-            h.window[h.slot][j] += 1
-        if route is not None:
-            rstats = self.routes.get(route.name)
-            if rstats is None:
-                rstats = self.routes[route.name] = RouteStats(route.name, getattr(route.backend, "name", ""))
-            rstats.by_class[status // 100 if 100 <= status < 600 else 0] += 1
-            rstats.bytes_out += bytes_out
-            h = rstats.latency
-            h.counts[i] += 1
-            h.sum += seconds
-            h.window[h.slot][i] += 1
+        if route is None:
+            self.own_latency.record(seconds)
             if upstream:
-                h = rstats.upstream
-                h.counts[j] += 1
-                h.sum += upstream
-                h.window[h.slot][j] += 1
+                self.own_upstream.record(upstream)
+            return
+        rstats = self.routes.get(route.name)
+        if rstats is None:
+            rstats = self.routes[route.name] = RouteStats(route.name, getattr(route.backend, "name", ""))
+        rstats.by_class[status // 100] += 1
+        rstats.latency.record(seconds)
+        if upstream:
+            rstats.upstream.record(upstream)
+
+    @property
+    def latency(self) -> Histogram:
+        total = self.own_latency
+        for rstats in self.routes.values():
+            total = total.add(rstats.latency)
+        return total
+
+    @property
+    def upstream(self) -> Histogram:
+        total = self.own_upstream
+        for rstats in self.routes.values():
+            total = total.add(rstats.upstream)
+        return total
 
     def rotate(self) -> None:
-        self.latency.rotate()
-        self.upstream.rotate()
+        self.own_latency.rotate()
+        self.own_upstream.rotate()
         for rstats in self.routes.values():
             rstats.latency.rotate()
             rstats.upstream.rotate()

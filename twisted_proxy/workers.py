@@ -240,7 +240,6 @@ def merge_status(reports: List[dict], workers: List[dict], generation: int, load
                     merged["routes"].append(json.loads(json.dumps(route)))
                     continue
                 have["requests"] += route["requests"]
-                have["bytes_out"] += route["bytes_out"]
                 for klass, count in route["by_class"].items():
                     have["by_class"][klass] = have["by_class"].get(klass, 0) + count
                 for key in ("latency", "upstream_latency"):

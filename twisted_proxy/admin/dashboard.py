@@ -254,11 +254,22 @@ function drawTimeline(s, details, now) {
     const inside = r.events.filter(e => e.time >= t0);
     let state = inside.length ? (inside[0].state === "up" ? "down" : "up") : r.current;
     let from = t0;
+    const bar = (a, b, st) => `<rect x="${x(a)}" y="${yy}" width="${Math.max(1, x(b) - x(a))}" height="${rowH}" fill="${color[st] || "#999"}"><title>${esc(st)}</title></rect>`;
+    let until = null;
     for (const e of inside) {
-      out += `<rect x="${x(from)}" y="${yy}" width="${Math.max(1, x(e.time) - x(from))}" height="${rowH}" fill="${color[state] || "#999"}"><title>${esc(state)}</title></rect>`;
-      state = e.state; from = e.time;
+      if (state === "ejected" && until !== null && until < e.time) {
+        // the ejection ended by itself before this change
+        out += bar(from, until, "ejected");
+        from = until; state = "up";
+      }
+      out += bar(from, e.time, state);
+      state = e.state; from = e.time; until = e.until ?? null;
     }
-    out += `<rect x="${x(from)}" y="${yy}" width="${Math.max(1, x(now) - x(from))}" height="${rowH}" fill="${color[state] || "#999"}"><title>${esc(state)}</title></rect>`;
+    if (state === "ejected" && until !== null && until < now) {
+      out += bar(from, until, "ejected");
+      from = until; state = "up";
+    }
+    out += bar(from, now, state);
   });
   out += `<text x="${left}" y="${h - 2}">-15 min</text><text x="${w - 4}" y="${h - 2}" text-anchor="end">now</text>`;
   setHTML("timeline", `<svg class="timeline" viewBox="0 0 ${w} ${h}" style="height:${h}px">${out}</svg>`);

@@ -68,8 +68,7 @@ class StatusSource:
                             "name": r.name,
                             "backend": r.backend,
                             "requests": sum(r.by_class),
-                            "by_class": {f"{i}xx": n for i, n in enumerate(r.by_class) if i},
-                            "bytes_out": r.bytes_out,
+                            "by_class": {f"{i}xx": n for i, n in enumerate(r.by_class) if i and (n or i < 6)},
                             "latency": r.latency.snapshot(),
                             "upstream_latency": r.upstream.snapshot(),
                         }

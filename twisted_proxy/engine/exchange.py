@@ -97,7 +97,6 @@ class Exchange:
         "cache",
         "cleanup",
         "rbuf",
-        "upstream_time",
         "upstream_sent",
     )
 
@@ -138,9 +137,8 @@ class Exchange:
         self.cleanup: Any = None
         #: the response buffer, once the client pushed back (buffer.py)
         self.rbuf: Any = None
-        #: seconds from the request sent upstream to the response's end
-        #: (0.0: it did not go upstream); when it was sent
-        self.upstream_time = 0.0
+        #: when the request was sent upstream (0.0: it did not go there);
+        #: the upstream's time runs from then to the response's end
         self.upstream_sent = 0.0
 
     # the stages, in order
@@ -591,15 +589,20 @@ class Exchange:
             self.cleanup = None
             cleanup()
         ctx = self.ctx
-        stats = ctx.stats
         status = self.status
         decision = self.decision
-        stats.record(status, self.bytes_in, self.bytes_out, decision)
         front = self.front
         now = front.clock.seconds()
         target = self.target
-        stats.timed(
-            now - self.start_time, self.upstream_time, target.route if target is not None else None, status, self.bytes_out
+        sent = self.upstream_sent
+        ctx.stats.done(
+            status,
+            self.bytes_in,
+            self.bytes_out,
+            decision,
+            now - self.start_time,
+            now - sent if sent else 0.0,
+            target.route if target is not None else None,
         )
         if decision != "allow" or status >= 500:
             note_refusal(

@@ -287,7 +287,6 @@ class UpstreamLeg:
         data = self.ctx.router.request_head(head, target, front.client_ip, server)
         transport = conn.transport
         write_soon(transport, data)
-        ex.upstream_sent = front.clock.seconds()
         if self.replay:
             # a retry: what the failed attempt had sent goes again
             transport.writeSequence(self.replay)
@@ -303,7 +302,10 @@ class UpstreamLeg:
         conn.relay.switch(front.gate)
         front.relay.switch(conn.gate)
         if ex.request_done:
-            front.set_timer(WAIT, self.ctx.settings.first_byte_timeout)
+            timeout = self.ctx.settings.first_byte_timeout
+            front.set_timer(WAIT, timeout)
+            # the upstream's time starts (the timer has just read the clock)
+            ex.upstream_sent = front.deadline - timeout
 
     def upstream_connect_failed(self, status: int, message: str) -> None:
         if self.closed or self.ex.finished:
@@ -331,7 +333,9 @@ class UpstreamLeg:
         if self.ex.head.framing == policy.CHUNKED:
             self._send([LAST_CHUNK], 5)
         if self.conn is not None and self.response is None and not self.target.connect:
-            self.front.set_timer(WAIT, self.ctx.settings.first_byte_timeout)
+            timeout = self.ctx.settings.first_byte_timeout
+            self.front.set_timer(WAIT, timeout)
+            self.ex.upstream_sent = self.front.deadline - timeout
 
     def _send(self, pieces: list, size: int) -> None:
         conn = self.conn
@@ -384,7 +388,6 @@ class UpstreamLeg:
         The upstream's response is complete (called outside the parser).
         """
         ex = self.ex
-        ex.upstream_time = self.front.clock.seconds() - ex.upstream_sent
         response = self.response
         reusable = (
             not extra

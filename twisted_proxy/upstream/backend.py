@@ -198,15 +198,18 @@ class Backend:
         self.picks.append(server.label)
         return server
 
-    def note(self, server: Server, state: str, why: str) -> None:
+    def note(self, server: Server, state: str, why: str, until: Optional[float] = None) -> None:
         """
-        C{server} changed state (up, down, ejected): remembered for the
-        admin page.
+        C{server} changed state (up, down, ejected C{until} then): remembered
+        for the admin page.
         """
         now = self.clock.seconds()
         server.changed_at = now
         server.why = why
-        self.events.append({"time": now, "server": server.name, "state": state, "why": why})
+        event: Dict[str, Any] = {"time": now, "server": server.name, "state": state, "why": why}
+        if until is not None:
+            event["until"] = until
+        self.events.append(event)
 
     def acquire(self, server: Server) -> None:
         server.in_flight += 1
@@ -284,7 +287,9 @@ class Backend:
         if len(times) >= max_fails and server.ejected_until <= now:
             server.ejected_until = now + window
             server.fail_times = []
-            self.note(server, "ejected", f"{len(times)} failures in {window:g}s (last: {why}); back in {window:g}s")
+            self.note(
+                server, "ejected", f"{len(times)} failures in {window:g}s (last: {why})", until=server.ejected_until
+            )
             log.warn(
                 "backend {backend} server {server} ejected for {seconds}s after {fails} "
                 "failures (last: {why})",
