@@ -46,6 +46,7 @@ class Route:
         "cache",
         "response_buffer",
         "request_buffer",
+        "stats",
     )
 
     def __init__(
@@ -72,6 +73,9 @@ class Route:
         self.cache: Any = None
         #: bytes; None: the listener's (engine/buffer.py)
         self.response_buffer: Optional[int] = None
+        #: its L{twisted_proxy.stats.RouteStats}, once a request took it
+        #: (kept by the listener's stats across reloads, by route name)
+        self.stats: Any = None
         self.request_buffer: Optional[int] = None
 
     def rewrite(self, path: bytes) -> bytes:

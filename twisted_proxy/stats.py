@@ -223,9 +223,12 @@ class ListenerStats:
                 h.current[bisect_left(BUCKETS, upstream)] += 1
                 h.sum += upstream
             return
-        rstats = self.routes.get(route.name)
+        try:
+            rstats = route.stats
+        except AttributeError:  # a route-like object of a custom router
+            rstats = None
         if rstats is None:
-            rstats = self.routes[route.name] = RouteStats(route.name, getattr(route.backend, "name", ""))
+            rstats = self.route_stats(route)
         rstats.by_class[status // 100] += 1
         h = rstats.latency
         h.current[bisect_left(BUCKETS, seconds)] += 1
@@ -244,13 +247,27 @@ class ListenerStats:
             if upstream:
                 self.own_upstream.record(upstream)
             return
-        rstats = self.routes.get(route.name)
-        if rstats is None:
-            rstats = self.routes[route.name] = RouteStats(route.name, getattr(route.backend, "name", ""))
+        rstats = getattr(route, "stats", None) or self.route_stats(route)
         rstats.by_class[status // 100] += 1
         rstats.latency.record(seconds)
         if upstream:
             rstats.upstream.record(upstream)
+
+    def route_stats(self, route: Any) -> RouteStats:
+        """
+        The stats of C{route} (by its name: a reload's new route object
+        goes on with its predecessor's), remembered on the route.
+        """
+        backend = getattr(route.backend, "name", "")
+        rstats = self.routes.get(route.name)
+        if rstats is None:
+            rstats = self.routes[route.name] = RouteStats(route.name, backend)
+        rstats.backend = backend  # (a reload may have given it another)
+        try:
+            route.stats = rstats
+        except AttributeError:  # a route-like object of a custom router
+            pass
+        return rstats
 
     @property
     def latency(self) -> Histogram:
