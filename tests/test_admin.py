@@ -131,8 +131,8 @@ class AdminSiteTests(SynchronousTestCase):
 
         stats = self.proxy.listener_stats[1][0]
         for ms in (1, 2, 3, 400):
-            stats.timed(ms / 1000.0, ms / 2000.0, Route(), 200, 10)
-        stats.timed(0.002, 0.0, None, 503, 10)
+            stats.done(200, 0, 10, "allow", ms / 1000.0, ms / 2000.0, Route())
+        stats.done(503, 0, 10, "error", 0.002, 0.0, None)
         status = json.loads(render(self.site, b"/status"))
         edge = {item["name"]: item for item in status["listeners"]}["edge"]
         self.assertEqual(edge["latency"]["count"], 5)
@@ -163,8 +163,7 @@ class AdminSiteTests(SynchronousTestCase):
         history.sample()
         stats = self.proxy.listener_stats[0][0]
         for _ in range(50):
-            stats.record(200, 0, 100, "allow")
-            stats.timed(0.001, 0.0, None, 200, 100)
+            stats.done(200, 0, 100, "allow", 0.001, 0.0, None)
         clock.advance(5)
         history.sample()
         page = json.loads(render(self.site, b"/history"))

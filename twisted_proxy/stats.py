@@ -238,21 +238,6 @@ class ListenerStats:
             h.current[bisect_left(BUCKETS, upstream)] += 1
             h.sum += upstream
 
-    def timed(self, seconds: float, upstream: float, route: Any, status: int, bytes_out: int) -> None:
-        """
-        An exchange's durations alone (see L{done}).
-        """
-        if route is None:
-            self.own_latency.record(seconds)
-            if upstream:
-                self.own_upstream.record(upstream)
-            return
-        rstats = getattr(route, "stats", None) or self.route_stats(route)
-        rstats.by_class[status // 100] += 1
-        rstats.latency.record(seconds)
-        if upstream:
-            rstats.upstream.record(upstream)
-
     def route_stats(self, route: Any) -> RouteStats:
         """
         The stats of C{route} (by its name: a reload's new route object

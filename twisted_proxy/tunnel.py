@@ -38,6 +38,24 @@ _CHUNK = 1 << 20
 _F_SETPIPE_SZ = 1031
 
 
+def drain_pipe(read_fd: int, dst_fd: int, pending: int) -> int:
+    """
+    Move the C{pending} bytes a pipe holds to the socket C{dst_fd} by
+    splice(2), as far as it takes them now: the bytes still in the pipe.
+
+    @raise OSError: the socket failed.
+    """
+    while pending:
+        try:
+            moved = os.splice(read_fd, dst_fd, pending, flags=_SPLICE_FLAGS)
+        except BlockingIOError:
+            break
+        if moved == 0:
+            break
+        pending -= moved
+    return pending
+
+
 def _pipe_fd_budget() -> int:
     """
     How many file descriptors tunnels may spend on pipes (two per
@@ -319,15 +337,8 @@ class _ZeroCopy:
         """
         Move what the pipe holds to the destination; True when it is empty.
         """
-        while self.pending:
-            try:
-                moved = os.splice(self.read_fd, self.dst_fd, self.pending, flags=_SPLICE_FLAGS)
-            except BlockingIOError:
-                return False
-            if moved == 0:
-                return False
-            self.pending -= moved
-        return True
+        self.pending = drain_pipe(self.read_fd, self.dst_fd, self.pending)
+        return not self.pending
 
     def do_write(self) -> Any:
         from twisted.internet import main

@@ -29,7 +29,7 @@ from twisted.logger import Logger
 
 from twisted_proxy.flow import plain_tcp, send_queued, write_buffer_empty
 from twisted_proxy.http import policy
-from twisted_proxy.tunnel import _F_SETPIPE_SZ, _SPLICE_FLAGS, ZERO_COPY, _pipe_fd_budget, _PipeFds
+from twisted_proxy.tunnel import _F_SETPIPE_SZ, _SPLICE_FLAGS, ZERO_COPY, _pipe_fd_budget, _PipeFds, drain_pipe
 
 log = Logger()
 
@@ -162,15 +162,8 @@ class BodySplice:
         """
         Move what the pipe holds to the client; True when it is empty.
         """
-        while self.pending:
-            try:
-                moved = os.splice(self.read_fd, self.dst_fd, self.pending, flags=_SPLICE_FLAGS)
-            except BlockingIOError:
-                return False
-            if moved == 0:
-                return False
-            self.pending -= moved
-        return True
+        self.pending = drain_pipe(self.read_fd, self.dst_fd, self.pending)
+        return not self.pending
 
     def fall_back(self) -> None:
         """
