@@ -84,6 +84,7 @@ class DashboardTests(ReverseCase):
                 "--headless",
                 "--no-sandbox",
                 "--disable-gpu",
+                "--disable-dev-shm-usage",
                 "--enable-logging=stderr",
                 "--v=0",
                 "--virtual-time-budget=5000",
