@@ -116,6 +116,11 @@ class AdminSiteTests(SynchronousTestCase):
         self.assertNotIn(b"http://", page.replace(b"http://www.w3.org", b""))
         self.assertNotIn(b"https://", page)
         self.assertNotIn(b"<script src", page)
+        # the browser's icon request is not a 404 in its console
+        request = DummyRequest([b"favicon.ico"])
+        resource = self.site.getResourceFor(request)
+        self.assertEqual(resource.render(request), b"")
+        self.assertEqual(request.responseCode, 204)
 
     def test_latency(self) -> None:
         """

@@ -475,6 +475,19 @@ class _CachePurge(Resource):
         return json.dumps({"error": message}).encode()
 
 
+class _NoIcon(Resource):
+    """
+    C{GET /favicon.ico}: nothing (204), rather than a 404 in the browser's
+    console.
+    """
+
+    isLeaf = True
+
+    def render_GET(self, request: Any) -> bytes:
+        request.setResponseCode(204)
+        return b""
+
+
 class _Root(Resource):
     def __init__(self) -> None:
         Resource.__init__(self)
@@ -500,6 +513,7 @@ def admin_site(proxy: Any) -> Site:
     if history is not None:
         root.putChild(b"history", _HistoryPage(history))
     root.putChild(b"metrics", _Metrics(source))
+    root.putChild(b"favicon.ico", _NoIcon())
     root.putChild(b"status", _Status(source))
     root.putChild(b"reload", _Reload(proxy))
     cache = Resource()
