@@ -58,7 +58,9 @@ from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import alsoProvides, implementer
 
+from twisted_proxy.flow import write_soon
 from twisted_proxy.model import ServerConfig, TLSConfig
+
 
 log = Logger()
 
@@ -555,6 +557,19 @@ class ProxyTLSTransport(BufferingTLSTransport):
         if timer is not None and timer.active():
             timer.cancel()
         BufferingTLSTransport.connectionLost(self, reason)
+
+    def _flushSendBIO(self) -> None:
+        """
+        The TLS records go to the TCP connection the way the proxy's plain
+        writes do (flow.write_soon): sent at the end of the reactor turn,
+        the socket not registered for writing.
+        """
+        try:
+            data = self._tlsConnection.bio_read(2**15)
+        except SSL.WantReadError:
+            # nothing in the send BIO right now
+            return
+        write_soon(self.transport, data)
 
 
 class TLSFactory(TLSMemoryBIOFactory):
