@@ -65,3 +65,30 @@ class HistogramTests(SynchronousTestCase):
         self.assertEqual(snap["recent"], snap["counts"])
         self.assertEqual(snap["count"], 1)
         self.assertTrue(2.5 < snap["p50"] <= 5.0)
+
+
+class TimingOffTests(SynchronousTestCase):
+    def test_counters_only(self) -> None:
+        """
+        With C{latency_histograms = false} an exchange still counts (by
+        status, by route and class), its durations do not.
+        """
+        from twisted_proxy.stats import ListenerStats
+
+        class Route:
+            name = "api"
+            backend = None
+
+        stats = ListenerStats("edge", "reverse")
+        stats.timing = False
+        route = Route()
+        stats.done(200, 1, 2, "allow", 0.01, 0.005, route)
+        stats.done(404, 1, 2, "allow", 0.01, 0.0, None)
+        self.assertEqual(stats.by_status, {200: 1, 404: 1})
+        self.assertEqual(stats.routes["api"].by_class[2], 1)
+        self.assertEqual(sum(stats.latency.counts), 0)
+        self.assertEqual(sum(stats.upstream.counts), 0)
+        stats.timing = True
+        stats.done(200, 1, 2, "allow", 0.01, 0.005, route)
+        self.assertEqual(sum(stats.latency.counts), 1)
+        self.assertEqual(sum(stats.upstream.counts), 1)

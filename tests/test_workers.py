@@ -175,6 +175,26 @@ class ConfigTests(SynchronousTestCase):
         self.addCleanup(shutil.rmtree, d, True)
         return d
 
+    def test_latency_histograms_key(self) -> None:
+        """
+        C{latency_histograms} is a boolean, true by default; a listener's
+        stats follow it.
+        """
+        from twisted.internet.testing import MemoryReactorClock
+
+        from twisted_proxy.service import make_service
+
+        base = self.folder()
+        self.assertTrue(parse_config(LISTENER, "p.toml", base).proxy.latency_histograms)
+        config = parse_config("[proxy]\nlatency_histograms = false\n" + LISTENER, "p.toml", base)
+        self.assertFalse(config.proxy.latency_histograms)
+        top = make_service(config, MemoryReactorClock())
+        self.assertFalse(top.listener_stats[0][0].timing)
+        with self.assertRaises(ConfigError) as caught:
+            parse_config('[proxy]\nlatency_histograms = "no"\n' + LISTENER, "p.toml", base)
+        self.assertEqual(len(caught.exception.lines()), 1)
+        self.assertIn("proxy.latency_histograms", caught.exception.lines()[0])
+
     def test_workers_key(self) -> None:
         """
         C{workers} is a whole number of at least 1 (default 1), or C{"auto"}:

@@ -78,6 +78,8 @@ class ProxySettings:
     #: client connections the process holds, all listeners together (idle
     #: and header-less ones are shed beyond it, then accepting pauses)
     max_connections: int = 10000
+    #: latency histograms per listener and route (admin /status, /metrics)
+    latency_histograms: bool = True
     #: worker processes sharing the listeners (1: this process serves);
     #: see twisted_proxy/workers.py
     workers: int = 1

@@ -575,6 +575,7 @@ class Reload:
             old_factory = svc.factory
             if new_ctx is not None and lconf.name in stats:
                 new_ctx.stats = stats[lconf.name]
+                new_ctx.stats.timing = settings.latency_histograms
             if type(old_factory) is type(factory) and lconf.tls == _listener_conf(self.old, lconf.name).tls:
                 # the socket and its factory stay: new connections and new
                 # requests take the new context
@@ -609,6 +610,7 @@ class Reload:
             new_ctx = getattr(svc.factory, "context", None) or getattr(svc.factory, "ctx", None)
             if new_ctx is not None and lconf.name in stats:
                 new_ctx.stats = stats[lconf.name]
+                new_ctx.stats.timing = settings.latency_histograms
             svc.setServiceParent(top)
             top.listeners[lconf.name] = svc
             self.track(svc.factory, new_ctx)

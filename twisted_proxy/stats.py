@@ -168,7 +168,7 @@ class ListenerStats:
 
     __slots__ = (
         "name", "kind", "by_status", "bytes_in", "bytes_out", "denied", "errors", "own_latency", "own_upstream",
-        "routes",
+        "routes", "timing",
     )
 
     def __init__(self, name: str, kind: str) -> None:
@@ -186,6 +186,8 @@ class ListenerStats:
         self.own_upstream = Histogram()
         #: per route (reverse listeners), by route name
         self.routes: Dict[str, RouteStats] = {}
+        #: durations are counted ([proxy] latency_histograms)
+        self.timing = True
 
     def record(self, status: int, bytes_in: int, bytes_out: int, decision: str) -> None:
         by_status = self.by_status
@@ -215,13 +217,14 @@ class ListenerStats:
             elif decision == "error":
                 self.errors += 1
         if route is None:
-            h = self.own_latency
-            h.current[bisect_left(BUCKETS, seconds)] += 1
-            h.sum += seconds
-            if upstream:
-                h = self.own_upstream
-                h.current[bisect_left(BUCKETS, upstream)] += 1
-                h.sum += upstream
+            if self.timing:
+                h = self.own_latency
+                h.current[bisect_left(BUCKETS, seconds)] += 1
+                h.sum += seconds
+                if upstream:
+                    h = self.own_upstream
+                    h.current[bisect_left(BUCKETS, upstream)] += 1
+                    h.sum += upstream
             return
         try:
             rstats = route.stats
@@ -230,6 +233,8 @@ class ListenerStats:
         if rstats is None:
             rstats = self.route_stats(route)
         rstats.by_class[status // 100] += 1
+        if not self.timing:
+            return
         h = rstats.latency
         h.current[bisect_left(BUCKETS, seconds)] += 1
         h.sum += seconds

@@ -73,6 +73,8 @@ class ProxyChecks(Checks):
                 result = self.integer(value, key, 1)
             elif name == "workers":
                 result = self.workers(value, key)
+            elif name == "latency_histograms":
+                result = self.boolean(value, key)
             elif name == "access_log":
                 result = self.access_log(value, key)
             elif name == "spool_path":

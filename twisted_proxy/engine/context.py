@@ -57,6 +57,7 @@ class ListenerContext:
         self.add_via = getattr(router, "add_via", anonymity != policy.ELITE)
         self.kind = kind
         self.stats = ListenerStats(name, kind)
+        self.stats.timing = settings.latency_histograms
         self.hide: FrozenSet[bytes] = getattr(router, "hide", frozenset())
         self.skip = policy.response_skip(self.hide)
         self.policy = RequestPolicy(
