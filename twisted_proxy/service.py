@@ -825,32 +825,10 @@ class ProxyService(service.MultiService):
     # certificates
 
     def _install_sighup(self) -> None:
-        """
-        SIGHUP reloads certificates: only under a real reactor, from the
-        main thread (signal handlers can only be set there); the handler
-        hands the work to the reactor thread.
-        """
-        from twisted.internet.base import ReactorBase
-
-        if not hasattr(signal, "SIGHUP") or not isinstance(self.reactor, ReactorBase):
-            return
-        if threading.current_thread() is not threading.main_thread():
-            return
-        _sighup_services.add(self)
-        _sighup_handler.install()
-        _sigusr1_handler.install()
-        # after the reactor's own SIGTERM / SIGINT handlers (installed as it
-        # starts running), which ours replace: a graceful stop, exit 0
-        self.reactor.callWhenRunning(_sigterm_handler.install)
-        self.reactor.callWhenRunning(_sigint_handler.install)
+        install_signals(self)
 
     def _remove_sighup(self) -> None:
-        _sighup_services.discard(self)
-        if not _sighup_services:
-            _sighup_handler.remove()
-            _sigusr1_handler.remove()
-            _sigterm_handler.remove()
-            _sigint_handler.remove()
+        remove_signals(self)
 
     def retire(self, things: List[Any], after: float) -> None:
         """
@@ -947,24 +925,7 @@ class ProxyService(service.MultiService):
         return results
 
     def listener_failed(self, message: str) -> None:
-        """
-        A listener could not bind: say so and stop the process with status 1.
-        """
-        self.failures.append(message)
-        log.critical("{message}", message=message)
-        try:
-            sys.__stderr__.write(f"twisted-proxy: {message}\n")  # type: ignore[union-attr]
-            sys.__stderr__.flush()  # type: ignore[union-attr]
-        except Exception:
-            pass
-        exit_process = getattr(self, "exit_process", None)
-        if exit_process is not None:
-            exit_process(1)
-            return
-        if self.reactor.running:
-            self.reactor.callLater(0, _hard_exit, self.reactor)
-        else:
-            self.reactor.callWhenRunning(_hard_exit, self.reactor)
+        listener_failed(self, message)
 
     def rotate_stats(self) -> None:
         """
@@ -984,6 +945,61 @@ class ProxyService(service.MultiService):
             if host in ("0.0.0.0", "::"):
                 self.own_addresses.add(("*", number))
             self.own_addresses.add((host, number))
+
+
+def listener_failed(top: Any, message: str) -> None:
+    """
+    A listener of C{top} (a L{ProxyService}, or a supervisor of workers)
+    could not bind: say so and stop the process with status 1.
+    """
+    top.failures.append(message)
+    log.critical("{message}", message=message)
+    try:
+        sys.__stderr__.write(f"twisted-proxy: {message}\n")  # type: ignore[union-attr]
+        sys.__stderr__.flush()  # type: ignore[union-attr]
+    except Exception:
+        pass
+    exit_process = getattr(top, "exit_process", None)
+    if exit_process is not None:
+        exit_process(1)
+        return
+    reactor = top.reactor
+    if reactor.running:
+        reactor.callLater(0, _hard_exit, reactor)
+    else:
+        reactor.callWhenRunning(_hard_exit, reactor)
+
+
+def install_signals(top: Any) -> None:
+    """
+    SIGHUP, SIGUSR1, SIGTERM and SIGINT call C{top}'s C{_sighup},
+    C{_sigusr1} and C{stop_signal} (a L{ProxyService}, or a supervisor of
+    workers): only under a real reactor, from the main thread (signal
+    handlers can only be set there); the handler hands the work to the
+    reactor thread.
+    """
+    from twisted.internet.base import ReactorBase
+
+    if not hasattr(signal, "SIGHUP") or not isinstance(top.reactor, ReactorBase):
+        return
+    if threading.current_thread() is not threading.main_thread():
+        return
+    _sighup_services.add(top)
+    _sighup_handler.install()
+    _sigusr1_handler.install()
+    # after the reactor's own SIGTERM / SIGINT handlers (installed as it
+    # starts running), which ours replace: a graceful stop, exit 0
+    top.reactor.callWhenRunning(_sigterm_handler.install)
+    top.reactor.callWhenRunning(_sigint_handler.install)
+
+
+def remove_signals(top: Any) -> None:
+    _sighup_services.discard(top)
+    if not _sighup_services:
+        _sighup_handler.remove()
+        _sigusr1_handler.remove()
+        _sigterm_handler.remove()
+        _sigint_handler.remove()
 
 
 class _SignalHandler:
@@ -1032,7 +1048,8 @@ class _SignalHandler:
             previous(signum, frame)
 
 
-_sighup_services: "weakref.WeakSet[ProxyService]" = weakref.WeakSet()
+#: the services the signals reach (ProxyService, workers.Supervisor)
+_sighup_services: "weakref.WeakSet[Any]" = weakref.WeakSet()
 _sighup_handler = _SignalHandler("SIGHUP", "_sighup")
 #: SIGUSR1 reopens the access log (logrotate's postrotate), as nginx -s reopen
 _sigusr1_handler = _SignalHandler("SIGUSR1", "_sigusr1", chain=True)

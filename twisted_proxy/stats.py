@@ -261,16 +261,22 @@ class ListenerStats:
 
     @property
     def latency(self) -> Histogram:
-        total = self.own_latency
-        for rstats in self.routes.values():
-            total = total.add(rstats.latency)
-        return total
+        """
+        The listener's whole-exchange durations: its own and its routes'.
+        """
+        return self._summed(self.own_latency, "latency")
 
     @property
     def upstream(self) -> Histogram:
-        total = self.own_upstream
+        """
+        The listener's upstream durations: its own and its routes'.
+        """
+        return self._summed(self.own_upstream, "upstream")
+
+    def _summed(self, own: Histogram, name: str) -> Histogram:
+        total = own
         for rstats in self.routes.values():
-            total = total.add(rstats.upstream)
+            total = total.add(getattr(rstats, name))
         return total
 
     def rotate(self) -> None:

@@ -320,18 +320,6 @@ class TreeSource:
         reports = [w.status for w in sup.serving() if w.status is not None]
         return merge_status(reports, sup.worker_list(), sup.generation, _iso(sup.loaded_at))
 
-    def listeners(self) -> List[dict]:
-        return self.status()["listeners"]  # type: ignore[no-any-return]
-
-    def backends(self) -> dict:
-        return self.status()["backends"]  # type: ignore[no-any-return]
-
-    def caches(self) -> dict:
-        return self.status()["caches"]  # type: ignore[no-any-return]
-
-    def access_log_dropped(self) -> int:
-        return self.status()["access_log_dropped"]  # type: ignore[no-any-return]
-
 
 class TreeCache:
     """
@@ -689,9 +677,9 @@ class Supervisor(service.MultiService):
         A listener could not bind: say so and stop with status 1 (as a
         single process does).
         """
-        from twisted_proxy.service import ProxyService
+        from twisted_proxy.service import listener_failed
 
-        ProxyService.listener_failed(self, message)  # type: ignore[arg-type]
+        listener_failed(self, message)
 
     def startService(self) -> None:
         service.MultiService.startService(self)
@@ -699,7 +687,9 @@ class Supervisor(service.MultiService):
             return
         for index in range(self.count):
             self.start_worker(index)
-        self._install_signals()
+        from twisted_proxy.service import install_signals
+
+        install_signals(self)
 
     def stopService(self) -> Any:
         """
@@ -717,7 +707,9 @@ class Supervisor(service.MultiService):
         def done(_: Any) -> None:
             if kill.active():
                 kill.cancel()
-            self._remove_signals()
+            from twisted_proxy.service import remove_signals
+
+            remove_signals(self)
             for svc in self.ports.values():
                 svc.stop_accepting()
             self.ports = {}
@@ -729,30 +721,7 @@ class Supervisor(service.MultiService):
             log.warn("worker {index} (pid {pid}) still running: killed", index=worker.index, pid=worker.pid)
             worker.signal("KILL")
 
-    # signals (the same handlers as a single process's)
-
-    def _install_signals(self) -> None:
-        from twisted.internet.base import ReactorBase
-
-        from twisted_proxy import service as svc
-
-        if not isinstance(self.reactor, ReactorBase):
-            return
-        svc._sighup_services.add(self)  # type: ignore[arg-type]
-        svc._sighup_handler.install()
-        svc._sigusr1_handler.install()
-        self.reactor.callWhenRunning(svc._sigterm_handler.install)
-        self.reactor.callWhenRunning(svc._sigint_handler.install)
-
-    def _remove_signals(self) -> None:
-        from twisted_proxy import service as svc
-
-        svc._sighup_services.discard(self)  # type: ignore[arg-type]
-        if not svc._sighup_services:
-            svc._sighup_handler.remove()
-            svc._sigusr1_handler.remove()
-            svc._sigterm_handler.remove()
-            svc._sigint_handler.remove()
+    # signals (the same handlers as a single process's: service.install_signals)
 
     def _sighup(self) -> None:
         log.info("SIGHUP: reloading the configuration")

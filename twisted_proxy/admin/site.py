@@ -210,6 +210,9 @@ class Collector:
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+        # one snapshot per scrape (a tree of workers sums theirs once)
+        status = self.source.status()
+
         requests = CounterMetricFamily(
             "twisted_proxy_requests", "Requests and tunnels answered", labels=["listener", "status"]
         )
@@ -222,10 +225,10 @@ class Collector:
         connections = GaugeMetricFamily(
             "twisted_proxy_connections", "Open client connections", labels=["listener"]
         )
-        for item in self.source.listeners():
+        for item in status["listeners"]:
             name = item["name"]
-            for status, count in item["by_status"].items():
-                requests.add_metric([name, status], count)
+            for code, count in item["by_status"].items():
+                requests.add_metric([name, code], count)
             decisions.add_metric([name, "deny"], item["denied"])
             decisions.add_metric([name, "error"], item["errors"])
             bytes_.add_metric([name, "in"], item["bytes_in"])
@@ -237,7 +240,7 @@ class Collector:
         in_flight = GaugeMetricFamily(
             "twisted_proxy_server_in_flight", "Requests in flight to a server", labels=["backend", "server"]
         )
-        for backend, servers in self.source.backends().items():
+        for backend, servers in status["backends"].items():
             for server in servers:
                 labels = [backend, server["server"]]
                 up.add_metric(labels, 1 if server["up"] and not server["ejected"] else 0)
@@ -245,13 +248,13 @@ class Collector:
         dropped = CounterMetricFamily(
             "twisted_proxy_access_log_dropped",
             "Access log lines dropped (a slow reader, failed writes)",
-            value=self.source.access_log_dropped(),
+            value=status["access_log_dropped"],
         )
         yield from (requests, decisions, bytes_, connections, up, in_flight, dropped)
-        yield from self.latency_metrics()
-        yield from self.cache_metrics()
+        yield from self.latency_metrics(status["listeners"])
+        yield from self.cache_metrics(status["caches"])
 
-    def latency_metrics(self) -> Iterator[Any]:
+    def latency_metrics(self, listeners: List[Dict[str, Any]]) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
         total = HistogramMetricFamily(
@@ -279,7 +282,7 @@ class Collector:
             "Requests answered per route, by status class",
             labels=["listener", "route", "backend", "class"],
         )
-        for item in self.source.listeners():
+        for item in listeners:
             name = item["name"]
             for family, key in ((total, "latency"), (upstream, "upstream_latency")):
                 if key in item:
@@ -292,7 +295,7 @@ class Collector:
                     route_requests.add_metric(labels + [klass], count)
         yield from (total, upstream, route_total, route_upstream, route_requests)
 
-    def cache_metrics(self) -> Iterator[Any]:
+    def cache_metrics(self, caches: Dict[str, Any]) -> Iterator[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         lookups = CounterMetricFamily(
@@ -310,7 +313,7 @@ class Collector:
             "twisted_proxy_cache_evictions", "Entries evicted for space", labels=["cache"]
         )
         purged = CounterMetricFamily("twisted_proxy_cache_purged", "Entries purged", labels=["cache"])
-        for name, c in self.source.caches().items():
+        for name, c in caches.items():
             for key, result in _CACHE_RESULTS:
                 lookups.add_metric([name, result], c[key])
             entries.add_metric([name], c["entries"])
@@ -339,6 +342,15 @@ class _Metrics(Resource):
         return generate_latest(self.registry)  # type: ignore[no-any-return]
 
 
+def _json(request: Any, value: Any) -> bytes:
+    """
+    C{value} as the JSON answer of an admin page (never cached).
+    """
+    request.setHeader(b"Content-Type", b"application/json")
+    request.setHeader(b"Cache-Control", b"no-store")
+    return json.dumps(value, indent=1).encode("utf-8")
+
+
 class _Status(Resource):
     isLeaf = True
 
@@ -347,9 +359,7 @@ class _Status(Resource):
         self.source = source
 
     def render_GET(self, request: Any) -> bytes:
-        request.setHeader(b"Content-Type", b"application/json")
-        request.setHeader(b"Cache-Control", b"no-store")
-        return json.dumps(self.source.status(), indent=1).encode("utf-8")
+        return _json(request, self.source.status())
 
 
 class _HistoryPage(Resource):
@@ -365,9 +375,7 @@ class _HistoryPage(Resource):
         self.history = history
 
     def render_GET(self, request: Any) -> bytes:
-        request.setHeader(b"Content-Type", b"application/json")
-        request.setHeader(b"Cache-Control", b"no-store")
-        return json.dumps({"interval": self.history.INTERVAL, "points": list(self.history.points)}).encode()
+        return _json(request, {"interval": self.history.INTERVAL, "points": list(self.history.points)})
 
 
 class _Reload(Resource):
