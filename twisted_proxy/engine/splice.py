@@ -46,6 +46,14 @@ IDLE_PIPES = 64
 _budget: list = []
 
 
+def splice_possible(conn: Any, front: Any) -> bool:
+    """
+    Whether a body could ever be spliced between C{conn}'s transport and
+    C{front}'s (splice(2) here, both plain TCP).
+    """
+    return ZERO_COPY and plain_tcp(conn.transport) and plain_tcp(front.transport)
+
+
 def can_splice(ex: Any, conn: Any, remaining: int) -> bool:
     """
     Whether the C{remaining} body bytes of the response C{conn} is reading

@@ -26,7 +26,7 @@ from typing import Any, Optional, Tuple
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_proxy.engine.splice import SPLICE_MIN, BodySplice, can_splice
+from twisted_proxy.engine.splice import SPLICE_MIN, BodySplice, can_splice, splice_possible
 from twisted_proxy.engine.timers import BODY, WAIT
 from twisted_proxy.flow import CONNECTING, write_soon
 from twisted_proxy.http import policy
@@ -283,7 +283,8 @@ class UpstreamLeg:
                 self.tunnel(conn, CONNECT_ESTABLISHED, b"")
             return
         head = ex.head
-        conn.attach(self, head.method == b"HEAD", ex)
+        # a body that goes straight to a plain TCP client may be spliced
+        conn.attach(self, head.method == b"HEAD", ex, self.sink is ex and splice_possible(conn, front))
         data = self.ctx.router.request_head(head, target, front.client_ip, server)
         transport = conn.transport
         write_soon(transport, data)

@@ -34,7 +34,7 @@ from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_proxy.flow import _PLAIN_TCP, Gate, Relay
+from twisted_proxy.flow import Gate, Relay
 from twisted_proxy.http.parser import BadResponse, ResponseParser
 
 log = Logger()
@@ -242,22 +242,22 @@ class UpstreamProtocol(Protocol):
 
     # used by upstream legs
 
-    def attach(self, leg: Any, no_body: bool, writer: Any) -> None:
+    def attach(self, leg: Any, no_body: bool, writer: Any, small_head_read: bool = False) -> None:
         """
         Serve C{leg}; the response parser's events go there (the leg may
         hand them on to its sink). C{writer} collects what one read
         produces for the client (its C{out} list) and sends it at once
-        (its C{flush()}).
+        (its C{flush()}). With C{small_head_read} (the body may be spliced
+        to the client: engine/splice.py), the head is read a few KiB at a
+        time, so that a large body after it is left in the socket for the
+        splice; the read size is set back once the head is in.
         """
         self.leg = leg
         self.writer = writer
         self.parser.sink = leg
         self.parser.expect(no_body)
-        transport = self.transport
-        if type(transport) in _PLAIN_TCP and not no_body:
-            # the head's read is small: a large body after it may then be
-            # spliced whole (engine/splice.py); set back once the head is in
-            transport.bufferSize = HEAD_READ
+        if small_head_read and not no_body:
+            self.transport.bufferSize = HEAD_READ
 
     def attach_raw(self, leg: Any) -> None:
         """
