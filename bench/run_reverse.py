@@ -7,7 +7,7 @@ Not a test: it prints figures and their ratios.  Run it with the project's
 virtualenv so the proxy runs the working tree:
 
     /work/venv/bin/python bench/run_reverse.py [--duration 10] [--connections 50]
-        [--repeat 3] [--big-mb 1024] [--skip-rss] [--skip-wrk]
+        [--repeat 3] [--big-mb 1024] [--skip-rss] [--skip-wrk] [--histograms-off]
 
 It uses only the standard library plus nginx (nginx-light), wrk, curl,
 openssl (or sha256sum) and taskset from the system, and Twisted for the
@@ -33,7 +33,7 @@ import shutil
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -91,7 +91,7 @@ DECIMAL_MB = 1_000_000
 PROXY_CONF = """\
 [proxy]
 access_log = "off"
-
+{settings}
 [[listener]]
 name = "bench"
 kind = "reverse"
@@ -145,9 +145,11 @@ def reverse_proxy(
     label: str,
     origin: int,
     sink: int | None = None,
+    settings: str = "",
 ) -> Iterator[Proxy]:
     def make_config(port: int) -> str:
         return PROXY_CONF.format(
+            settings=settings,
             port=port,
             origin=origin,
             routes=SINK_ROUTE if sink is not None else "",
@@ -262,6 +264,9 @@ DIRECT = "direct (nginx origin)"
 PROXY = "twisted-proxy reverse"
 NGINX = "nginx reverse (keepalive 64)"
 BARE = "bare Twisted relay"
+NO_HISTOGRAMS = "twisted-proxy, no histograms"
+#: twisted-proxy (histograms on, the default) / the same without them
+TARGET_HISTOGRAMS = 0.95
 
 
 # ---------------------------------------------------------------------------
@@ -279,6 +284,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-wrk", action="store_true", help="skip the wrk runs (only the RSS check)")
     p.add_argument("--skip-nginx-proxy", action="store_true", help="do not measure nginx as a reverse proxy")
     p.add_argument("--skip-bare", action="store_true", help="do not measure the bare Twisted relay")
+    p.add_argument(
+        "--histograms-off",
+        action="store_true",
+        help="also measure twisted-proxy with latency_histograms = false (their cost, same run)",
+    )
     return p.parse_args(argv)
 
 
@@ -336,7 +346,7 @@ def main() -> int:
 def bench_wrk_all(procs: Processes, args: argparse.Namespace, tmp: str, origin: Nginx, errors: list[str]) -> list[str]:
     failures: list[str] = []
     targets = [Target(DIRECT, origin.port, children(origin.proc.pid), args.origin_cpu)]
-    with reverse_proxy(procs, args, tmp, "wrk", origin.port) as proxy:
+    with ExitStack() as stack, reverse_proxy(procs, args, tmp, "wrk", origin.port) as proxy:
         print(f"twisted-proxy on 127.0.0.1:{proxy.port}", flush=True)
         print_config(f"twisted-proxy config ({proxy.conf})", proxy.config)
         targets.append(Target(PROXY, proxy.port, [proxy.proc.pid], args.proxy_cpu))
@@ -356,6 +366,12 @@ def bench_wrk_all(procs: Processes, args: argparse.Namespace, tmp: str, origin: 
             relay, relay_pid = start_relay(procs, args, tmp, origin.port)
             print(f"bare Twisted relay on 127.0.0.1:{relay}", flush=True)
             targets.append(Target(BARE, relay, [relay_pid], args.proxy_cpu))
+        if args.histograms_off:
+            nohist = stack.enter_context(
+                reverse_proxy(procs, args, tmp, "wrk-nohist", origin.port, settings="latency_histograms = false\n")
+            )
+            print(f"twisted-proxy with latency_histograms = false on 127.0.0.1:{nohist.port}", flush=True)
+            targets.append(Target(NO_HISTOGRAMS, nohist.port, [nohist.proc.pid], args.proxy_cpu))
 
         order = [t.label for t in targets]
         small = {r.label: r for r in bench_path(args, targets, "/100b")}
@@ -393,6 +409,15 @@ def bench_wrk_all(procs: Processes, args: argparse.Namespace, tmp: str, origin: 
         )
         if not ok:
             failures.append("100 B vs nginx")
+    if NO_HISTOGRAMS in small:
+        h = small[NO_HISTOGRAMS]
+        ok = h.rps > 0 and p.rps / h.rps >= TARGET_HISTOGRAMS
+        print(
+            f"  100 B with latency histograms / without: {verdict(ok)} {ratio(p.rps, h.rps)}x "
+            f"({p.rps:.0f} / {h.rps:.0f} req/s; target >= {TARGET_HISTOGRAMS:g}x)"
+        )
+        if not ok:
+            failures.append("latency histograms' cost")
     d, q = large[DIRECT], large[PROXY]
     ok = d.transfer_bps > 0 and q.transfer_bps / d.transfer_bps >= TARGET_64K_RATIO
     print(
