@@ -9,6 +9,9 @@ percent shows where wrk on this machine (±10 % per round) cannot.
     python bench/request_cost.py --base /path/to/older/checkout          # callgrind instructions/request
     python bench/request_cost.py --base /path/to/older/checkout --time   # wall-clock µs/request (noisy)
 
+Cases: forward and reverse (100 B, 64 KiB in 16 KiB reads) and cache hits
+(a reverse listener whose cache holds the 100 B answer in memory).
+
 Each tree is imported from its own folder (PYTHONPATH first). Needs
 valgrind for the default mode (Debian: valgrind); the project's virtualenv
 for Twisted. Prints instructions (or µs) per request for base and new and
@@ -47,6 +50,20 @@ from twisted_proxy.upstream.pool import Pool
 
 clock = MemoryReactorClock()
 pool = Pool(clock)
+origin = None
+hit = mode == "hit"
+if hit:
+    # a reverse listener whose cache holds the answer: after the first
+    # request (a miss, stored), every request is a hit from memory
+    import tempfile
+    from twisted_proxy.cache.origin import CacheOrigin
+    from twisted_proxy.cache.shared import SharedCache
+    from twisted_proxy.engine.upstream import UpstreamOrigin
+    from twisted_proxy.model import CacheConfig
+    cache = SharedCache(CacheConfig(name="edge", path=tempfile.mkdtemp()), clock)
+    cache.open()
+    origin = CacheOrigin(UpstreamOrigin(), cache, clock)
+    mode = "reverse"
 if mode == "reverse":
     backend = Backend(BackendConfig(name="o", servers=(ServerConfig(
         url="http://127.0.0.1:5001", scheme="http", host="127.0.0.1", port=5001),)), clock)
@@ -56,14 +73,15 @@ else:
     router = ForwardRouter()
     request = b"GET http://127.0.0.1:5001/x HTTP/1.1\r\nHost: 127.0.0.1:5001\r\n\r\n"
 ctx = ListenerContext("bench", clock, ProxySettings(pool_max_idle=128), pool, NullAccessLog(clock),
-                      router, [], [ipaddress.ip_network("127.0.0.0/8")], kind=mode)
+                      router, [], [ipaddress.ip_network("127.0.0.0/8")], kind=mode, origin=origin)
 front = FrontFactory(ctx).buildProtocol(None)
 ft = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
 front.makeConnection(ft)
 response = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Wed, 02 Dec 2026 07:00:00 GMT\r\n"
             b"Content-Type: application/octet-stream\r\nContent-Length: %d\r\n"
             b"Last-Modified: Wed, 02 Dec 2026 06:00:00 GMT\r\nConnection: keep-alive\r\n"
-            b"ETag: \"abc-64\"\r\nAccept-Ranges: bytes\r\n\r\n" % body) + b"x" * body
+            b"ETag: \"abc-64\"\r\nAccept-Ranges: bytes\r\n%s\r\n"
+            % (body, b"Cache-Control: max-age=3600\r\n" if hit else b"")) + b"x" * body
 reads = [response[i:i + 16384] for i in range(0, len(response), 16384)]
 front.dataReceived(request)
 host, port, factory, timeout, bind = clock.tcpClients[0]
@@ -73,6 +91,15 @@ up.makeConnection(ut)
 for data in reads:
     up.dataReceived(data)
 assert ft.value().count(b" 200 OK") == 1, ft.value()[:200]
+if hit:
+    # the store writes its file in later reactor turns
+    for _ in range(100):
+        clock.advance(0.01)
+    ft.clear()
+    front.dataReceived(request)
+    clock.advance(0)
+    assert b"; hit" in ft.value(), ft.value()[:400]
+    reads = []
 # from now on writes are dropped: StringTransport's growing buffer would
 # count reallocations that depend on the heap's layout, not on the proxy
 for transport in (ft, ut):
@@ -98,6 +125,11 @@ if timed:
 else:
     run(n)
 '''
+
+
+#: (mode, body size): forward and reverse through one upstream connection,
+#: and cache hits (a reverse listener with a cache holding the answer)
+CASES = (("forward", 100), ("forward", 65536), ("reverse", 100), ("reverse", 65536), ("hit", 100))
 
 
 def instructions(python: str, script: str, root: str, mode: str, body: int, n: int) -> int:
@@ -127,6 +159,7 @@ def main() -> int:
     p.add_argument("--new", default=ROOT, help="checkout under test (default: this one)")
     p.add_argument("--time", action="store_true", help="wall-clock µs/request instead of callgrind")
     p.add_argument("--requests", type=int, default=1000, help="requests counted per run (1000)")
+    p.add_argument("--cases", default="", help="only these modes, comma-separated (forward,reverse,hit)")
     args = p.parse_args()
     python = sys.executable
     if not args.time and shutil.which("valgrind") is None:
@@ -138,8 +171,10 @@ def main() -> int:
             f.write(LOOP)
         unit = "µs/request" if args.time else "instructions/request"
         print(f"{'case':<18} {'base':>14} {'new':>14}  new/base   ({unit})")
-        for mode in ("forward", "reverse"):
-            for body in (100, 65536):
+        for mode, body in CASES:
+            if args.cases and mode not in args.cases.split(","):
+                continue
+            if True:
                 figures = []
                 for root in (args.base, args.new):
                     if args.time:
@@ -162,6 +197,8 @@ def main() -> int:
                             print(e, file=sys.stderr)
                             return 2
                 label = f"{mode} {'100 B' if body == 100 else '64 KiB'}"
+                if mode == "hit":
+                    label = f"reverse hit {'100 B' if body == 100 else '64 KiB'}"
                 print(f"{label:<18} {figures[0]:>14,.1f} {figures[1]:>14,.1f}  {figures[1] / figures[0]:8.3f}")
     return 0
 
