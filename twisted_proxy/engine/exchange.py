@@ -143,8 +143,12 @@ class Exchange:
 
     # the stages, in order
 
-    def start(self) -> None:
-        self.front.set_timer(BODY, self.ctx.settings.idle_timeout)
+    def start(self, now: float = 0.0) -> None:
+        """
+        Begin with the policy stage (C{now}: the clock's time when the
+        caller has just read it).
+        """
+        self.front.set_timer(BODY, self.ctx.settings.idle_timeout, now)
         self.ctx.policy.admit(self)
 
     def progress(self) -> None:
@@ -624,4 +628,4 @@ class Exchange:
                 self.rule,
                 self.cache,
             )
-        self.front.exchange_done(self)
+        self.front.exchange_done(self, now)

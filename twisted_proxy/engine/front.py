@@ -162,9 +162,13 @@ class FrontProtocol(Protocol):
 
     # timers: one DelayedCall, moved lazily
 
-    def set_timer(self, kind: int, seconds: float) -> None:
+    def set_timer(self, kind: int, seconds: float, now: float = 0.0) -> None:
+        """
+        Time C{kind} out C{seconds} from C{now} (the clock's time when the
+        caller has just read it, else read here).
+        """
         self.timer_kind = kind
-        self.deadline = self.clock.seconds() + seconds
+        self.deadline = (now or self.clock.seconds()) + seconds
         if self.timer is None:
             self.timer = self.clock.callLater(
                 min(seconds, self.ctx.timer_step), self._timer_fired
@@ -438,7 +442,7 @@ class FrontProtocol(Protocol):
         self.receiving = ex
         if self.current is None:
             self.current = ex
-            ex.start()
+            ex.start(ex.start_time)
         else:
             self.queue.append(ex)
             self.gate.pause(QUEUED)
@@ -529,9 +533,10 @@ class FrontProtocol(Protocol):
         log.debug("bad request from {client}: {why}", client=self.client_ip, why=error.message)
         self.transport.loseConnection()
 
-    def exchange_done(self, ex: Exchange) -> None:
+    def exchange_done(self, ex: Exchange, now: float = 0.0) -> None:
         """
-        C{ex} has been answered completely: serve the next request.
+        C{ex} has been answered completely (at C{now}, when the caller
+        read the clock): serve the next request.
         """
         if self.current is not ex:
             return
@@ -556,7 +561,7 @@ class FrontProtocol(Protocol):
         if self.read_closed:
             self.transport.loseConnection()
             return
-        self.set_timer(IDLE, self.ctx.settings.idle_timeout)
+        self.set_timer(IDLE, self.ctx.settings.idle_timeout, now)
         limiter = self.limiter
         if limiter is not None and limiter.full:
             limiter.idle(self)
