@@ -31,6 +31,11 @@ log = Logger()
 
 #: the default ports of the schemes a cache sees
 DEFAULT_PORTS = {"http": 80, "https": 443}
+#: primary keys remembered per (host, port, path, scheme), the memo cleared
+#: when it reaches this many (a hit then builds no string)
+KEY_MEMO_SIZE = 4096
+#: longer paths are not remembered (the memo's memory stays small)
+KEY_MEMO_PATH = 512
 
 
 def normalize_url(url: str) -> Optional[str]:
@@ -99,6 +104,8 @@ class SharedCache:
         self.fills: Dict[str, Any] = {}
         #: full key -> its decoded entry (twisted_proxy.cache.origin.View)
         self.views: Dict[str, Any] = {}
+        #: (host, port, path, scheme) -> its primary key (see KEY_MEMO_SIZE)
+        self._keys: Dict[tuple, str] = {}
         self.opened = False
 
     def reconfigure(self, config: Any) -> None:
@@ -161,13 +168,22 @@ class SharedCache:
             return False
         return self.domains is None or bool(self.domains.matches(host))
 
-    @staticmethod
-    def primary_key(target: Any) -> str:
+    def primary_key(self, target: Any) -> str:
         path = target.request_path
+        memo = (target.host, target.port, path, target.scheme)
+        key = self._keys.get(memo)
+        if key is not None:
+            return key
         if path[:1] != b"/":
             # a parent proxy's absolute form: the path is in client_path
             path = b"/"
-        return f"{target.scheme}://{_host(target.host)}:{target.port}{path.decode('latin-1')}"
+        key = f"{target.scheme}://{_host(target.host)}:{target.port}{path.decode('latin-1')}"
+        if len(memo[2]) <= KEY_MEMO_PATH:
+            keys = self._keys
+            if len(keys) >= KEY_MEMO_SIZE:
+                keys.clear()
+            keys[memo] = key
+        return key
 
     def full_key(self, primary: str, request_headers: Any) -> str:
         names = self.vary.get(primary)

@@ -154,6 +154,9 @@ class RequestPolicy:
                 403, f"CONNECT to port {target.port} is not allowed", "deny", "listener.connect_ports"
             )
             return
+        if not target.filters and not self.filters:
+            ex.admitted()
+            return
         chain = self.chain(target.filters)
         if chain.request:
             ex.chain = chain

@@ -382,10 +382,11 @@ class RequestParser:
                             tokens.add(token)
             if framing == 1 and _content_length_is_zero(headers):
                 framing = 0
-        if not parser.should_upgrade():
+        upgrading = parser.should_upgrade()
+        if not upgrading:
             upgrade = None
         url = self._url[0] if len(self._url) == 1 else b"".join(self._url)
-        if framing == 1 and not parser.should_upgrade():
+        if framing == 1 and not upgrading:
             self._length = int(headers[lnames.index(b"content-length")][1])
         head = RequestHead(
             parser.get_method(),
