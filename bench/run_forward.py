@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -49,9 +50,11 @@ from common import (  # noqa: E402
     count_lines,
     fmt_ms,
     fmt_pct,
+    free_port,
     install_signal_handlers,
     make_sparse,
     make_www,
+    pinned,
     print_config,
     rss_kb,
     run_curl,
@@ -61,6 +64,7 @@ from common import (  # noqa: E402
     start_sink,
     toml_string,
     verdict,
+    wait_for_port,
     warm_up,
 )
 
@@ -69,6 +73,7 @@ LUA = os.path.join(HERE, "absolute.lua")
 TARGET_RPS = 15000.0
 TARGET_P99_MS = 6.0
 TARGET_CONNECT_RATIO = 0.70
+TARGET_CONNECT_TLS_RATIO = 0.95
 TARGET_RSS_MB = 32.0
 
 # The shipped defaults (the pool's process-wide idle bound keeps a connection
@@ -81,7 +86,20 @@ access_log = {access_log}
 name = "bench"
 kind = "forward"
 endpoint = "tcp:{port}:interface=127.0.0.1"
-connect_ports = [{connect_port}]
+connect_ports = [{connect_ports}]
+"""
+
+# the origin's TLS twin for CONNECT with TLS inside: the same files over
+# HTTPS (TLS 1.2 and 1.3, ECDHE AEAD ciphers), a trustme certificate
+TLS_ORIGIN_SERVER = """\
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_ciphers ECDHE+AESGCM:ECDHE+CHACHA20;
+        root {www};
+    }}
 """
 
 
@@ -93,10 +111,13 @@ def forward_proxy(
     label: str,
     origin_port: int,
     access_log: str | None,
+    tls_port: int | None = None,
 ) -> Iterator[Proxy]:
     def make_config(port: int) -> str:
+        ports = [origin_port] + ([tls_port] if tls_port else [])
         return PROXY_CONF.format(
-            access_log=toml_string(access_log or "off"), port=port, connect_port=origin_port
+            access_log=toml_string(access_log or "off"), port=port,
+            connect_ports=", ".join(str(p) for p in ports),
         )
 
     def check(proxy: Proxy) -> None:
@@ -189,7 +210,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--wrk-repeat", type=int, default=1,
                    help="wrk runs per target; the best is reported, errors of all runs counted (1)")
     p.add_argument("--rss-mb", type=int, default=1024, help="body size for the RSS check in MiB (1024)")
-    p.add_argument("--skip-connect", action="store_true", help="skip the CONNECT transfer")
+    p.add_argument("--skip-connect", action="store_true", help="skip the CONNECT transfers")
+    p.add_argument("--no-squid", action="store_true", help="no Squid or HAProxy peers in the CONNECT transfers (default: when installed)")
     p.add_argument("--skip-log", action="store_true", help="skip the wrk run with the access log on")
     p.add_argument("--direct-only", action="store_true", help="only measure nginx directly (no proxy)")
     return p.parse_args(argv)
@@ -226,7 +248,14 @@ def main() -> int:
             return 0
 
         connect = None
-        with forward_proxy(procs, args, tmp, "nolog", origin, None) as proxy:
+        connect_tls = None
+        tls_origin = None
+        squid = haproxy = None
+        if not args.skip_connect:
+            tls_origin = start_tls_origin(procs, args, tmp, www)
+            squid = start_squid(procs, args, tmp)
+            haproxy = start_haproxy_relay(procs, args, tmp, tls_origin)
+        with forward_proxy(procs, args, tmp, "nolog", origin, None, tls_origin) as proxy:
             print(f"proxy on 127.0.0.1:{proxy.port} (access log off)", flush=True)
             print_config(f"proxy config ({proxy.conf})", proxy.config)
             results.append(
@@ -234,7 +263,12 @@ def main() -> int:
                           [proxy.proc.pid], args.proxy_cpu, origin_url)
             )
             if not args.skip_connect:
-                connect = bench_connect(procs, args, origin, proxy)
+                connect = bench_connect(procs, args, f"http://127.0.0.1:{origin}/big", proxy, squid)
+                assert tls_origin is not None
+                connect_tls = bench_connect(
+                    procs, args, f"https://127.0.0.1:{tls_origin}/big", proxy, squid,
+                    f"https://127.0.0.1:{haproxy}/big" if haproxy else None,
+                )
 
         if not args.skip_log:
             log_path = os.path.join(tmp, "access.log")
@@ -265,11 +299,16 @@ def main() -> int:
             if not ok or not clean:
                 failures.append(r.label)
 
-        if connect is not None:
-            direct_t, proxied_t = connect
+        for what, found, target in (
+            ("CONNECT bulk download", connect, TARGET_CONNECT_RATIO),
+            ("CONNECT bulk download with TLS inside (https through the tunnel)", connect_tls, TARGET_CONNECT_TLS_RATIO),
+        ):
+            if found is None:
+                continue
+            direct_t, proxied_t, squid_t, relay_t = found
             ratio = proxied_t.speed / direct_t.speed if direct_t.speed else 0.0
             print()
-            print(f"CONNECT bulk download, {args.big_mb} MiB (curl -p -x), best of {max(1, args.repeat)}")
+            print(f"{what}, {args.big_mb} MiB (curl -p -x), best of {max(1, args.repeat)}")
             use = proxied_t.cpu
             print(f"{'run':<28}{'MiB/s':>10}{'seconds':>10}{'ratio':>8}{'cpu%':>6}{'wait%':>6}{'steal%':>7}")
             print(f"{'direct (nginx)':<28}{direct_t.speed / MB:>10.1f}{direct_t.seconds:>10.2f}{1.0:>8.2f}{'-':>6}{'-':>6}{'-':>7}")
@@ -278,10 +317,16 @@ def main() -> int:
                 f"{fmt_pct(use.cpu if use else None):>6}{fmt_pct(use.wait if use else None):>6}"
                 f"{fmt_pct(use.steal if use else None):>7}"
             )
-            ok = ratio >= TARGET_CONNECT_RATIO
-            print(f"  {verdict(ok)} (target >= {TARGET_CONNECT_RATIO:.0%} of direct)", flush=True)
+            if squid_t is not None:
+                print(f"{'squid, CONNECT tunnel':<28}{squid_t.speed / MB:>10.1f}{squid_t.seconds:>10.2f}"
+                      f"{squid_t.speed / direct_t.speed if direct_t.speed else 0.0:>8.2f}")
+            if relay_t is not None:
+                print(f"{'haproxy, TCP relay':<28}{relay_t.speed / MB:>10.1f}{relay_t.seconds:>10.2f}"
+                      f"{relay_t.speed / direct_t.speed if direct_t.speed else 0.0:>8.2f}")
+            ok = ratio >= target
+            print(f"  {verdict(ok)} (target >= {target:.0%} of direct)", flush=True)
             if not ok:
-                failures.append("CONNECT")
+                failures.append(what)
 
         if not args.skip_rss:
             if not bench_rss(procs, args, tmp, origin):
@@ -304,21 +349,141 @@ def main() -> int:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def bench_connect(procs: Processes, args: argparse.Namespace, origin: int, proxy: Proxy) -> tuple[Transfer, Transfer]:
+def start_tls_origin(procs: Processes, args: argparse.Namespace, tmp: str, www: str) -> int:
     """
-    Best of --repeat downloads each way, interleaved, after one unreported
-    direct download that brings the file into the page cache.
+    nginx serving C{www} over HTTPS (a trustme ECDSA certificate for
+    127.0.0.1): the origin of CONNECT with TLS inside. Its port.
     """
-    url = f"http://127.0.0.1:{origin}/big"
+    from run_tls import make_certificate
+
+    cert, key = make_certificate(tmp, "ECDSA")
+    nginx = start_nginx(
+        procs, tmp, args.origin_cpu, "tls-origin",
+        lambda port: TLS_ORIGIN_SERVER.format(port=port, cert=cert, key=key, www=www),
+    )
+    print(f"nginx (TLS) on 127.0.0.1:{nginx.port}", flush=True)
+    return nginx.port
+
+
+SQUID_CONF = """\
+http_port 127.0.0.1:{port}
+acl CONNECT method CONNECT
+http_access allow localhost
+http_access deny all
+cache deny all
+access_log none
+cache_log {dir}/cache.log
+pid_filename {dir}/squid.pid
+coredump_dir {dir}
+workers 1
+"""
+
+
+def start_squid(procs: Processes, args: argparse.Namespace, tmp: str) -> int | None:
+    """
+    Squid (one worker, no cache, no access log) on the proxy's core, as a
+    peer for the CONNECT downloads; its port, or None without squid.
+    """
+    squid = shutil.which("squid") or ("/usr/sbin/squid" if os.path.exists("/usr/sbin/squid") else None)
+    if squid is None or args.no_squid:
+        return None
+    directory = os.path.join(tmp, "squid")
+    os.makedirs(directory, exist_ok=True)
+    port = free_port()
+    conf = os.path.join(directory, "squid.conf")
+    with open(conf, "w") as f:
+        f.write(SQUID_CONF.format(port=port, dir=directory))
+    log = os.path.join(directory, "stderr.log")
+    with open(log, "wb") as out:
+        proc = procs.start(pinned(args.proxy_cpu, [squid, "-N", "-f", conf]), stdout=out, stderr=subprocess.STDOUT,
+                           stdin=subprocess.DEVNULL)
+    wait_for_port(port, proc, "squid", 20, [log, os.path.join(directory, "cache.log")])
+    print(f"squid on 127.0.0.1:{port} (peer for the CONNECT downloads)", flush=True)
+    return port
+
+
+HAPROXY_TCP = """\
+global
+    nbthread 1
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend relay
+    bind 127.0.0.1:{port}
+    default_backend origin
+backend origin
+    server origin 127.0.0.1:{origin}
+"""
+
+
+def start_haproxy_relay(procs: Processes, args: argparse.Namespace, tmp: str, origin: int) -> int | None:
+    """
+    HAProxy in TCP mode (one thread) on the proxy's core, relaying to
+    C{origin}: the cheapest relay there is, a floor for any proxy between
+    the client and the origin on this layout. Its port, or None without
+    haproxy.
+    """
+    haproxy = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None)
+    if haproxy is None or args.no_squid:
+        return None
+    directory = os.path.join(tmp, "haproxy")
+    os.makedirs(directory, exist_ok=True)
+    port = free_port()
+    conf = os.path.join(directory, "haproxy.cfg")
+    with open(conf, "w") as f:
+        f.write(HAPROXY_TCP.format(port=port, origin=origin))
+    log = os.path.join(directory, "stderr.log")
+    with open(log, "wb") as out:
+        proc = procs.start(pinned(args.proxy_cpu, [haproxy, "-db", "-f", conf]), stdout=out, stderr=subprocess.STDOUT,
+                           stdin=subprocess.DEVNULL)
+    wait_for_port(port, proc, "haproxy", 20, [log])
+    print(f"haproxy (TCP relay to 127.0.0.1:{origin}) on 127.0.0.1:{port}", flush=True)
+    return port
+
+
+def bench_connect(
+    procs: Processes,
+    args: argparse.Namespace,
+    url: str,
+    proxy: Proxy,
+    squid: int | None = None,
+    relay: str | None = None,
+) -> tuple[Transfer, Transfer, Transfer | None, Transfer | None]:
+    """
+    Best of --repeat downloads of C{url} each way (directly, and through a
+    CONNECT tunnel: C{curl -p -x}; an https URL is TLS end to end, the
+    proxy relays its records), interleaved, after one unreported direct
+    download that brings the file into the page cache.
+    """
+    if url.startswith("https:"):
+        # the client checks nothing: the certificate is trustme's
+        args_tls = ["-k"]
+    else:
+        args_tls = []
     expected = args.big_mb * MB
-    check_transfer("direct download (warm-up)", run_curl(procs, args, [url]), expected)
+    check_transfer("direct download (warm-up)", run_curl(procs, args, args_tls + [url]), expected)
     best_direct: Transfer | None = None
     best_proxied: Transfer | None = None
+    best_squid: Transfer | None = None
+    best_relay: Transfer | None = None
     for _ in range(max(1, args.repeat)):
-        direct = run_curl(procs, args, [url])
+        if relay is not None:
+            # the same URL through a TCP relay (no CONNECT)
+            through = run_curl(procs, args, args_tls + [relay])
+            check_transfer("download through the TCP relay", through, expected)
+            if best_relay is None or through.speed > best_relay.speed:
+                best_relay = through
+        if squid is not None:
+            other = run_curl(procs, args, args_tls + ["-p", "-x", f"http://127.0.0.1:{squid}", url])
+            check_transfer("CONNECT download through squid", other, expected)
+            if best_squid is None or other.speed > best_squid.speed:
+                best_squid = other
+        direct = run_curl(procs, args, args_tls + [url])
         check_transfer("direct download", direct, expected)
         with CpuMeter([proxy.proc.pid], args.proxy_cpu) as meter:
-            proxied = run_curl(procs, args, ["-p", "-x", f"http://127.0.0.1:{proxy.port}", url])
+            proxied = run_curl(procs, args, args_tls + ["-p", "-x", f"http://127.0.0.1:{proxy.port}", url])
         proxied.cpu = meter.use
         check_transfer("CONNECT download through the proxy", proxied, expected)
         if best_direct is None or direct.speed > best_direct.speed:
@@ -326,7 +491,7 @@ def bench_connect(procs: Processes, args: argparse.Namespace, origin: int, proxy
         if best_proxied is None or proxied.speed > best_proxied.speed:
             best_proxied = proxied
     assert best_direct is not None and best_proxied is not None
-    return best_direct, best_proxied
+    return best_direct, best_proxied, best_squid, best_relay
 
 
 def bench_rss(procs: Processes, args: argparse.Namespace, tmp: str, origin: int) -> bool:
