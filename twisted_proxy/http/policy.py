@@ -163,14 +163,16 @@ def _relay_request_headers(
     via: List[bytes] = []
     forwarding: List[Tuple[bytes, bytes, bytes]] = []
     special = REQUEST_SPECIAL
-    for name, value in headers:
+    colon = b": ".join  # (one call per field: no intermediate bytes)
+    for field in headers:
+        name, value = field
         lname = name.lower()
         if (
             lname not in special
             and not (tokens and lname in tokens)
             and not (strip and lname in strip)
         ):
-            append(name + b": " + value)
+            append(colon(field))
             continue
         if lname in HOP_BY_HOP or lname == b"host":
             continue
@@ -259,16 +261,17 @@ def response_head(
     lines = [b"HTTP/1.1 %d %s" % (status, reason)]
     append = lines.append
     via: List[bytes] = []
-    for (name, value), lname in zip(headers, lnames):
+    colon = b": ".join  # (one call per field: no intermediate bytes)
+    for field, lname in zip(headers, lnames):
         if lname in skip:
             if lname == b"content-length":
                 # kept even if named in Connection (see request_head)
                 if framing == CONTENT_LENGTH or framing == NO_BODY:
-                    append(name + b": " + value)
+                    append(colon(field))
             elif lname == b"via" and lname not in hide:
-                via.append(value)
+                via.append(field[1])
             continue
-        append(name + b": " + value)
+        append(colon(field))
     if add_via:
         via.append(VIA_TOKEN)
     if via:
