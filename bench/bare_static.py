@@ -18,6 +18,16 @@ proxy's own cache work costs; this responder / nginx says what Twisted and
 CPython cost, which no code of the proxy can remove.
 
     python bench/bare_static.py --port 8082 --size 100
+    python bench/bare_static.py --port 8443 --tls CERT KEY --tls-stack pyopenssl
+    python bench/bare_static.py --port 8443 --tls CERT KEY --tls-stack stdlib
+
+With --tls it answers over TLS (TLS 1.2 and 1.3, no session tickets, as
+nginx in run_tls.py), by one of two stacks: pyopenssl, Twisted's own TLS
+layer (twisted.protocols.tls over pyOpenSSL: what twisted-proxy's
+listeners use); stdlib, a minimal layer of this file over the standard
+library's ssl.SSLObject and MemoryBIO (no certificate verification, no
+SNI, no renegotiation, no half-close: a measure of what such a transport
+could gain, not one to serve with).
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ class Responder(protocol.Protocol):
 
     def __init__(self, response: bytes, write: Any) -> None:
         self.response = response
+        self.close_response = response.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1)
         self.write = write
         self.parser = httptools.HttpRequestParser(self)
 
@@ -54,7 +65,78 @@ class Responder(protocol.Protocol):
             self.transport.loseConnection()
 
     def on_message_complete(self) -> None:
-        self.write(self.transport, self.response)
+        if self.parser.should_keep_alive():
+            self.write(self.transport, self.response)
+        else:
+            # the client asked to close (a handshake benchmark): so do we
+            self.transport.write(self.close_response)
+            self.transport.loseConnection()
+
+
+class StdlibTLS(protocol.Protocol):
+    """
+    TLS over the standard library's C{ssl.SSLObject}: the records of a
+    read are decrypted, the inner protocol's writes encrypted, and what the
+    read produced sent once at its end (see the module docstring).
+    """
+
+    transport: Any
+
+    def __init__(self, context: Any, inner: Any) -> None:
+        import ssl
+
+        self.ssl = ssl
+        self.incoming = ssl.MemoryBIO()
+        self.outgoing = ssl.MemoryBIO()
+        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_side=True)
+        self.ready = False
+        self.inner = inner
+        self.in_read = False
+        #: write_soon (or a plain write with --plain-write)
+        self.writer: Any = None
+
+    def connectionMade(self) -> None:
+        self.transport.setTcpNoDelay(True)
+        self.inner.transport = self  # (the inner protocol writes here)
+
+    def dataReceived(self, data: bytes) -> None:
+        ssl = self.ssl
+        self.incoming.write(data)
+        self.in_read = True
+        try:
+            if not self.ready:
+                try:
+                    self.tls.do_handshake()
+                except ssl.SSLWantReadError:
+                    return
+                self.ready = True
+            while True:
+                try:
+                    chunk = self.tls.read(65536)
+                except ssl.SSLWantReadError:
+                    break
+                if not chunk:
+                    self.transport.loseConnection()
+                    break
+                self.inner.dataReceived(chunk)
+        except ssl.SSLError:
+            self.transport.abortConnection()
+        finally:
+            self.in_read = False
+            self.flush()
+
+    def write(self, data: bytes) -> None:
+        self.tls.write(data)
+        if not self.in_read:
+            self.flush()
+
+    def flush(self) -> None:
+        out = self.outgoing.read()
+        if out:
+            self.writer(self.transport, out)
+
+    def loseConnection(self) -> None:
+        self.transport.loseConnection()
 
 
 class ResponderFactory(protocol.Factory):
@@ -82,13 +164,51 @@ def main(argv: Any = None) -> int:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--size", type=int, default=100)
     p.add_argument("--plain-write", action="store_true", help="Twisted's transport.write")
+    p.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="answer over TLS with this chain and key")
+    p.add_argument("--tls-stack", choices=("pyopenssl", "stdlib"), default="pyopenssl",
+                   help="Twisted's TLS layer over pyOpenSSL, or ssl.SSLObject (see above)")
     args = p.parse_args(argv)
     from twisted.internet import epollreactor
 
     epollreactor.install()
     from twisted.internet import reactor
 
-    reactor.listenTCP(args.port, ResponderFactory(args.size, args.plain_write), backlog=1024, interface="127.0.0.1")  # type: ignore[attr-defined]
+    factory: Any = ResponderFactory(args.size, args.plain_write)
+    if args.tls and args.tls_stack == "pyopenssl":
+        # the listeners' own TLS stack: twisted_proxy.tls.ServerTLS (its
+        # contexts, ciphers and groups) under Twisted's TLS layer
+        from twisted.protocols.tls import TLSMemoryBIOFactory
+
+        from twisted_proxy.model import CertificateConfig, TLSConfig
+        from twisted_proxy.tls import ServerTLS
+
+        config = TLSConfig(certificates=(CertificateConfig(*(os.path.abspath(path) for path in args.tls)),))
+        factory = TLSMemoryBIOFactory(ServerTLS(config, "bare"), False, factory)
+    elif args.tls:
+        import ssl
+
+        from twisted_proxy.flow import write_soon
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(*args.tls)
+        context.set_ciphers("ECDHE+AESGCM:ECDHE+CHACHA20")
+        context.num_tickets = 0
+        context.options |= ssl.OP_NO_TICKET
+        inner_factory = factory
+
+        class StdlibFactory(protocol.Factory):
+            noisy = False
+
+            def buildProtocol(self, addr: Any) -> StdlibTLS:
+                inner = inner_factory.buildProtocol(addr)
+                proto = StdlibTLS(context, inner)
+                proto.writer = write_soon if not args.plain_write else (lambda t, d: t.write(d))
+                return proto
+
+        factory = StdlibFactory()
+
+    reactor.listenTCP(args.port, factory, backlog=1024, interface="127.0.0.1")  # type: ignore[attr-defined]
     reactor.run()  # type: ignore[attr-defined]
     return 0
 

@@ -12,8 +12,11 @@ so the proxy runs the working tree:
         [--repeat 3] [--key-type ECDSA|RSA]
 
 Two measurements, each for twisted-proxy over TLS, nginx over TLS (one
-worker, upstream keepalive) and, for scale, twisted-proxy over plain HTTP
-and the origin itself:
+worker, upstream keepalive) and, for scale, twisted-proxy over plain HTTP,
+the origin itself and bench/bare_static.py answering over TLS by itself
+(no proxying: the ceiling of a Twisted TLS server) with Twisted's TLS layer
+over pyOpenSSL (what the listeners use) and with the standard library's
+ssl.SSLObject (what a transport of our own could gain; --skip-bare):
 
 - keep-alive: GET /100b (a 100-byte body) on wrk's persistent connections:
   the cost of TLS records on the proxy's hot path;
@@ -33,6 +36,7 @@ import os
 import shutil
 import socket
 import ssl
+import subprocess
 import sys
 import tempfile
 from contextlib import contextmanager
@@ -42,6 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import (  # noqa: E402
     BODY_100B,
+    HERE,
     BenchError,
     Processes,
     Proxy,
@@ -51,11 +56,14 @@ from common import (  # noqa: E402
     check_http,
     check_tools,
     fmt_ms,
+    free_port,
     install_signal_handlers,
     make_www,
+    pinned,
     print_config,
     run_wrk,
     running_proxy,
+    start_logged,
     start_nginx,
     toml_string,
     warm_up,
@@ -128,7 +136,7 @@ def make_certificate(tmp: str, key_type: str) -> tuple[str, str]:
     return cert, key
 
 
-def check_https(port: int, what: str, logs: list[str]) -> str:
+def check_https(port: int, what: str, logs: list[str], body: bytes = BODY_100B) -> str:
     """One GET /100b over TLS (no verification); the protocol and cipher used."""
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
@@ -146,7 +154,7 @@ def check_https(port: int, what: str, logs: list[str]) -> str:
                 used = f"{s.version()} {s.cipher()[0]}"
     except (OSError, ssl.SSLError) as e:
         raise BenchError(f"{what}: request failed: {e}") from None
-    if not data.startswith(b"HTTP/1.1 200 ") or not data.endswith(BODY_100B):
+    if not data.startswith(b"HTTP/1.1 200 ") or not data.endswith(body):
         raise BenchError(f"{what}: unexpected answer {data[:200]!r}")
     return used
 
@@ -177,6 +185,30 @@ def proxy(
         yield p
 
 
+def bare_tls(
+    procs: Processes, args: argparse.Namespace, tmp: str, cert: str, key: str, stack: str
+) -> tuple[int, subprocess.Popen[bytes]]:
+    """
+    bench/bare_static.py answering over TLS by C{stack} on the proxy's core:
+    its port and process.
+    """
+    port = free_port()
+    log = os.path.join(tmp, f"bare-tls-{stack}.log")
+    env_path = os.path.dirname(HERE)
+    proc = start_logged(
+        procs,
+        pinned(args.proxy_cpu, [sys.executable, os.path.join(HERE, "bare_static.py"), "--port", str(port),
+                                "--tls", cert, key, "--tls-stack", stack]),
+        port,
+        f"bare TLS responder ({stack})",
+        log,
+        timeout=args.start_timeout,
+        env=dict(os.environ, PYTHONPATH=env_path),
+    )
+    check_https(port, f"bare TLS responder ({stack})", [log], b"x" * 100)
+    return port, proc
+
+
 def measure(args: argparse.Namespace, label: str, url: str, close_script: str | None) -> WrkResult:
     warm_up(args, url, close_script)
     runs = [run_wrk(args, label, url, close_script) for _ in range(args.repeat)]
@@ -204,10 +236,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--key-type", choices=("ECDSA", "RSA"), default="ECDSA",
                    help="certificate key type (ECDSA P-256, trustme's default; RSA 2048)")
     p.add_argument("--skip-handshakes", action="store_true", help="skip the Connection: close runs")
+    p.add_argument("--skip-bare", action="store_true",
+                   help="skip the bare TLS responders (bench/bare_static.py --tls, both stacks)")
     return p.parse_args(argv)
 
 
 NGINX_TLS_LABEL = "nginx TLS (1 worker)"
+BARE_PYOPENSSL_LABEL = "bare responder, Twisted TLS"
+BARE_STDLIB_LABEL = "bare responder, stdlib ssl"
 
 
 def main() -> int:
@@ -262,6 +298,14 @@ def main() -> int:
         with proxy(procs, args, tmp, origin, None, None) as p:
             print(f"twisted-proxy plain on 127.0.0.1:{p.port}", flush=True)
             run("twisted-proxy plain HTTP", f"http://127.0.0.1:{p.port}/100b")
+
+        if not args.skip_bare:
+            # the ceiling of a Twisted TLS server that does no proxying at
+            # all, by TLS stack: what the listeners use, and the stdlib's
+            for stack, label in (("pyopenssl", BARE_PYOPENSSL_LABEL), ("stdlib", BARE_STDLIB_LABEL)):
+                bare_port, bare = bare_tls(procs, args, tmp, cert, key, stack)
+                run(label, f"https://127.0.0.1:{bare_port}/100b")
+                procs.stop(bare)
 
         print_table("keep-alive, GET /100b", "req/s", keepalive, NGINX_TLS_LABEL)
         if handshakes:
