@@ -253,8 +253,11 @@ def main() -> int:
         squid = haproxy = None
         if not args.skip_connect:
             tls_origin = start_tls_origin(procs, args, tmp, www)
-            squid = start_squid(procs, args, tmp)
-            haproxy = start_haproxy_relay(procs, args, tmp, tls_origin)
+            # Squid (one worker, no cache) tunnels the same downloads; HAProxy
+            # in TCP mode relays the HTTPS one without CONNECT: the cheapest
+            # relay there is, the floor of any hop between curl and nginx
+            squid = start_peer(procs, args, tmp, "squid", SQUID_CONF, ["-N", "-f"])
+            haproxy = start_peer(procs, args, tmp, "haproxy", HAPROXY_TCP, ["-db", "-f"], origin=tls_origin)
         with forward_proxy(procs, args, tmp, "nolog", origin, None, tls_origin) as proxy:
             print(f"proxy on 127.0.0.1:{proxy.port} (access log off)", flush=True)
             print_config(f"proxy config ({proxy.conf})", proxy.config)
@@ -379,26 +382,30 @@ workers 1
 """
 
 
-def start_squid(procs: Processes, args: argparse.Namespace, tmp: str) -> int | None:
+def start_peer(
+    procs: Processes, args: argparse.Namespace, tmp: str, program: str, template: str, options: list[str], **fields: object
+) -> int | None:
     """
-    Squid (one worker, no cache, no access log) on the proxy's core, as a
-    peer for the CONNECT downloads; its port, or None without squid.
+    C{program} (squid, haproxy) from the system on the proxy's core, with
+    C{template} formatted (C{port}, C{dir} and C{fields}) as its config
+    file, started as C{program OPTIONS CONFIG}; its port, or None when it
+    is not installed (or --no-squid).
     """
-    squid = shutil.which("squid") or ("/usr/sbin/squid" if os.path.exists("/usr/sbin/squid") else None)
-    if squid is None or args.no_squid:
+    found = shutil.which(program) or (f"/usr/sbin/{program}" if os.path.exists(f"/usr/sbin/{program}") else None)
+    if found is None or args.no_squid:
         return None
-    directory = os.path.join(tmp, "squid")
+    directory = os.path.join(tmp, program)
     os.makedirs(directory, exist_ok=True)
     port = free_port()
-    conf = os.path.join(directory, "squid.conf")
+    conf = os.path.join(directory, f"{program}.conf")
     with open(conf, "w") as f:
-        f.write(SQUID_CONF.format(port=port, dir=directory))
+        f.write(template.format(port=port, dir=directory, **fields))
     log = os.path.join(directory, "stderr.log")
     with open(log, "wb") as out:
-        proc = procs.start(pinned(args.proxy_cpu, [squid, "-N", "-f", conf]), stdout=out, stderr=subprocess.STDOUT,
+        proc = procs.start(pinned(args.proxy_cpu, [found, *options, conf]), stdout=out, stderr=subprocess.STDOUT,
                            stdin=subprocess.DEVNULL)
-    wait_for_port(port, proc, "squid", 20, [log, os.path.join(directory, "cache.log")])
-    print(f"squid on 127.0.0.1:{port} (peer for the CONNECT downloads)", flush=True)
+    wait_for_port(port, proc, program, 20, [log, os.path.join(directory, "cache.log")])
+    print(f"{program} on 127.0.0.1:{port}", flush=True)
     return port
 
 
@@ -416,31 +423,6 @@ frontend relay
 backend origin
     server origin 127.0.0.1:{origin}
 """
-
-
-def start_haproxy_relay(procs: Processes, args: argparse.Namespace, tmp: str, origin: int) -> int | None:
-    """
-    HAProxy in TCP mode (one thread) on the proxy's core, relaying to
-    C{origin}: the cheapest relay there is, a floor for any proxy between
-    the client and the origin on this layout. Its port, or None without
-    haproxy.
-    """
-    haproxy = shutil.which("haproxy") or ("/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else None)
-    if haproxy is None or args.no_squid:
-        return None
-    directory = os.path.join(tmp, "haproxy")
-    os.makedirs(directory, exist_ok=True)
-    port = free_port()
-    conf = os.path.join(directory, "haproxy.cfg")
-    with open(conf, "w") as f:
-        f.write(HAPROXY_TCP.format(port=port, origin=origin))
-    log = os.path.join(directory, "stderr.log")
-    with open(log, "wb") as out:
-        proc = procs.start(pinned(args.proxy_cpu, [haproxy, "-db", "-f", conf]), stdout=out, stderr=subprocess.STDOUT,
-                           stdin=subprocess.DEVNULL)
-    wait_for_port(port, proc, "haproxy", 20, [log])
-    print(f"haproxy (TCP relay to 127.0.0.1:{origin}) on 127.0.0.1:{port}", flush=True)
-    return port
 
 
 def bench_connect(
