@@ -996,3 +996,29 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="the upload sink of the bench scripts")
     parser.add_argument("--sink", type=int, required=True, metavar="PORT")
     sink_main(parser.parse_args().sink)
+
+
+# ---------------------------------------------------------------------------
+# the bare relay (bench/bare_relay.py)
+
+RELAY = os.path.join(HERE, "bare_relay.py")
+
+
+def get_100b(port: int) -> bytes:
+    return f"GET /100b HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
+
+
+def start_relay(procs: Processes, args: argparse.Namespace, tmp: str, origin: int) -> tuple[int, int]:
+    """The bare relay to C{origin}: (port, pid)."""
+    port = free_port()
+    log = os.path.join(tmp, "bare-relay.log")
+    proc = start_logged(
+        procs,
+        pinned(args.proxy_cpu, [sys.executable, RELAY, "--port", str(port), "--upstream", f"127.0.0.1:{origin}"]),
+        port,
+        "bare relay",
+        log,
+        timeout=args.start_timeout,
+    )
+    check_http(port, get_100b(port), BODY_100B, "bare relay check: GET /100b", [log])
+    return port, proc.pid

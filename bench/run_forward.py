@@ -61,6 +61,7 @@ from common import (  # noqa: E402
     run_wrk,
     running_proxy,
     start_nginx,
+    start_relay,
     start_sink,
     toml_string,
     verdict,
@@ -74,6 +75,7 @@ TARGET_RPS = 15000.0
 TARGET_P99_MS = 6.0
 TARGET_CONNECT_RATIO = 0.70
 TARGET_CONNECT_TLS_RATIO = 0.95
+BARE_LABEL = "bare Twisted relay"
 TARGET_RSS_MB = 32.0
 
 # The shipped defaults (the pool's process-wide idle bound keeps a connection
@@ -211,6 +213,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="wrk runs per target; the best is reported, errors of all runs counted (1)")
     p.add_argument("--rss-mb", type=int, default=1024, help="body size for the RSS check in MiB (1024)")
     p.add_argument("--skip-connect", action="store_true", help="skip the CONNECT transfers")
+    p.add_argument("--skip-bare", action="store_true", help="skip the bare Twisted relay (bench/bare_relay.py)")
     p.add_argument("--no-squid", action="store_true", help="no Squid or HAProxy peers in the CONNECT transfers (default: when installed)")
     p.add_argument("--skip-log", action="store_true", help="skip the wrk run with the access log on")
     p.add_argument("--direct-only", action="store_true", help="only measure nginx directly (no proxy)")
@@ -265,6 +268,13 @@ def main() -> int:
                 bench_wrk(args, "proxy, access log off", f"http://127.0.0.1:{proxy.port}/",
                           [proxy.proc.pid], args.proxy_cpu, origin_url)
             )
+            if not args.skip_bare:
+                # the floor of any Twisted proxy: bytes relayed to the origin,
+                # no HTTP work (nginx answers the absolute-form requests itself)
+                relay, relay_pid = start_relay(procs, args, tmp, origin)
+                results.append(
+                    bench_wrk(args, BARE_LABEL, f"http://127.0.0.1:{relay}/", [relay_pid], args.proxy_cpu, origin_url)
+                )
             if not args.skip_connect:
                 connect = bench_connect(procs, args, f"http://127.0.0.1:{origin}/big", proxy, squid)
                 assert tls_origin is not None
@@ -292,7 +302,12 @@ def main() -> int:
                 )
 
         print_wrk_table(args, results)
+        bare = next((r for r in results if r.label == BARE_LABEL), None)
+        if bare is not None and bare.rps:
+            print(f"  {results[1].label} / {BARE_LABEL}: {results[1].rps / bare.rps:.2f} (goal >= 1.0, issue 12)")
         for r in results[1:]:
+            if r.label == BARE_LABEL:
+                continue
             ok = r.rps >= TARGET_RPS and r.p99_ms is not None and r.p99_ms <= TARGET_P99_MS
             clean = r.non_2xx == 0 and r.socket_errors == 0
             print(

@@ -41,11 +41,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from common import (  # noqa: E402
     BODY_100B,
-    HERE,
-    MB,
     BenchError,
-    Nginx,
     CpuMeter,
+    MB,
+    Nginx,
     Processes,
     Proxy,
     RssSampler,
@@ -58,26 +57,23 @@ from common import (  # noqa: E402
     children,
     fmt_ms,
     fmt_pct,
+    get_100b,
     install_signal_handlers,
     make_random,
     make_www,
     parse_sha256,
-    pinned,
     print_config,
-    free_port,
     rss_kb,
     run_curl,
     run_wrk,
     running_proxy,
     sha256_command,
-    start_logged,
     start_nginx,
+    start_relay,
     start_sink,
     verdict,
     warm_up,
 )
-
-RELAY = os.path.join(HERE, "bare_relay.py")
 
 TARGET_RPS = 15000.0  # 100 B, absolute: set for a faster machine than a shared 2-core VM
 TARGET_P99_MS = 6.0
@@ -167,26 +163,6 @@ def reverse_proxy(
 
     with running_proxy(procs, args, tmp, label, make_config, check) as proxy:
         yield proxy
-
-
-def get_100b(port: int) -> bytes:
-    return f"GET /100b HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
-
-
-def start_relay(procs: Processes, args: argparse.Namespace, tmp: str, origin: int) -> tuple[int, int]:
-    """The bare relay to C{origin}: (port, pid)."""
-    port = free_port()
-    log = os.path.join(tmp, "bare-relay.log")
-    proc = start_logged(
-        procs,
-        pinned(args.proxy_cpu, [sys.executable, RELAY, "--port", str(port), "--upstream", f"127.0.0.1:{origin}"]),
-        port,
-        "bare relay",
-        log,
-        timeout=args.start_timeout,
-    )
-    check_http(port, get_100b(port), BODY_100B, "bare relay check: GET /100b", [log])
-    return port, proc.pid
 
 
 # ---------------------------------------------------------------------------
