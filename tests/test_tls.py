@@ -28,7 +28,9 @@ from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
 )
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.error import ConnectionDone
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol, connectionDone
+from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
@@ -45,6 +47,7 @@ from twisted_proxy.tls import (
     ALPN_PROTOCOLS,
     SERVER_GROUPS,
     BackendTLS,
+    ListenerTLSFactory,
     ServerTLS,
     TLSFileError,
     backend_tls_policy,
@@ -926,6 +929,173 @@ class ConfigTests(SynchronousTestCase):
 
 
 # --- listeners: real handshakes --------------------------------------------------------------
+
+
+class _Recorder(Protocol):
+    """
+    The protocol behind a L{ListenerTLS} in a test: what it received, and
+    why its connection ended.
+    """
+
+    def __init__(self) -> None:
+        self.received = b""
+        self.lost: Optional[Failure] = None
+        self.answer: Optional[bytes] = None
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        if self.answer is not None:
+            self.transport.write(self.answer)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.lost = reason
+
+
+class ListenerTLSLayerTests(SynchronousTestCase):
+    """
+    L{ListenerTLS}, the listeners' TLS layer, with a pyOpenSSL client over
+    memory BIOs and a L{StringTransport}: no sockets.
+    """
+
+    def setUp(self) -> None:
+        files = Files(self)
+        self.ca = trustme.CA()
+        self.creator = ServerTLS(tls_config(files.leaf(self.ca, "site.example")), "t")
+        self.inner = _Recorder()
+        factory = ListenerTLSFactory(self.creator, Factory.forProtocol(lambda: self.inner))
+        self.layer = factory.buildProtocol(None)
+        self.transport = StringTransport()
+        self.layer.makeConnection(self.transport)
+        ctx = SSL.Context(SSL.TLS_CLIENT_METHOD)
+        ctx.set_alpn_protos([b"http/1.1"])
+        self.client = SSL.Connection(ctx, None)
+        self.client.set_tlsext_host_name(b"site.example")
+        self.client.set_connect_state()
+
+    def pump(self) -> None:
+        """
+        Move bytes both ways until neither side has any.
+        """
+        for _ in range(20):
+            moved = False
+            try:
+                self.client.do_handshake()
+            except SSL.WantReadError:
+                pass
+            try:
+                out = self.client.bio_read(1 << 20)
+            except SSL.WantReadError:
+                out = b""
+            if out:
+                moved = True
+                self.layer.dataReceived(out)
+            back = self.transport.value()
+            if back:
+                moved = True
+                self.transport.clear()
+                self.client.bio_write(back)
+            if not moved:
+                return
+
+    def client_read(self) -> bytes:
+        data = b""
+        while True:
+            try:
+                data += self.client.recv(65536)
+            except SSL.WantReadError:
+                return data
+
+    def test_round_trip(self) -> None:
+        """
+        After the handshake (SNI and ALPN as ServerTLS set them), records
+        are decrypted for the protocol and its writes encrypted for the
+        client.
+        """
+        self.pump()
+        self.assertEqual(self.client.get_alpn_proto_negotiated(), b"http/1.1")
+        self.inner.answer = b"pong"
+        self.client.sendall(b"ping")
+        self.pump()
+        self.assertEqual(self.inner.received, b"ping")
+        self.assertEqual(self.client_read(), b"pong")
+
+    def test_early_write(self) -> None:
+        """
+        Bytes written before the handshake ended wait for it.
+        """
+        self.layer.write(b"early")
+        self.assertEqual(self.transport.value(), b"")
+        self.pump()
+        self.assertEqual(self.client_read(), b"early")
+
+    def test_client_close_notify(self) -> None:
+        """
+        The client's close_notify: ours goes back and the connection closes
+        (the protocol hears of it from the TCP connection).
+        """
+        self.pump()
+        self.client.shutdown()
+        self.pump()
+        self.assertTrue(self.transport.disconnecting)
+        with self.assertRaises(SSL.ZeroReturnError):
+            self.client.recv(1)
+
+    def test_lose_connection(self) -> None:
+        """
+        C{loseConnection} sends close_notify, then closes; later writes are
+        dropped.
+        """
+        self.pump()
+        self.layer.loseConnection()
+        self.assertTrue(self.transport.disconnecting)
+        self.layer.write(b"late")
+        self.pump()
+        with self.assertRaises(SSL.ZeroReturnError):
+            self.client.recv(1)
+
+    def test_half_close(self) -> None:
+        """
+        C{loseWriteConnection} sends close_notify and reading goes on (a
+        tunnel whose other side finished).
+        """
+        self.pump()
+        self.layer.loseWriteConnection()
+        self.assertFalse(self.transport.disconnecting)
+        self.pump()
+        with self.assertRaises(SSL.ZeroReturnError):
+            self.client.recv(1)
+        self.client.sendall(b"more")
+        self.pump()
+        self.assertEqual(self.inner.received, b"more")
+
+    def test_tls_error(self) -> None:
+        """
+        Bytes that are not TLS: the connection closes and the protocol's
+        connectionLost gets OpenSSL's error as the reason.
+        """
+        self.layer.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertTrue(self.transport.disconnecting)
+        self.layer.connectionLost(Failure(ConnectionDone()))
+        self.assertIsNotNone(self.inner.lost)
+        self.assertTrue(self.inner.lost.check(SSL.Error))
+
+    def test_producer_goes_to_tcp(self) -> None:
+        """
+        The producer the proxy registers is the TCP connection's: its
+        buffer pauses it.
+        """
+        producer = object()
+        self.layer.registerProducer(producer, True)
+        self.assertIs(self.transport.producer, producer)
+        self.layer.unregisterProducer()
+        self.assertIsNone(self.transport.producer)
+
+    def test_peer_certificate(self) -> None:
+        """
+        Without a client certificate, the subject is None.
+        """
+        self.pump()
+        self.assertIsNone(client_subject(self.layer))
 
 
 class ListenerTLSTests(TestCase):
