@@ -22,9 +22,11 @@ CPython cost, which no code of the proxy can remove.
     python bench/bare_static.py --port 8443 --tls CERT KEY --tls-stack stdlib
 
 With --tls it answers over TLS (TLS 1.2 and 1.3, no session tickets, as
-nginx in run_tls.py), by one of two stacks: pyopenssl, Twisted's own TLS
-layer (twisted.protocols.tls over pyOpenSSL: what twisted-proxy's
-listeners use); stdlib, a minimal layer of this file over the standard
+nginx in run_tls.py), by one of three stacks: pyopenssl, Twisted's own TLS
+layer (twisted.protocols.tls over pyOpenSSL, configured by the listeners'
+ServerTLS: what twisted-proxy's listeners used before); listener, the
+listeners' own layer (twisted_proxy.tls.ListenerTLS) over the same
+pyOpenSSL connections; stdlib, a minimal layer of this file over the standard
 library's ssl.SSLObject and MemoryBIO (no certificate verification, no
 SNI, no renegotiation, no half-close: a measure of what such a transport
 could gain, not one to serve with).
@@ -139,56 +141,6 @@ class StdlibTLS(protocol.Protocol):
         self.transport.loseConnection()
 
 
-class LeanOpenSSL(StdlibTLS):
-    """
-    The same minimal layer over a pyOpenSSL connection (its memory BIOs),
-    configured by the listeners' C{ServerTLS}: Twisted's TLS layer without
-    Twisted's wrapper (see the module docstring).
-    """
-
-    def __init__(self, connection: Any, inner: Any) -> None:
-        from OpenSSL import SSL
-
-        self.SSL = SSL
-        self.tls = connection
-        self.tls.set_accept_state()
-        self.inner = inner
-        self.in_read = False
-        self.writer = None
-
-    def dataReceived(self, data: bytes) -> None:
-        SSL = self.SSL
-        self.tls.bio_write(data)
-        self.in_read = True
-        try:
-            while True:
-                try:
-                    chunk = self.tls.recv(65536)
-                except SSL.WantReadError:
-                    break
-                except SSL.ZeroReturnError:
-                    self.transport.loseConnection()
-                    break
-                self.inner.dataReceived(chunk)
-        except SSL.Error:
-            self.transport.abortConnection()
-        finally:
-            self.in_read = False
-            self.flush()
-
-    def write(self, data: bytes) -> None:
-        self.tls.sendall(data)
-        if not self.in_read:
-            self.flush()
-
-    def flush(self) -> None:
-        try:
-            out = self.tls.bio_read(1 << 20)
-        except self.SSL.WantReadError:
-            return
-        self.writer(self.transport, out)
-
-
 class ResponderFactory(protocol.Factory):
     noisy = False
 
@@ -215,8 +167,8 @@ def main(argv: Any = None) -> int:
     p.add_argument("--size", type=int, default=100)
     p.add_argument("--plain-write", action="store_true", help="Twisted's transport.write")
     p.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="answer over TLS with this chain and key")
-    p.add_argument("--tls-stack", choices=("pyopenssl", "stdlib", "pyopenssl-lean"), default="pyopenssl",
-                   help="Twisted's TLS layer over pyOpenSSL, or ssl.SSLObject (see above)")
+    p.add_argument("--tls-stack", choices=("pyopenssl", "listener", "stdlib"), default="pyopenssl",
+                   help="Twisted's TLS layer over pyOpenSSL, the listeners' own layer over it, or ssl.SSLObject (see above)")
     args = p.parse_args(argv)
     from twisted.internet import epollreactor
 
@@ -234,24 +186,13 @@ def main(argv: Any = None) -> int:
 
         config = TLSConfig(certificates=(CertificateConfig(*(os.path.abspath(path) for path in args.tls)),))
         factory = TLSMemoryBIOFactory(ServerTLS(config, "bare"), False, factory)
-    elif args.tls and args.tls_stack == "pyopenssl-lean":
-        from twisted_proxy.flow import write_soon
+    elif args.tls and args.tls_stack == "listener":
+        # the listeners' own layer over the same pyOpenSSL connections
         from twisted_proxy.model import CertificateConfig, TLSConfig
-        from twisted_proxy.tls import ServerTLS
+        from twisted_proxy.tls import ServerTLS, wrap_server_factory
 
         config = TLSConfig(certificates=(CertificateConfig(*(os.path.abspath(path) for path in args.tls)),))
-        creator = ServerTLS(config, "bare")
-        inner_factory = factory
-
-        class LeanFactory(protocol.Factory):
-            noisy = False
-
-            def buildProtocol(self, addr: Any) -> LeanOpenSSL:
-                proto = LeanOpenSSL(creator.serverConnectionForTLS(None), inner_factory.buildProtocol(addr))
-                proto.writer = write_soon
-                return proto
-
-        factory = LeanFactory()
+        factory = wrap_server_factory(ServerTLS(config, "bare"), factory, reactor)
     elif args.tls:
         import ssl
 

@@ -1018,6 +1018,22 @@ class ListenerTLSLayerTests(SynchronousTestCase):
         self.pump()
         self.assertEqual(self.inner.received, b"ping")
         self.assertEqual(self.client_read(), b"pong")
+        # everything read: the layer knows without asking OpenSSL to fail
+        self.assertFalse(tls_module._bio_holds(self.layer._tls))
+
+    def test_records_in_one_read(self) -> None:
+        """
+        Several records (and a part of the next) in one TCP read: the whole
+        ones are handed on at once, the part when the rest comes.
+        """
+        self.pump()
+        for piece in (b"one ", b"two ", b"three"):
+            self.client.sendall(piece)
+        wire = self.client.bio_read(1 << 20)
+        self.layer.dataReceived(wire[:-3])
+        self.assertEqual(self.inner.received, b"one two ")
+        self.layer.dataReceived(wire[-3:])
+        self.assertEqual(self.inner.received, b"one two three")
 
     def test_early_write(self) -> None:
         """

@@ -650,6 +650,10 @@ class ListenerTLS(ProtocolWrapper):
                     return
                 self._handshaken()
             while not self._tls_over:
+                if not tls.pending() and not _bio_holds(tls):
+                    # nothing left to decrypt: no call that would only
+                    # raise WantReadError
+                    break
                 try:
                     plain = tls.recv(READ_SIZE)
                 except SSL.WantReadError:
@@ -770,8 +774,37 @@ class ListenerTLS(ProtocolWrapper):
             wrapped.connectionLost(reason)
 
 
-#: plaintext asked of OpenSSL per call (several records)
-READ_SIZE = 65536
+#: plaintext asked of OpenSSL per call (a record holds at most 16 KiB)
+READ_SIZE = 16384
+
+
+def _bio_holds_any(connection: SSL.Connection) -> bool:
+    """
+    Whether the receive BIO of C{connection} holds bytes OpenSSL has not
+    read yet (BIO_get_mem_data through pyOpenSSL's binding and its
+    C{_into_ssl}, two private names: see L{_bio_holds}).
+    """
+    bio = getattr(connection, "_into_ssl", None)
+    return bio is None or bool(_BIO_MEM_DATA(bio, _FFI_NULL))
+
+
+def _bio_holds_unknown(connection: SSL.Connection) -> bool:
+    return True
+
+
+try:
+    from OpenSSL._util import ffi as _ffi
+    from OpenSSL._util import lib as _ossl_lib
+
+    _BIO_MEM_DATA = _ossl_lib.BIO_get_mem_data
+    _FFI_NULL = _ffi.NULL
+except (ImportError, AttributeError):  # pragma: no cover - another pyOpenSSL
+    _BIO_MEM_DATA = None
+
+#: whether a connection's receive BIO may hold bytes: exact where
+#: pyOpenSSL's internals allow, else always (a recv that raises
+#: WantReadError then ends the reads, as in Twisted's layer)
+_bio_holds = _bio_holds_any if _BIO_MEM_DATA is not None else _bio_holds_unknown
 #: TLS records taken from the send BIO per call
 BIO_READ_SIZE = 262144
 
