@@ -1018,8 +1018,22 @@ class ListenerTLSLayerTests(SynchronousTestCase):
         self.pump()
         self.assertEqual(self.inner.received, b"ping")
         self.assertEqual(self.client_read(), b"pong")
-        # everything read: the layer knows without asking OpenSSL to fail
-        self.assertFalse(tls_module._bio_holds(self.layer._tls))
+
+    def test_bio_fill(self) -> None:
+        """
+        The layer knows what its BIOs hold without asking OpenSSL to fail
+        (this pyOpenSSL lets it).
+        """
+        self.pump()
+        self.client.sendall(b"ping")
+        wire = self.client.bio_read(1 << 20)
+        into = self.layer._tls._into_ssl
+        self.layer._tls.bio_write(wire[:-1])
+        self.assertEqual(tls_module._bio_fill(into), len(wire) - 1)
+        self.layer.dataReceived(wire[-1:])
+        self.assertEqual(self.inner.received, b"ping")
+        self.assertEqual(tls_module._bio_fill(into), 0)
+        self.assertEqual(tls_module._bio_fill(self.layer._tls._from_ssl), 0)
 
     def test_records_in_one_read(self) -> None:
         """
@@ -1112,6 +1126,24 @@ class ListenerTLSLayerTests(SynchronousTestCase):
         """
         self.pump()
         self.assertIsNone(client_subject(self.layer))
+
+
+class ListenerTLSLayerFallbackTests(ListenerTLSLayerTests):
+    """
+    The same where pyOpenSSL does not let the layer see its BIOs: reads
+    and writes end as in Twisted's layer, at WantReadError.
+    """
+
+    def setUp(self) -> None:
+        self.patch(tls_module, "_BIO_MEM_DATA", None)
+        ListenerTLSLayerTests.setUp(self)
+
+    def test_bio_fill(self) -> None:
+        """
+        Unknown fills are -1.
+        """
+        self.pump()
+        self.assertEqual(tls_module._bio_fill(self.layer._tls._into_ssl), -1)
 
 
 class ListenerTLSTests(TestCase):

@@ -650,7 +650,7 @@ class ListenerTLS(ProtocolWrapper):
                     return
                 self._handshaken()
             while not self._tls_over:
-                if not tls.pending() and not _bio_holds(tls):
+                if not tls.pending() and not _bio_fill(getattr(tls, "_into_ssl", None)):
                     # nothing left to decrypt: no call that would only
                     # raise WantReadError
                     break
@@ -718,6 +718,12 @@ class ListenerTLS(ProtocolWrapper):
         What OpenSSL wrote to the send BIO, to the TCP connection.
         """
         tls = self._tls
+        size = _bio_fill(getattr(tls, "_from_ssl", None))
+        if size >= 0:
+            # exactly what is there, in one buffer of that size
+            if size:
+                write_soon(self.transport, tls.bio_read(size))
+            return
         while True:
             try:
                 out = tls.bio_read(BIO_READ_SIZE)
@@ -778,35 +784,32 @@ class ListenerTLS(ProtocolWrapper):
 READ_SIZE = 16384
 
 
-def _bio_holds_any(connection: SSL.Connection) -> bool:
+def _bio_fill(bio: Any) -> int:
     """
-    Whether the receive BIO of C{connection} holds bytes OpenSSL has not
-    read yet (BIO_get_mem_data through pyOpenSSL's binding and its
-    C{_into_ssl}, two private names: see L{_bio_holds}).
+    The bytes a pyOpenSSL connection's memory BIO holds (C{_into_ssl}:
+    received, not read by OpenSSL yet; C{_from_ssl}: written by OpenSSL,
+    not sent yet), or -1 when this pyOpenSSL does not let us know.
+
+    BIO_get_mem_data, through pyOpenSSL's binding, on its private BIO
+    attributes: where those change, every call answers -1 and the layer
+    works as Twisted's does (calls that end in WantReadError).
     """
-    bio = getattr(connection, "_into_ssl", None)
-    return bio is None or bool(_BIO_MEM_DATA(bio, _FFI_NULL))
-
-
-def _bio_holds_unknown(connection: SSL.Connection) -> bool:
-    return True
+    if bio is None or _BIO_MEM_DATA is None:
+        return -1
+    return int(_BIO_MEM_DATA(bio, _FFI_NULL))
 
 
 try:
     from OpenSSL._util import ffi as _ffi
     from OpenSSL._util import lib as _ossl_lib
 
-    _BIO_MEM_DATA = _ossl_lib.BIO_get_mem_data
+    _BIO_MEM_DATA: Any = _ossl_lib.BIO_get_mem_data
     _FFI_NULL = _ffi.NULL
 except (ImportError, AttributeError):  # pragma: no cover - another pyOpenSSL
     _BIO_MEM_DATA = None
 
-#: whether a connection's receive BIO may hold bytes: exact where
-#: pyOpenSSL's internals allow, else always (a recv that raises
-#: WantReadError then ends the reads, as in Twisted's layer)
-_bio_holds = _bio_holds_any if _BIO_MEM_DATA is not None else _bio_holds_unknown
-#: TLS records taken from the send BIO per call
-BIO_READ_SIZE = 262144
+#: TLS records taken from the send BIO per call when its fill is unknown
+BIO_READ_SIZE = 65536
 
 
 class ListenerTLSFactory(WrappingFactory):
