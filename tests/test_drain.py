@@ -7,7 +7,6 @@ clock.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any, Callable, List, Optional, Tuple
 
 from twisted.internet import error as ierror

@@ -4,7 +4,7 @@ Tests for L{twisted_proxy.upstream.health}.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple
+from typing import Any, List, Tuple
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
