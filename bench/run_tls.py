@@ -39,7 +39,7 @@ import ssl
 import subprocess
 import sys
 import tempfile
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Iterator
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -209,10 +209,18 @@ def bare_tls(
     return port, proc
 
 
-def measure(args: argparse.Namespace, label: str, url: str, close_script: str | None) -> WrkResult:
-    warm_up(args, url, close_script)
-    runs = [run_wrk(args, label, url, close_script) for _ in range(args.repeat)]
-    return best_of(runs)
+def measure_all(args: argparse.Namespace, targets: list[tuple[str, str]], close_script: str | None) -> list[WrkResult]:
+    """
+    --repeat rounds over C{targets} (label, url) in turn, after one warm-up
+    each; the best round of each.
+    """
+    for _, url in targets:
+        warm_up(args, url, close_script)
+    runs: dict[str, list[WrkResult]] = {label: [] for label, _ in targets}
+    for _ in range(args.repeat):
+        for label, url in targets:
+            runs[label].append(run_wrk(args, label, url, close_script))
+    return [best_of(runs[label]) for label, _ in targets]
 
 
 def print_table(title: str, unit: str, results: list[WrkResult], reference: str) -> None:
@@ -242,8 +250,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 NGINX_TLS_LABEL = "nginx TLS (1 worker)"
-BARE_PYOPENSSL_LABEL = "bare responder, Twisted TLS"
-BARE_STDLIB_LABEL = "bare responder, stdlib ssl"
+BARE_STACKS = (
+    ("pyopenssl", "bare responder, Twisted TLS"),
+    ("listener", "bare responder, listeners' TLS"),
+    ("stdlib", "bare responder, stdlib ssl"),
+)
 
 
 def main() -> int:
@@ -270,42 +281,34 @@ def main() -> int:
         origin = start_nginx(procs, tmp, args.origin_cpu, "origin").port
         print(f"origin: nginx on 127.0.0.1:{origin}; certificate: {args.key_type} (trustme)", flush=True)
 
-        keepalive: list[WrkResult] = []
-        handshakes: list[WrkResult] = []
-
-        def run(label: str, url: str) -> None:
-            keepalive.append(measure(args, label, url, None))
-            if not args.skip_handshakes:
-                handshakes.append(measure(args, label, url, close_script))
-
-        run("origin, plain HTTP (direct)", f"http://127.0.0.1:{origin}/100b")
-
+        # every target runs from the start (idle when not loaded) so that the
+        # rounds can go over all of them in turn: this machine's speed drifts
+        # within a run, and a ratio is only fair between neighbouring runs
+        targets: list[tuple[str, str]] = [("origin, plain HTTP (direct)", f"http://127.0.0.1:{origin}/100b")]
         nginx = start_nginx(
             procs, tmp, args.proxy_cpu, "tls",
             lambda port: NGINX_TLS.format(port=port, origin=origin, cert=cert, key=key),
         )
         used = check_https(nginx.port, "nginx TLS", nginx.logs)
         print(f"nginx TLS on 127.0.0.1:{nginx.port} ({used})", flush=True)
-        run(NGINX_TLS_LABEL, f"https://127.0.0.1:{nginx.port}/100b")
-        procs.stop(nginx.proc)
-
-        with proxy(procs, args, tmp, origin, cert, key) as p:
+        targets.append((NGINX_TLS_LABEL, f"https://127.0.0.1:{nginx.port}/100b"))
+        with ExitStack() as stack:
+            p = stack.enter_context(proxy(procs, args, tmp, origin, cert, key))
             used = check_https(p.port, "twisted-proxy TLS", p.logs)
             print(f"twisted-proxy TLS on 127.0.0.1:{p.port} ({used})", flush=True)
             print_config(f"proxy config ({p.conf})", p.config)
-            run("twisted-proxy TLS", f"https://127.0.0.1:{p.port}/100b")
-
-        with proxy(procs, args, tmp, origin, None, None) as p:
-            print(f"twisted-proxy plain on 127.0.0.1:{p.port}", flush=True)
-            run("twisted-proxy plain HTTP", f"http://127.0.0.1:{p.port}/100b")
-
-        if not args.skip_bare:
-            # the ceiling of a Twisted TLS server that does no proxying at
-            # all, by TLS stack: what the listeners use, and the stdlib's
-            for stack, label in (("pyopenssl", BARE_PYOPENSSL_LABEL), ("stdlib", BARE_STDLIB_LABEL)):
-                bare_port, bare = bare_tls(procs, args, tmp, cert, key, stack)
-                run(label, f"https://127.0.0.1:{bare_port}/100b")
-                procs.stop(bare)
+            targets.append(("twisted-proxy TLS", f"https://127.0.0.1:{p.port}/100b"))
+            plain = stack.enter_context(proxy(procs, args, tmp, origin, None, None))
+            print(f"twisted-proxy plain on 127.0.0.1:{plain.port}", flush=True)
+            targets.append(("twisted-proxy plain HTTP", f"http://127.0.0.1:{plain.port}/100b"))
+            if not args.skip_bare:
+                # the ceiling of a Twisted TLS server that does no proxying at
+                # all, by TLS layer: Twisted's, the listeners', the stdlib's
+                for tls_stack, label in BARE_STACKS:
+                    bare_port, _ = bare_tls(procs, args, tmp, cert, key, tls_stack)
+                    targets.append((label, f"https://127.0.0.1:{bare_port}/100b"))
+            keepalive = measure_all(args, targets, None)
+            handshakes = [] if args.skip_handshakes else measure_all(args, targets, close_script)
 
         print_table("keep-alive, GET /100b", "req/s", keepalive, NGINX_TLS_LABEL)
         if handshakes:
