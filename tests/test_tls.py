@@ -951,6 +951,23 @@ class _Recorder(Protocol):
         self.lost = reason
 
 
+class _Spy:
+    """
+    A pyOpenSSL connection whose C{sendall} calls are recorded.
+    """
+
+    def __init__(self, connection: Any, sent: List[bytes]) -> None:
+        self.connection = connection
+        self.sent = sent
+
+    def sendall(self, data: bytes) -> None:
+        self.sent.append(data)
+        self.connection.sendall(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.connection, name)
+
+
 class ListenerTLSLayerTests(SynchronousTestCase):
     """
     L{ListenerTLS}, the listeners' TLS layer, with a pyOpenSSL client over
@@ -1048,6 +1065,21 @@ class ListenerTLSLayerTests(SynchronousTestCase):
         self.assertEqual(self.inner.received, b"one two ")
         self.layer.dataReceived(wire[-3:])
         self.assertEqual(self.inner.received, b"one two three")
+
+    def test_small_pieces_one_record(self) -> None:
+        """
+        Pieces written together that fit in one record go as one record
+        (a head and a small body); larger ones as they are.
+        """
+        self.pump()
+        sent: List[bytes] = []
+        self.layer._tls = _Spy(self.layer._tls, sent)
+        self.layer.writeSequence([b"head ", b"body"])
+        self.layer.writeSequence([b"x" * 10000, b"y" * 10000])
+        self.layer._tls = self.layer._tls.connection
+        self.assertEqual(sent, [b"head body", b"x" * 10000, b"y" * 10000])
+        self.pump()
+        self.assertEqual(self.client_read(), b"head body" + b"x" * 10000 + b"y" * 10000)
 
     def test_early_write(self) -> None:
         """

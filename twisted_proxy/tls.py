@@ -704,6 +704,9 @@ class ListenerTLS(ProtocolWrapper):
             self._early.extend(pieces)
             return
         tls = self._tls
+        if len(pieces) > 1 and sum(map(len, pieces)) <= RECORD_SIZE:
+            # a head and a small body: one record, one encryption
+            pieces = [b"".join(pieces)]
         try:
             for piece in pieces:
                 tls.sendall(piece)
@@ -782,6 +785,9 @@ class ListenerTLS(ProtocolWrapper):
 
 #: plaintext asked of OpenSSL per call (a record holds at most 16 KiB)
 READ_SIZE = 16384
+#: the plaintext of one TLS record at most: pieces written together up to
+#: this size are joined and sent as one record
+RECORD_SIZE = 16384
 
 
 def _bio_fill(bio: Any) -> int:
