@@ -1066,6 +1066,16 @@ class ListenerTLSLayerTests(SynchronousTestCase):
         self.layer.dataReceived(wire[-3:])
         self.assertEqual(self.inner.received, b"one two three")
 
+    def test_full_record_then_more(self) -> None:
+        """
+        A record of the largest plaintext, then more, in one read: all of it
+        is handed on.
+        """
+        self.pump()
+        self.client.sendall(b"a" * 16384 + b"b" * 10)
+        self.layer.dataReceived(self.client.bio_read(1 << 20))
+        self.assertEqual(self.inner.received, b"a" * 16384 + b"b" * 10)
+
     def test_small_pieces_one_record(self) -> None:
         """
         Pieces written together that fit in one record go as one record

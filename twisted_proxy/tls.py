@@ -630,6 +630,9 @@ class ListenerTLS(ProtocolWrapper):
         ProtocolWrapper.__init__(self, factory, wrapped)
         self._tls = connection
         connection.set_accept_state()
+        #: the memory BIOs (pyOpenSSL's private names; None: unknown)
+        self._into = getattr(connection, "_into_ssl", None)
+        self._from = getattr(connection, "_from_ssl", None)
 
     # reading
 
@@ -640,6 +643,9 @@ class ListenerTLS(ProtocolWrapper):
         tls.bio_write(data)
         self._in_read = True
         try:
+            # whether the BIO may hold a record: yes after a read (then after
+            # each record as the BIO's fill says)
+            more = True
             if not self._handshake_done:
                 try:
                     tls.do_handshake()
@@ -649,11 +655,8 @@ class ListenerTLS(ProtocolWrapper):
                     self._failed(Failure())
                     return
                 self._handshaken()
-            while not self._tls_over:
-                if not tls.pending() and not _bio_fill(getattr(tls, "_into_ssl", None)):
-                    # nothing left to decrypt: no call that would only
-                    # raise WantReadError
-                    break
+                more = _bio_fill(self._into) != 0
+            while more and not self._tls_over:
                 try:
                     plain = tls.recv(READ_SIZE)
                 except SSL.WantReadError:
@@ -670,6 +673,10 @@ class ListenerTLS(ProtocolWrapper):
                 wrapped = self.wrappedProtocol
                 if wrapped is None:
                     break
+                # a record's plaintext is at most READ_SIZE: a shorter one
+                # was a whole record, and OpenSSL holds no more of it
+                # (otherwise ask again); what else is there is in the BIO
+                more = len(plain) >= READ_SIZE or _bio_fill(self._into) != 0
                 wrapped.dataReceived(plain)
         finally:
             self._in_read = False
@@ -721,7 +728,7 @@ class ListenerTLS(ProtocolWrapper):
         What OpenSSL wrote to the send BIO, to the TCP connection.
         """
         tls = self._tls
-        size = _bio_fill(getattr(tls, "_from_ssl", None))
+        size = _bio_fill(self._from)
         if size >= 0:
             # exactly what is there, in one buffer of that size
             if size:
