@@ -217,31 +217,25 @@ class ListenerStats:
             elif decision == "error":
                 self.errors += 1
         if route is None:
-            if self.timing:
-                h = self.own_latency
-                h.current[bisect_left(BUCKETS, seconds)] += 1
-                h.sum += seconds
-                if upstream:
-                    h = self.own_upstream
-                    h.current[bisect_left(BUCKETS, upstream)] += 1
-                    h.sum += upstream
-            return
-        try:
-            rstats = route.stats
-        except AttributeError:  # a route-like object of a custom router
-            rstats = None
-        if rstats is None:
-            rstats = self.route_stats(route)
-        rstats.by_class[status // 100] += 1
+            latency = self.own_latency
+            up = self.own_upstream
+        else:
+            try:
+                rstats = route.stats
+            except AttributeError:  # a route-like object of a custom router
+                rstats = None
+            if rstats is None:
+                rstats = self.route_stats(route)
+            rstats.by_class[status // 100] += 1
+            latency = rstats.latency
+            up = rstats.upstream
         if not self.timing:
             return
-        h = rstats.latency
-        h.current[bisect_left(BUCKETS, seconds)] += 1
-        h.sum += seconds
+        latency.current[bisect_left(BUCKETS, seconds)] += 1
+        latency.sum += seconds
         if upstream:
-            h = rstats.upstream
-            h.current[bisect_left(BUCKETS, upstream)] += 1
-            h.sum += upstream
+            up.current[bisect_left(BUCKETS, upstream)] += 1
+            up.sum += upstream
 
     def route_stats(self, route: Any) -> RouteStats:
         """
