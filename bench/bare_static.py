@@ -192,7 +192,7 @@ def main(argv: Any = None) -> int:
         from twisted_proxy.tls import ServerTLS, wrap_server_factory
 
         config = TLSConfig(certificates=(CertificateConfig(*(os.path.abspath(path) for path in args.tls)),))
-        factory = wrap_server_factory(ServerTLS(config, "bare"), factory, reactor)
+        factory = wrap_server_factory(ServerTLS(config, "bare"), factory)
     elif args.tls:
         import ssl
 

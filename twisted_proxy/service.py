@@ -114,7 +114,7 @@ class ListenerService(service.Service):
                 from twisted_proxy.tls import ServerTLS, wrap_server_factory
 
                 self.tls_server = ServerTLS(self.tls, str(self.name))
-                factory = wrap_server_factory(self.tls_server, factory, self.reactor)
+                factory = wrap_server_factory(self.tls_server, factory)
             d = self._endpoint_listen(factory)
         except Exception as e:
             return defer.succeed(f"listener {self.name}: cannot listen on {self.endpoint_description}: {e}")
@@ -152,7 +152,7 @@ class ListenerService(service.Service):
             except TLSFileError as e:
                 self.on_failure(f"listener {self.name}: cannot start TLS: tls.{e}")
                 return
-            factory = wrap_server_factory(self.tls_server, factory, self.reactor)
+            factory = wrap_server_factory(self.tls_server, factory)
         try:
             d = self._endpoint_listen(factory)
         except Exception as e:
@@ -537,7 +537,6 @@ class Reload:
         top = self.top
         config = self.config
         settings = config.proxy
-        reactor = self.reactor
         for cache in new_caches.values():
             cache.open()
         if spool is not None and spool is not top.spool:
@@ -598,7 +597,7 @@ class Reload:
                     from twisted_proxy.tls import ServerTLS, wrap_server_factory
 
                     svc.tls_server = ServerTLS(lconf.tls, lconf.name)
-                    wrapped = wrap_server_factory(svc.tls_server, factory, reactor)
+                    wrapped = wrap_server_factory(svc.tls_server, factory)
                 else:
                     svc.tls_server = None
                 if svc.port is not None:

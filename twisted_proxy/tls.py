@@ -16,7 +16,8 @@ Listeners
     renegotiation, the server's cipher order; ALPN offers
     L{ALPN_PROTOCOLS}. L{ServerTLS.reload} re-reads every file; on
     any error the contexts in use stay. The service wraps the listener's
-    factory with L{wrap_server_factory}.
+    factory with L{wrap_server_factory}: the proxy's own TLS layer,
+    L{ListenerTLS}, over the pyOpenSSL connections L{ServerTLS} makes.
 
     With C{client_ca}, client certificates are verified (C{verify_client}
     C{"required"} or C{"optional"}); L{twisted_proxy.engine.front.SubjectFrontFactory} makes protocols that
@@ -577,8 +578,8 @@ class ProxyTLSTransport(BufferingTLSTransport):
 
 class TLSFactory(TLSMemoryBIOFactory):
     """
-    L{TLSMemoryBIOFactory} making L{ProxyTLSTransport}s: listeners' and
-    backends' TLS.
+    L{TLSMemoryBIOFactory} making L{ProxyTLSTransport}s: backends' TLS
+    (listeners have L{ListenerTLSFactory}).
     """
 
     protocol = ProxyTLSTransport
@@ -843,7 +844,7 @@ class ListenerTLSFactory(WrappingFactory):
         return ListenerTLS(self, inner, self.creator.serverConnectionForTLS(None))
 
 
-def wrap_server_factory(creator: ServerTLS, factory: Any, reactor: Any) -> ListenerTLSFactory:
+def wrap_server_factory(creator: ServerTLS, factory: Any) -> ListenerTLSFactory:
     """
     C{factory} behind TLS: what a listener with a C{tls} table listens
     with (L{ListenerTLS}).
