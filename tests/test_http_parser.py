@@ -1869,3 +1869,300 @@ class CallbackBugTests(SynchronousTestCase):
         self.assertRaises(
             ValueError, parser.feed, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
         )
+
+
+class NoLlhttp:
+    """
+    Stands for llhttp in a parser that must not use it (a remembered head
+    is replayed without it).
+    """
+
+    def feed_data(self, data: bytes) -> None:
+        raise AssertionError(f"llhttp was used for {data!r}")
+
+
+GET = b"GET /memo HTTP/1.1\r\nHost: example.com\r\nAccept: */*\r\n\r\n"
+OK = (
+    b"HTTP/1.1 200 OK\r\nServer: origin\r\nContent-Length: 5\r\n"
+    b"Connection: keep-alive, X-Hop\r\nX-Hop: 1\r\n\r\n"
+)
+
+
+class HeadMemoTests(SynchronousTestCase):
+    """
+    A head whose exact bytes were parsed before (by a parser of the same
+    class under the same limits) is replayed from the memo, with the same
+    events as llhttp's, without llhttp.
+    """
+
+    def setUp(self) -> None:
+        from twisted_proxy.http import parser as module
+
+        self.module = module
+        self.patch(module, "_memos", {})
+
+    def replayed_request(self, data: bytes, **limits: int) -> Tuple[RequestParser, RecordingSink]:
+        parser, sink = request_parser(**limits)
+        real, parser._parser = parser._parser, NoLlhttp()
+        parser.feed(data)
+        parser._parser = real
+        return parser, sink
+
+    def test_request_replayed(self) -> None:
+        """
+        A keep-alive request without a body, seen once, is reported the
+        second time without llhttp: the same head, fresh lists.
+        """
+        first, sink1 = request_parser()
+        first.feed(GET)
+        _, sink2 = self.replayed_request(GET)
+        self.assertEqual(sink1.events, sink2.events)
+        one, two = sink1.heads[0], sink2.heads[0]
+        for name in RequestHead.__slots__:
+            self.assertEqual(getattr(one, name), getattr(two, name), name)
+        self.assertIsNot(one.headers, two.headers)
+        two.headers.append((b"X", b"y"))
+        _, sink3 = self.replayed_request(GET)
+        self.assertEqual(sink3.heads[0].headers, one.headers)
+
+    def test_request_tokens_and_via(self) -> None:
+        """
+        The Connection options and a looped Via are replayed too.
+        """
+        from twisted_proxy.http.policy import VIA_PREFIX
+
+        data = (
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Opt\r\n"
+            b"Via: 1.1 " + VIA_PREFIX + b"x\r\n\r\n"
+        )
+        request_parser()[0].feed(data)
+        _, sink = self.replayed_request(data)
+        head = sink.heads[0]
+        self.assertEqual(head.tokens, {b"keep-alive", b"x-opt"})
+        self.assertIn(VIA_PREFIX, head.looped)
+
+    def test_pipelined_replays(self) -> None:
+        """
+        Remembered requests pipelined in one read are each replayed, and
+        a request not remembered after them goes through llhttp.
+        """
+        request_parser()[0].feed(GET)
+        parser, sink = request_parser()
+        parser.feed(GET + GET + b"GET /new HTTP/1.1\r\nHost: a\r\n\r\n" + GET)
+        self.assertEqual(
+            sink.events,
+            [("head", b"GET", b"/memo"), ("end",)] * 2
+            + [("head", b"GET", b"/new"), ("end",), ("head", b"GET", b"/memo"), ("end",)],
+        )
+        # (only the head that began the read was remembered)
+        self.assertNotIn(GET + b"GET /new HTTP/1.1\r\nHost: a\r\n\r\n", self.module._memos)
+        _, sink = self.replayed_request(b"GET /new HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(sink.kinds(), ["head", "end"])
+
+    def test_replay_then_partial_head(self) -> None:
+        """
+        A replayed request followed by the start of another: the rest is
+        parsed by llhttp when it comes.
+        """
+        request_parser()[0].feed(GET)
+        parser, sink = request_parser()
+        parser.feed(GET + b"GET /b HTTP/1.1\r\nHo")
+        self.assertTrue(parser.in_head)
+        parser.feed(b"st: a\r\n\r\n")
+        self.assertEqual([e for e in sink.events if e[0] == "head"], [("head", b"GET", b"/memo"), ("head", b"GET", b"/b")])
+
+    def test_requests_not_remembered(self) -> None:
+        """
+        Heads that change llhttp's state (a body, an upgrade, CONNECT, the
+        end of the connection), that need more than the head (Expect), or
+        that do not begin their read are parsed every time.
+        """
+        for data in [
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nab",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            b"GET / HTTP/1.0\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+            b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+            b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n",
+            b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+        ]:
+            request_parser()[0].feed(data)
+        self.assertEqual(self.module._memos, {(RequestParser, (65536, 8192, 100)): {}})
+
+    def test_empty_lines_first(self) -> None:
+        """
+        A read starting with empty lines (which llhttp skips) is not
+        remembered under its first blank line, nor replayed from it.
+        """
+        request_parser()[0].feed(b"\r\n\r\nGET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+        parser, sink = request_parser()
+        parser.feed(b"\r\n\r\nGET /y HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(sink.events, [("head", b"GET", b"/y"), ("end",)])
+
+    def test_after_connection_close(self) -> None:
+        """
+        After a request that ends the connection, llhttp refuses what
+        follows: a remembered head is not replayed past it.
+        """
+        request_parser()[0].feed(GET)
+        parser, sink = request_parser()
+        parser.feed(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        self.assertRaises(BadRequest, parser.feed, GET)
+        self.assertEqual(len(sink.heads), 1)
+
+    def test_limits_have_their_own_memo(self) -> None:
+        """
+        A head accepted under generous limits is still refused by a parser
+        with smaller ones.
+        """
+        request_parser()[0].feed(GET)
+        parser, _ = request_parser(max_header_count=1)
+        error = self.assertRaises(BadRequest, parser.feed, GET)
+        self.assertEqual(error.status, 431)
+
+    def test_subclass_has_its_own_memo(self) -> None:
+        """
+        A subclass (which may parse differently) never replays the heads
+        its base class remembered.
+        """
+        request_parser()[0].feed(GET)
+        seen = []
+
+        class Counting(RequestParser):
+            def on_url(self, url: bytes) -> None:
+                seen.append(url)
+                RequestParser.on_url(self, url)
+
+        Counting(RecordingSink()).feed(GET)
+        self.assertEqual(seen, [b"/memo"])
+
+    def test_bounded(self) -> None:
+        """
+        A full memo starts over.
+        """
+        self.patch(self.module, "MEMO_ENTRIES", 2)
+        for i in range(5):
+            request_parser()[0].feed(b"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % i)
+        (memo,) = self.module._memos.values()
+        self.assertEqual(len(memo), 1)
+
+    def replayed_response(self, *reads: bytes, no_body: bool = False) -> Tuple[ResponseParser, RecordingSink]:
+        parser, sink = response_parser(no_body)
+        real, parser._parser = parser._parser, NoLlhttp()
+        for data in reads:
+            parser.feed(data)
+            parser.hand_over()
+        parser._parser = real
+        return parser, sink
+
+    def test_response_replayed(self) -> None:
+        """
+        A keep-alive response with a Content-Length body, seen once, is
+        reported the second time without llhttp: the same head, fresh
+        lists, its body and end.
+        """
+        first, sink1 = response_parser()
+        first.feed(OK + b"hello")
+        parser, sink2 = self.replayed_response(OK + b"hello")
+        self.assertEqual(sink1.events, sink2.events)
+        self.assertEqual(sink2.events, [("head", 200), ("body", b"hello"), ("end",)])
+        one, two = sink1.responses[0], sink2.responses[0]
+        for name in ResponseHead.__slots__:
+            self.assertEqual(getattr(one, name), getattr(two, name), name)
+        self.assertEqual(two.tokens, {b"keep-alive", b"x-hop"})
+        self.assertIsNot(one.headers, two.headers)
+        self.assertIsNot(one.lnames, two.lnames)
+        self.assertTrue(parser.done)
+        self.assertFalse(parser.extra)
+
+    def test_response_body_over_reads(self) -> None:
+        """
+        A replayed head whose body continues in later reads: the rest goes
+        past llhttp as usual, and the next response is parsed afresh.
+        """
+        response_parser()[0].feed(OK + b"hello")
+        parser, sink = self.replayed_response(OK + b"he", b"l", b"lo")
+        self.assertEqual(sink.body(), b"hello")
+        self.assertEqual(sink.kinds()[-1], "end")
+        self.assertTrue(parser.done)
+        parser.expect(False)
+        parser.feed(b"HTTP/1.1 204 No Content\r\n\r\n")
+        self.assertEqual([r.status for r in sink.responses], [200, 204])
+
+    def test_response_head_alone(self) -> None:
+        """
+        A replayed head with none of its body in the read.
+        """
+        response_parser()[0].feed(OK)
+        parser, sink = self.replayed_response(OK, b"hello")
+        self.assertEqual(sink.events, [("head", 200), ("body", b"hello"), ("end",)])
+
+    def test_response_extra_bytes(self) -> None:
+        """
+        Bytes after a replayed response mark the connection unusable.
+        """
+        response_parser()[0].feed(OK + b"hello")
+        parser, sink = self.replayed_response(OK + b"helloHTTP/1.1 200 OK\r\n")
+        self.assertEqual(sink.body(), b"hello")
+        self.assertTrue(parser.done)
+        self.assertTrue(parser.extra)
+
+    def test_empty_response_body(self) -> None:
+        """
+        Content-Length: 0 is replayed as a head and an end.
+        """
+        data = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+        response_parser()[0].feed(data)
+        parser, sink = self.replayed_response(data)
+        self.assertEqual(sink.events, [("head", 200), ("end",)])
+        self.assertTrue(parser.done)
+
+    def test_responses_not_remembered(self) -> None:
+        """
+        Responses without a Content-Length body, ending the connection,
+        switching protocols, interim, to HEAD, or not at the start of
+        their read are parsed every time.
+        """
+        for data, no_body in [
+            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", False),
+            (b"HTTP/1.1 204 No Content\r\n\r\n", False),
+            (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n", False),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello", False),
+            (b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\nhello", False),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", True),
+            (b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n", False),
+            (b"\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", False),
+        ]:
+            parser = response_parser(no_body)[0]
+            try:
+                parser.feed(data)
+            except Exception:
+                pass
+        self.assertEqual(self.module._memos, {(ResponseParser, (65536, 8192, 100)): {}})
+
+    def test_interim_then_final(self) -> None:
+        """
+        A 100 Continue and the final response in one read: the final head
+        is not remembered under the interim one's bytes; alone in a later
+        read it is.
+        """
+        interim = b"HTTP/1.1 100 Continue\r\n\r\n"
+        parser, sink = response_parser()
+        parser.feed(interim + OK + b"hello")
+        self.assertEqual(sink.events, [("head", 200), ("body", b"hello"), ("end",)])
+        self.assertEqual(self.module._memos, {(ResponseParser, (65536, 8192, 100)): {}})
+        parser, sink = response_parser()
+        parser.feed(interim)
+        parser.feed(OK + b"hello")
+        _, sink = self.replayed_response(OK + b"hello")
+        self.assertEqual(sink.events, [("head", 200), ("body", b"hello"), ("end",)])
+
+    def test_response_limits(self) -> None:
+        """
+        A response head remembered under generous limits is still refused
+        by a parser with smaller ones.
+        """
+        response_parser()[0].feed(OK + b"hello")
+        parser, _ = response_parser(max_header_count=2)
+        self.assertRaises(BadResponse, parser.feed, OK + b"hello")

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 
-from typing import Any, List, Optional, Tuple
+from typing import AbstractSet, Any, List, Optional, Tuple
 
 from httptools import HttpRequestParser, HttpResponseParser  # type: ignore[attr-defined]
 from httptools import HttpParserError, HttpParserUpgrade  # type: ignore[attr-defined]
@@ -36,6 +36,46 @@ class BadRequest(Exception):
         Exception.__init__(self, status, message)
         self.status = status
         self.message = message
+
+
+#: heads up to this size (bytes, through the blank line) are remembered
+MEMO_HEAD_MAX = 4096
+#: entries in one memo; a full memo starts over (an origin's Date changes
+#: every second: old heads stop coming)
+MEMO_ENTRIES = 256
+
+_memos: dict = {}
+
+
+def head_memo(kind: type, limits: Tuple[int, int, int]) -> dict:
+    """
+    The memo of the heads that parsers of class C{kind} parsed under
+    C{limits} (head size, field size, field count): the exact bytes of a
+    head that llhttp and these checks accepted, mapped to what they made
+    of it. The same bytes parse the same way, so a head seen before (a
+    client repeating its request on a keep-alive connection, an origin
+    answering for the same resource within the same second) is not parsed
+    again: its bytes are compared whole (one hash, in C) instead of going
+    through llhttp's per-header callbacks and the checks below. Heads
+    parsed under other limits, or by a subclass, have their own memo.
+    Only heads that leave llhttp where it was are remembered: keep-alive
+    messages whose body llhttp need not see (a request without a body, a
+    response with a Content-Length body, which L{ResponseParser.feed}
+    takes past llhttp as it does after any first read),
+    that switch no protocol, and that begin their read (so that the read's
+    bytes up to the first blank line are exactly that head).
+    """
+    key = (kind, limits)
+    memo = _memos.get(key)
+    if memo is None:
+        memo = _memos[key] = {}
+    return memo
+
+
+def _remember(memo: dict, key: bytes, entry: tuple) -> None:
+    if len(memo) >= MEMO_ENTRIES:
+        memo.clear()
+    memo[key] = entry
 
 
 class RequestHead:
@@ -157,6 +197,13 @@ class RequestParser:
         #: Content-Length body bytes still to come past llhttp (see feed)
         self.remaining = 0
         self._length = 0
+        self._memo = head_memo(self.__class__, (max_head_size, max_field_size, max_header_count))
+        #: the bytes of the head that begins this read, while llhttp parses
+        #: it (remembered when it completes, if it may be)
+        self._memo_key: Optional[bytes] = None
+        #: llhttp saw a message that ends the connection: it refuses what
+        #: follows, so every later head must go through it
+        self._no_memo = False
 
     def reset(self) -> None:
         """
@@ -191,6 +238,28 @@ class RequestParser:
             self.sink.request_end()
             if not data:
                 return None
+        key = None
+        if not self.in_head and not self._chunked and not self._no_memo:
+            # at a message boundary: a head seen before is not parsed again
+            while True:
+                end = data.find(b"\r\n\r\n") + 4
+                if end < 8 or end > MEMO_HEAD_MAX or not 65 <= data[0] <= 90:
+                    # (llhttp skips empty lines before a request line: only
+                    # a read that starts with the method is its head's key)
+                    break
+                key = data if end == len(data) else data[:end]
+                entry = self._memo.get(key)
+                if entry is None:
+                    break
+                key = None
+                self._replay(entry)
+                if end == len(data):
+                    return None
+                data = data[end:]
+                if self.in_head or self.remaining or self._chunked or self._no_memo:
+                    # (the sink fed or reset the parser meanwhile)
+                    break
+        self._memo_key = key
         self._ended = False
         if self._chunked:
             # more of a chunked body: held until the read is accepted
@@ -240,6 +309,20 @@ class RequestParser:
         if self._holding:
             self._deliver(-1)
         return None
+
+    def _replay(self, entry: tuple) -> None:
+        """
+        Report a remembered head (a keep-alive request without a body) as
+        llhttp's callbacks would.
+        """
+        method, target, version, headers, host, tokens, looped = entry
+        head = RequestHead(method, target, version, list(headers), host, True, 0, False, None)
+        head.tokens = tokens
+        if looped is not None:
+            head.looped = looped
+        sink = self.sink
+        sink.request_head(head)
+        sink.request_end()
 
     def _deliver(self, count: int) -> None:
         """
@@ -306,6 +389,8 @@ class RequestParser:
 
     def on_headers_complete(self) -> None:
         self.in_head = False
+        # (only the first head of a read can be the one the key is of)
+        key, self._memo_key = self._memo_key, None
         size = self._size
         if self._pending:
             # the head began in an earlier read: any of its fields may be long
@@ -388,20 +473,29 @@ class RequestParser:
         url = self._url[0] if len(self._url) == 1 else b"".join(self._url)
         if framing == 1 and not upgrading:
             self._length = int(headers[lnames.index(b"content-length")][1])
+        keep_alive = parser.should_keep_alive()
+        method = parser.get_method()
         head = RequestHead(
-            parser.get_method(),
+            method,
             url,
             bversion,
             headers,
             host,
-            parser.should_keep_alive(),
+            keep_alive,
             framing,
             expect,
             upgrade,
         )
-        head.tokens = tokens
+        frozen = None if tokens is None else frozenset(tokens)
+        head.tokens = frozen
         if looped is not None:
             head.looped = looped
+        if not keep_alive:
+            self._no_memo = True
+        elif key is not None and framing == 0 and not upgrading and not expect and not self._holding:
+            # (a head with a body, or one that switches protocols, goes on
+            # through llhttp: its state must follow)
+            _remember(self._memo, key, (method, url, bversion, tuple(headers), host, frozen, looped))
         if framing == 2:
             # a chunked body can be malformed: this request (and what
             # follows it in this read) waits until llhttp has accepted the
@@ -508,7 +602,7 @@ class ResponseHead:
         #: lower-cased names, parallel to headers (None: not computed)
         self.lnames: Optional[List[bytes]] = None
         #: the options named in Connection headers (None: none)
-        self.tokens: Optional[set] = None
+        self.tokens: Optional[AbstractSet[bytes]] = None
 
 
 class BadResponse(Exception):
@@ -566,6 +660,9 @@ class ResponseParser:
         #: over (0: llhttp parses what comes)
         self.remaining = 0
         self._length = 0
+        self._memo = head_memo(self.__class__, (max_head_size, max_field_size, max_header_count))
+        #: the bytes of the head that begins this read (see RequestParser)
+        self._memo_key: Optional[bytes] = None
 
     def expect(self, no_body: bool) -> None:
         """
@@ -600,6 +697,17 @@ class ResponseParser:
                 self._stale = True
                 self.sink.response_end()
             return None
+        key = None
+        if not self.started and not self.no_body:
+            # a head seen before is not parsed again (see head_memo)
+            end = data.find(b"\r\n\r\n") + 4
+            if 8 <= end <= MEMO_HEAD_MAX and data[0] == 72:  # (b"H": no empty line first)
+                key = data if end == len(data) else data[:end]
+                entry = self._memo.get(key)
+                if entry is not None:
+                    self._replay(entry, data, end)
+                    return None
+        self._memo_key = key
         self._ended = False
         self._size = len(data)
         try:
@@ -628,6 +736,33 @@ class ResponseParser:
             if self._pending > self.max_head_size:
                 raise BadResponse("response head too large")
         return None
+
+    def _replay(self, entry: tuple, data: bytes, end: int) -> None:
+        """
+        Report a remembered head (a keep-alive response with a
+        Content-Length body) and what follows it in C{data} as llhttp's
+        callbacks would. llhttp is left where it was, at the start of a
+        message.
+        """
+        status, reason, version, headers, length, lnames, tokens = entry
+        self.started = True
+        self.framing = 1
+        head = ResponseHead(status, reason, version, list(headers), True, 1)
+        head.lnames = list(lnames)
+        head.tokens = tokens
+        self._length = length
+        self.sink.response_head(head)
+        size = len(data) - end
+        extra = size > length
+        if size and length:
+            body = data[end:] if not extra else data[end : end + length]
+            self._length = length - len(body)
+            self.sink.response_body(body)
+        if not self._length:
+            self.done = True
+            self.sink.response_end()
+            if extra:
+                self.extra = True
 
     def on_message_begin(self) -> None:
         if self.done:
@@ -674,6 +809,8 @@ class ResponseParser:
         if self.done:
             return
         self._in_head = False
+        # (only the first head of a read can be the one the key is of)
+        key, self._memo_key = self._memo_key, None
         size = self._size
         if self._pending:
             # the head began in an earlier read: any of its fields may be long
@@ -748,9 +885,15 @@ class ResponseParser:
         if framing == 1:
             value = headers[lnames.index(b"content-length")][1]
             self._length = int(value)  # llhttp accepted it: digits only
-        head = ResponseHead(status, reason, bversion, headers, parser.should_keep_alive(), framing)
+        keep_alive = parser.should_keep_alive()
+        head = ResponseHead(status, reason, bversion, headers, keep_alive, framing)
         head.lnames = lnames
-        head.tokens = tokens
+        frozen = None if tokens is None else frozenset(tokens)
+        head.tokens = frozen
+        if key is not None and framing == 1 and keep_alive and status != 101:
+            _remember(
+                self._memo, key, (status, reason, bversion, tuple(headers), self._length, tuple(lnames), frozen)
+            )
         self.sink.response_head(head)
         if framing == 0 or status == 101:
             self.done = True
