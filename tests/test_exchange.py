@@ -402,3 +402,112 @@ class WholeResponseTests(SynchronousTestCase):
         self.assertEqual(h.ctx.stats.by_status, {200: 2})
         self.assertEqual(h.ctx.stats.bytes_out, len(h.ft.value()))
         self.assertFalse(h.ft.disconnecting)
+
+
+@implementer(IRequestFilter)
+class Counting:
+    """
+    A filter that stamps each request and response with its own number.
+    """
+
+    name = "count"
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def filter_request(self, info: Any) -> None:
+        self.count += 1
+        info.headers.append((b"X-Request", b"%d" % self.count))
+        return None
+
+    def filter_response(self, info: Any, response: Any) -> None:
+        response.headers.append((b"X-Response", b"%d" % self.count))
+
+
+class ReplayedHeadTests(SynchronousTestCase):
+    """
+    Heads the parsers replay from their memo (the same bytes as before)
+    are serialised once per variant; anything that changes them (a
+    filter, another client) is serialised anew.
+    """
+
+    def setUp(self) -> None:
+        from twisted_proxy.http import parser
+
+        self.patch(parser, "_memos", {})
+
+    def exchange(self, h: Harness, front: Any, ft: StringTransport) -> Tuple[bytes, bytes]:
+        """
+        One request from C{front}, answered on its sticky (or a new)
+        upstream connection: what the upstream and the client got.
+        """
+        ft.clear()
+        front.dataReceived(GET)
+        if len(h.clock.tcpClients) > len(h.upstreams):
+            h.connect_upstream()
+        ((up, ut),) = [(up, ut) for up, ut in h.upstreams if ut.value()]
+        sent = ut.value()
+        ut.clear()
+        up.dataReceived(OK)
+        return sent, ft.value()
+
+    def test_same_heads(self) -> None:
+        """
+        The same request and response, parsed then replayed: the upstream
+        and the client get the same bytes each time, from the memo the
+        second and third time.
+        """
+        h = Harness()
+        first = self.exchange(h, h.front, h.ft)
+        self.assertIn(b"GET /x HTTP/1.1\r\n", first[0])
+        self.assertTrue(first[1].startswith(b"HTTP/1.1 200 OK\r\n"))
+        second = self.exchange(h, h.front, h.ft)
+        third = self.exchange(h, h.front, h.ft)
+        self.assertEqual(first, second)
+        self.assertEqual(first, third)
+        (request_memo, response_memo) = [m for m in _memos().values()]
+        ((_, _, _, _, _, _, _, (_, _, sent)),) = request_memo.values()
+        ((_, _, _, _, _, _, _, (_, _, answered)),) = response_memo.values()
+        self.assertEqual(list(sent.values()), [first[0]])
+        self.assertEqual(list(answered.values()), [first[1][: first[1].index(b"\r\n\r\n") + 4]])
+
+    def test_filters_change_replayed_heads(self) -> None:
+        """
+        A filter that changes a replayed head: what it made is sent, not
+        the head serialised before.
+        """
+        h = Harness(filters=[Counting()])
+        for i in (1, 2, 3):
+            sent, answered = self.exchange(h, h.front, h.ft)
+            self.assertIn(b"X-Request: %d\r\n" % i, sent)
+            self.assertIn(b"X-Response: %d\r\n" % i, answered)
+
+    def test_other_client(self) -> None:
+        """
+        The same request bytes from another client address: its own
+        X-Forwarded-For / Via view (the forward router's anonymity), and a
+        Connection: close variant when its connection is half-closed.
+        """
+        h = Harness()
+        h.ctx.router = ForwardRouter(anonymity="transparent")
+        sent1, _ = self.exchange(h, h.front, h.ft)
+        other = FrontFactory(h.ctx).buildProtocol(None)
+        ot = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.2", 40001))
+        other.makeConnection(ot)
+        sent2, answered2 = self.exchange(h, other, ot)
+        self.assertIn(b"127.0.0.1", sent1)
+        self.assertNotIn(b"127.0.0.2", sent1)
+        self.assertIn(b"127.0.0.2", sent2)
+        ot.clear()
+        other.dataReceived(GET)
+        other.readConnectionLost()
+        ((up, _),) = [(up, ut) for up, ut in h.upstreams if ut.value()]
+        up.dataReceived(OK)
+        self.assertIn(b"Connection: close\r\n", ot.value())
+        self.assertNotIn(b"Connection: close\r\n", answered2)
+
+
+def _memos() -> dict:
+    from twisted_proxy.http import parser
+
+    return parser._memos

@@ -279,19 +279,40 @@ class Exchange:
                     self.close_after = True
         self.out_framing = framing
         close = self.close_after or front.read_closed
+        ctx = self.ctx
+        keep_alive_header = head.version == b"1.0" and not close
+        served = response.served
+        if served is not None and upgrade is None:
+            # a head replayed from the parser's memo: serialised once per
+            # variant, while nothing (a filter, the cache) has changed it
+            pristine, tokens, heads = served
+            if response.tokens is tokens and tuple(response.headers) == pristine:
+                key = (status, response.reason, framing, ctx.add_via, close, keep_alive_header, ctx.hide, ctx.skip)
+                data = heads.get(key)
+                if data is None:
+                    data = policy.response_head(
+                        status, response.reason, pristine, framing, ctx.add_via, close,
+                        keep_alive_header, None, ctx.hide, response.lnames, tokens, ctx.skip,
+                    )
+                    if len(heads) < 8:
+                        heads[key] = data
+                self.response_started = True
+                self.bytes_out += len(data)
+                self.emit(data)
+                return
         data = policy.response_head(
             status,
             response.reason,
             response.headers,
             framing,
-            self.ctx.add_via,
+            ctx.add_via,
             close,
-            head.version == b"1.0" and not close,
+            keep_alive_header,
             upgrade,
-            self.ctx.hide,
+            ctx.hide,
             response.lnames,
             response.tokens,
-            self.ctx.skip,
+            ctx.skip,
         )
         self.response_started = True
         self.bytes_out += len(data)

@@ -285,7 +285,23 @@ class UpstreamLeg:
         head = ex.head
         # a body that goes straight to a plain TCP client may be spliced
         conn.attach(self, head.method == b"HEAD", ex, self.sink is ex and splice_possible(conn, front))
-        data = self.ctx.router.request_head(head, target, front.client_ip, server)
+        router = self.ctx.router
+        served = head.served
+        if served is not None and served[1] is head.tokens and tuple(head.headers) == served[0]:
+            # a head replayed from the parser's memo, which nothing (a
+            # filter) has changed: serialised once per target and client
+            key = (
+                router, head.method, head.framing, head.upgrade, head.expect_continue,
+                target.path, target.authority, target.route, front.client_ip, server,
+            )
+            heads = served[2]
+            data = heads.get(key)
+            if data is None:
+                data = router.request_head(head, target, front.client_ip, server)
+                if len(heads) < 8:
+                    heads[key] = data
+        else:
+            data = router.request_head(head, target, front.client_ip, server)
         transport = conn.transport
         write_soon(transport, data)
         if self.replay:

@@ -107,6 +107,7 @@ class RequestHead:
         "upgrade",
         "tokens",
         "looped",
+        "served",
     )
 
     def __init__(
@@ -136,6 +137,11 @@ class RequestHead:
         #: the Via value that carries a mark of this process, if any (the
         #: policy stage looks for its listener's own mark in it)
         self.looped: Optional[bytes] = None
+        #: for a head replayed from the parser's memo: C{(headers, tokens,
+        #: heads)}, the headers and tokens as parsed and the heads already
+        #: serialised from them for upstreams, by the serialiser's other
+        #: inputs (see UpstreamLeg.upstream_ready); None otherwise
+        self.served: Optional[Tuple[tuple, Any, dict]] = None
 
     def __repr__(self) -> str:
         return f"<RequestHead {self.method!r} {self.target!r} HTTP/{self.version.decode()}>"
@@ -315,9 +321,10 @@ class RequestParser:
         Report a remembered head (a keep-alive request without a body) as
         llhttp's callbacks would.
         """
-        method, target, version, headers, host, tokens, looped = entry
+        method, target, version, headers, host, tokens, looped, served = entry
         head = RequestHead(method, target, version, list(headers), host, True, 0, False, None)
         head.tokens = tokens
+        head.served = served
         if looped is not None:
             head.looped = looped
         sink = self.sink
@@ -495,7 +502,10 @@ class RequestParser:
         elif key is not None and framing == 0 and not upgrading and not expect and not self._holding:
             # (a head with a body, or one that switches protocols, goes on
             # through llhttp: its state must follow)
-            _remember(self._memo, key, (method, url, bversion, tuple(headers), host, frozen, looped))
+            pristine = tuple(headers)
+            _remember(
+                self._memo, key, (method, url, bversion, pristine, host, frozen, looped, (pristine, frozen, {}))
+            )
         if framing == 2:
             # a chunked body can be malformed: this request (and what
             # follows it in this read) waits until llhttp has accepted the
@@ -582,6 +592,7 @@ class ResponseHead:
         "framing",
         "lnames",
         "tokens",
+        "served",
     )
 
     def __init__(
@@ -603,6 +614,11 @@ class ResponseHead:
         self.lnames: Optional[List[bytes]] = None
         #: the options named in Connection headers (None: none)
         self.tokens: Optional[AbstractSet[bytes]] = None
+        #: for a head replayed from the memo: C{(headers, tokens, heads)},
+        #: the headers and tokens as parsed and the heads already
+        #: serialised from them for the client, by the serialiser's other
+        #: inputs (see Exchange.response_head); None otherwise
+        self.served: Optional[Tuple[tuple, Any, dict]] = None
 
 
 class BadResponse(Exception):
@@ -744,12 +760,13 @@ class ResponseParser:
         callbacks would. llhttp is left where it was, at the start of a
         message.
         """
-        status, reason, version, headers, length, lnames, tokens = entry
+        status, reason, version, headers, length, lnames, tokens, served = entry
         self.started = True
         self.framing = 1
         head = ResponseHead(status, reason, version, list(headers), True, 1)
         head.lnames = list(lnames)
         head.tokens = tokens
+        head.served = served
         self._length = length
         self.sink.response_head(head)
         size = len(data) - end
@@ -891,8 +908,11 @@ class ResponseParser:
         frozen = None if tokens is None else frozenset(tokens)
         head.tokens = frozen
         if key is not None and framing == 1 and keep_alive and status != 101:
+            pristine = tuple(headers)
             _remember(
-                self._memo, key, (status, reason, bversion, tuple(headers), self._length, tuple(lnames), frozen)
+                self._memo,
+                key,
+                (status, reason, bversion, pristine, self._length, tuple(lnames), frozen, (pristine, frozen, {})),
             )
         self.sink.response_head(head)
         if framing == 0 or status == 101:
