@@ -466,8 +466,8 @@ class ReplayedHeadTests(SynchronousTestCase):
         self.assertEqual(first, second)
         self.assertEqual(first, third)
         (request_memo, response_memo) = [m for m in _memos().values()]
-        ((_, _, _, _, _, _, _, (_, _, sent)),) = request_memo.values()
-        ((_, _, _, _, _, _, _, (_, _, answered)),) = response_memo.values()
+        ((*_, (_, _, sent)),) = request_memo.values()
+        ((*_, (_, _, answered)),) = response_memo.values()
         self.assertEqual(list(sent.values()), [first[0]])
         self.assertEqual(list(answered.values()), [first[1][: first[1].index(b"\r\n\r\n") + 4]])
 

@@ -1976,15 +1976,13 @@ class HeadMemoTests(SynchronousTestCase):
 
     def test_requests_not_remembered(self) -> None:
         """
-        Heads that change llhttp's state (a body, an upgrade, CONNECT, the
-        end of the connection), that need more than the head (Expect), or
-        that do not begin their read are parsed every time.
+        Heads that change llhttp's state (a body, an upgrade, CONNECT),
+        that need more than the head (Expect), or that do not begin their
+        read are parsed every time.
         """
         for data in [
             b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nab",
             b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
-            b"GET / HTTP/1.0\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
             b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
             b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n",
@@ -2013,6 +2011,46 @@ class HeadMemoTests(SynchronousTestCase):
         parser.feed(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         self.assertRaises(BadRequest, parser.feed, GET)
         self.assertEqual(len(sink.heads), 1)
+
+    def test_connection_close_replayed(self) -> None:
+        """
+        A request that ends the connection is replayed too, and what
+        follows it is treated as llhttp treats it: empty lines ignored,
+        anything else refused with llhttp's own words.
+        """
+        close = b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+        parser, sink = request_parser()
+        parser.feed(close)
+        parser.feed(b"\r\n")
+        llhttp = self.assertRaises(BadRequest, parser.feed, b"\r\nGET")
+        parser, sink = self.replayed_request(close)
+        self.assertFalse(sink.heads[0].keep_alive)
+        self.assertEqual(sink.kinds(), ["head", "end"])
+        parser.feed(b"\r\n\r\n")
+        error = self.assertRaises(BadRequest, parser.feed, b"\r\nGET")
+        self.assertEqual((error.status, error.message), (llhttp.status, llhttp.message))
+        # in the same read as the replayed head
+        parser, sink = request_parser()
+        parser._parser = NoLlhttp()
+        error = self.assertRaises(BadRequest, parser.feed, close + GET)
+        self.assertEqual(error.message, llhttp.message)
+        self.assertEqual(sink.kinds(), ["head", "end"])
+        # HTTP/1.0 without keep-alive
+        request_parser()[0].feed(b"GET / HTTP/1.0\r\n\r\n")
+        parser, sink = self.replayed_request(b"GET / HTTP/1.0\r\n\r\n")
+        self.assertEqual(sink.heads[0].version, b"1.0")
+        self.assertRaises(BadRequest, parser.feed, b"GET / HTTP/1.0\r\n\r\n")
+
+    def test_close_after_body(self) -> None:
+        """
+        After a request with Connection: close whose body spanned reads,
+        what follows is refused too.
+        """
+        parser, sink = request_parser()
+        parser.feed(b"POST / HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 4\r\n\r\nab")
+        parser.feed(b"cd")
+        self.assertEqual(sink.body(), b"abcd")
+        self.assertRaises(BadRequest, parser.feed, GET)
 
     def test_limits_have_their_own_memo(self) -> None:
         """

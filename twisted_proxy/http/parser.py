@@ -207,9 +207,12 @@ class RequestParser:
         #: the bytes of the head that begins this read, while llhttp parses
         #: it (remembered when it completes, if it may be)
         self._memo_key: Optional[bytes] = None
-        #: llhttp saw a message that ends the connection: it refuses what
-        #: follows, so every later head must go through it
-        self._no_memo = False
+        #: the current message keeps the connection open
+        self._keep_alive = True
+        #: a message that ends the connection has ended: nothing but empty
+        #: lines may follow (what llhttp would refuse, refused here for a
+        #: replayed message, and for the reads after any)
+        self._closed = False
 
     def reset(self) -> None:
         """
@@ -217,6 +220,7 @@ class RequestParser:
         """
         self._parser = HttpRequestParser(self)
         self._chunked = False
+        self._closed = False
         self.in_head = False
         self._pending = 0
         self.remaining = 0
@@ -241,11 +245,15 @@ class RequestParser:
             # llhttp still counts on that body: the next request gets a
             # fresh parser
             self._parser = HttpRequestParser(self)
+            self._closed = not self._keep_alive
             self.sink.request_end()
             if not data:
                 return None
+        if self._closed:
+            _after_close(data)
+            return None
         key = None
-        if not self.in_head and not self._chunked and not self._no_memo:
+        if not self.in_head and not self._chunked:
             # at a message boundary: a head seen before is not parsed again
             while True:
                 end = data.find(b"\r\n\r\n") + 4
@@ -262,7 +270,10 @@ class RequestParser:
                 if end == len(data):
                     return None
                 data = data[end:]
-                if self.in_head or self.remaining or self._chunked or self._no_memo:
+                if self._closed:
+                    _after_close(data)
+                    return None
+                if self.in_head or self.remaining or self._chunked:
                     # (the sink fed or reset the parser meanwhile)
                     break
         self._memo_key = key
@@ -318,15 +329,17 @@ class RequestParser:
 
     def _replay(self, entry: tuple) -> None:
         """
-        Report a remembered head (a keep-alive request without a body) as
-        llhttp's callbacks would.
+        Report a remembered head (a request without a body) as llhttp's
+        callbacks would.
         """
-        method, target, version, headers, host, tokens, looped, served = entry
-        head = RequestHead(method, target, version, list(headers), host, True, 0, False, None)
+        method, target, version, headers, host, keep_alive, tokens, looped, served = entry
+        head = RequestHead(method, target, version, list(headers), host, keep_alive, 0, False, None)
         head.tokens = tokens
         head.served = served
         if looped is not None:
             head.looped = looped
+        self._keep_alive = keep_alive
+        self._closed = not keep_alive
         sink = self.sink
         sink.request_head(head)
         sink.request_end()
@@ -497,14 +510,15 @@ class RequestParser:
         head.tokens = frozen
         if looped is not None:
             head.looped = looped
-        if not keep_alive:
-            self._no_memo = True
-        elif key is not None and framing == 0 and not upgrading and not expect and not self._holding:
+        self._keep_alive = keep_alive
+        if key is not None and framing == 0 and not upgrading and not expect and not self._holding:
             # (a head with a body, or one that switches protocols, goes on
             # through llhttp: its state must follow)
             pristine = tuple(headers)
             _remember(
-                self._memo, key, (method, url, bversion, pristine, host, frozen, looped, (pristine, frozen, {}))
+                self._memo,
+                key,
+                (method, url, bversion, pristine, host, keep_alive, frozen, looped, (pristine, frozen, {})),
             )
         if framing == 2:
             # a chunked body can be malformed: this request (and what
@@ -535,6 +549,7 @@ class RequestParser:
         self._ended = True
         self._length = 0
         self._chunked = False
+        self._closed = not self._keep_alive
         if self._holding:
             events = self._events
             events.append(None)
@@ -544,6 +559,15 @@ class RequestParser:
 
 
 _flat = itertools.chain.from_iterable
+
+
+def _after_close(data: bytes) -> None:
+    """
+    Bytes after a request that ends the connection: empty lines are
+    ignored, anything else refused, as llhttp does.
+    """
+    if data.strip(b"\r\n"):
+        raise BadRequest(400, "malformed request: Data after `Connection: close`")
 
 #: Connection values that name no other header (the keep-alive and close
 #: options are not header names: Keep-Alive is hop-by-hop anyway)
