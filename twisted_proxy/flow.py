@@ -28,12 +28,20 @@ class Gate:
     Pauses C{transport} while any reason bit is set.
     """
 
-    __slots__ = ("transport", "reasons", "producer")
+    __slots__ = ("transport", "reasons")
 
     def __init__(self, transport: Any) -> None:
         self.transport = transport
         self.reasons = 0
-        self.producer = GateProducer(self)
+
+    @property
+    def producer(self) -> "GateProducer":
+        """
+        A producer to register with a peer transport (made on demand: a
+        gate that held its own would be a reference cycle, left for the
+        garbage collector by every closed connection).
+        """
+        return GateProducer(self)
 
     def pause(self, reason: int) -> None:
         if not self.reasons:

@@ -327,8 +327,11 @@ class FrontProtocol(Protocol):
         self.closing = True
         self.cancel_timer()
         self.relay.switch(None)
-        # (the hook is a bound method: the cycle goes with the connection)
+        # (the hook is a bound method, and the parser's sink is this
+        # protocol: reference cycles that would wait for the garbage
+        # collector)
         self.relay.on_pause = None
+        self.parser.close()
         if self.factory is not None:
             self.factory.connections.discard(self)
         if self.limiter is not None:

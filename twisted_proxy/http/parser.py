@@ -181,7 +181,7 @@ class RequestParser:
         self.max_header_count = max_header_count
         #: a read up to this size holds no head and no field over the limits
         self.small_read = min(max_head_size, max_field_size)
-        self._parser = HttpRequestParser(self)
+        self._parser: Any = HttpRequestParser(self)
         self._url: List[bytes] = []
         self._headers: Headers = []
         #: where trailer fields go: counted and bounded, never reported
@@ -225,6 +225,16 @@ class RequestParser:
         self._pending = 0
         self.remaining = 0
         self._length = 0
+
+    def close(self) -> None:
+        """
+        The connection is gone: nothing more is fed. llhttp's parser (whose
+        callbacks refer back to this one) and the sink are let go, so that
+        these objects are freed with the connection instead of waiting for
+        the garbage collector.
+        """
+        self._parser = None
+        self.sink = None
 
     def feed(self, data: bytes) -> Optional[bytes]:
         remaining = self.remaining
