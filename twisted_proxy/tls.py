@@ -436,7 +436,10 @@ class ServerTLS:
         except SSL.Error as e:
             raise TLSFileError("key", f"{key}: {_ssl_reason(e)}", index) from None
         ctx.set_alpn_select_callback(_alpn_select)
-        ctx.set_tlsext_servername_callback(self._servername)
+        if len(config.certificates) > 1:
+            # (with one certificate every name gets it: no call into
+            # Python per handshake to find that out)
+            ctx.set_tlsext_servername_callback(self._servername)
         if config.client_ca is not None:
             # every context verifies: OpenSSL consults the context SNI
             # switched to for the trust store and the CA list it sends
@@ -635,6 +638,14 @@ class ListenerTLS(ProtocolWrapper):
         self._into = getattr(connection, "_into_ssl", None)
         self._from = getattr(connection, "_from_ssl", None)
 
+    def makeConnection(self, transport: Any) -> None:
+        # (ProtocolWrapper's, without what nothing here uses and every
+        # connection paid for: the TCP transport's interfaces declared on
+        # this object, and the factory's registry of live wrappers)
+        self.connected = 1
+        self.transport = transport
+        self.wrappedProtocol.makeConnection(self)
+
     # reading
 
     def dataReceived(self, data: bytes) -> None:
@@ -785,7 +796,7 @@ class ListenerTLS(ProtocolWrapper):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._failure is not None:
             reason = self._failure
-        self.factory.unregisterProtocol(self)
+        self.connected = 0
         wrapped, self.wrappedProtocol = self.wrappedProtocol, None
         if wrapped is not None:
             wrapped.connectionLost(reason)
