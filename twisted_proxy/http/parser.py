@@ -181,7 +181,9 @@ class RequestParser:
         self.max_header_count = max_header_count
         #: a read up to this size holds no head and no field over the limits
         self.small_read = min(max_head_size, max_field_size)
-        self._parser: Any = HttpRequestParser(self)
+        #: llhttp's parser, made when a read needs it (a head replayed
+        #: from the memo does not: see feed)
+        self._parser: Any = None
         self._url: List[bytes] = []
         self._headers: Headers = []
         #: where trailer fields go: counted and bounded, never reported
@@ -218,7 +220,7 @@ class RequestParser:
         """
         Start over on a fresh parser (after an upgrade that did not happen).
         """
-        self._parser = HttpRequestParser(self)
+        self._parser = None
         self._chunked = False
         self._closed = False
         self.in_head = False
@@ -254,7 +256,7 @@ class RequestParser:
             self.sink.request_body(body)
             # llhttp still counts on that body: the next request gets a
             # fresh parser
-            self._parser = HttpRequestParser(self)
+            self._parser = None
             self._closed = not self._keep_alive
             self.sink.request_end()
             if not data:
@@ -297,7 +299,10 @@ class RequestParser:
         # bounded below
         self._size = len(data)
         try:
-            self._parser.feed_data(data)
+            parser = self._parser
+            if parser is None:
+                parser = self._parser = HttpRequestParser(self)
+            parser.feed_data(data)
         except HttpParserUpgrade as e:
             # the upgrade request is complete: its head and end go out
             if self._holding:
