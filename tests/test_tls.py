@@ -1036,6 +1036,71 @@ class ListenerTLSLayerTests(SynchronousTestCase):
         self.assertEqual(self.inner.received, b"ping")
         self.assertEqual(self.client_read(), b"pong")
 
+    def test_direct(self) -> None:
+        """
+        This pyOpenSSL lets the layer read and write records by direct
+        calls into OpenSSL.
+        """
+        self.assertIsNotNone(self.layer._ssl)
+
+    def test_large_writes(self) -> None:
+        """
+        Writes over a record (and over the layer's copy buffer) arrive
+        whole, in order.
+        """
+        self.pump()
+        big = bytes(range(256)) * 1024  # 256 KiB
+        self.layer.write(b"head")
+        self.layer.writeSequence([big, b"tail"])
+        data = b""
+        for _ in range(50):
+            self.pump()
+            data += self.client_read()
+            if len(data) >= len(big) + 8:
+                break
+        self.assertEqual(data, b"head" + big + b"tail")
+
+    def test_partial_direct_write(self) -> None:
+        """
+        A direct write that OpenSSL took in part: pyOpenSSL writes the
+        rest, in order.
+        """
+        self.pump()
+        write = tls_module._DIRECT_SSL_WRITE
+
+        def partial(ssl: Any, data: bytes, size: int) -> int:
+            return int(write(ssl, data, min(size, 5000)))
+
+        self.patch(tls_module, "_DIRECT_SSL_WRITE", partial)
+        self.layer.writeSequence([b"a" * 10000, b"b" * 20000])
+        self.pump()
+        self.assertEqual(self.client_read(), b"a" * 10000 + b"b" * 20000)
+
+    def test_client_close_notify(self) -> None:
+        """
+        The client's close_notify (OpenSSL's error for a read, handed to
+        pyOpenSSL) closes the connection after ours.
+        """
+        self.pump()
+        try:
+            self.client.shutdown()
+        except SSL.Error:
+            pass
+        self.layer.dataReceived(self.client.bio_read(1 << 20))
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_bad_record(self) -> None:
+        """
+        Garbage where a record belongs: the protocol loses the connection
+        with OpenSSL's error as the reason.
+        """
+        self.pump()
+        self.layer.dataReceived(b"\x17\x03\x03\x00\x20" + b"\x00" * 32)
+        self.assertTrue(self.transport.disconnecting)
+        self.layer.connectionLost(Failure(Exception("gone")))
+        assert self.inner.lost is not None
+        self.assertIsInstance(self.inner.lost.value, SSL.Error)
+
     def test_bio_fill(self) -> None:
         """
         The layer knows what its BIOs hold without asking OpenSSL to fail
@@ -1083,10 +1148,21 @@ class ListenerTLSLayerTests(SynchronousTestCase):
         """
         self.pump()
         sent: List[bytes] = []
-        self.layer._tls = _Spy(self.layer._tls, sent)
+        if self.layer._ssl is not None:
+            # (records written by direct calls into OpenSSL)
+            write = tls_module._DIRECT_SSL_WRITE
+
+            def spy(ssl: Any, data: bytes, size: int) -> int:
+                sent.append(data)
+                return write(ssl, data, size)
+
+            self.patch(tls_module, "_DIRECT_SSL_WRITE", spy)
+        else:
+            self.layer._tls = _Spy(self.layer._tls, sent)
         self.layer.writeSequence([b"head ", b"body"])
         self.layer.writeSequence([b"x" * 10000, b"y" * 10000])
-        self.layer._tls = self.layer._tls.connection
+        if isinstance(self.layer._tls, _Spy):
+            self.layer._tls = self.layer._tls.connection
         self.assertEqual(sent, [b"head body", b"x" * 10000, b"y" * 10000])
         self.pump()
         self.assertEqual(self.client_read(), b"head body" + b"x" * 10000 + b"y" * 10000)
@@ -1186,6 +1262,23 @@ class ListenerTLSLayerFallbackTests(ListenerTLSLayerTests):
         """
         self.pump()
         self.assertEqual(tls_module._bio_fill(self.layer._tls._into_ssl), -1)
+
+
+class ListenerTLSLayerPyOpenSSLTests(ListenerTLSLayerTests):
+    """
+    The same where pyOpenSSL's binding cannot be called directly: records
+    go through pyOpenSSL's public methods.
+    """
+
+    def setUp(self) -> None:
+        self.patch(tls_module, "_DIRECT", None)
+        ListenerTLSLayerTests.setUp(self)
+
+    def test_direct(self) -> None:
+        """
+        The layer does not call OpenSSL itself.
+        """
+        self.assertIsNone(self.layer._ssl)
 
 
 class ListenerTLSTests(TestCase):
