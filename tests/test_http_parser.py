@@ -1901,6 +1901,18 @@ class HeadMemoTests(SynchronousTestCase):
         self.module = module
         self.patch(module, "_memos", {})
 
+    def learn_request(self, data: bytes) -> None:
+        """
+        Parse C{data} twice (a head is remembered the second time it is
+        seen).
+        """
+        for _ in range(2):
+            request_parser()[0].feed(data)
+
+    def learn_response(self, data: bytes) -> None:
+        for _ in range(2):
+            response_parser()[0].feed(data)
+
     def replayed_request(self, data: bytes, **limits: int) -> Tuple[RequestParser, RecordingSink]:
         parser, sink = request_parser(**limits)
         real, parser._parser = parser._parser, NoLlhttp()
@@ -1913,6 +1925,7 @@ class HeadMemoTests(SynchronousTestCase):
         A keep-alive request without a body, seen once, is reported the
         second time without llhttp: the same head, fresh lists.
         """
+        request_parser()[0].feed(GET)
         first, sink1 = request_parser()
         first.feed(GET)
         _, sink2 = self.replayed_request(GET)
@@ -1938,7 +1951,7 @@ class HeadMemoTests(SynchronousTestCase):
             b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, X-Opt\r\n"
             b"Via: 1.1 " + VIA_PREFIX + b"x\r\n\r\n"
         )
-        request_parser()[0].feed(data)
+        self.learn_request(data)
         _, sink = self.replayed_request(data)
         head = sink.heads[0]
         self.assertEqual(head.tokens, {b"keep-alive", b"x-opt"})
@@ -1949,7 +1962,7 @@ class HeadMemoTests(SynchronousTestCase):
         Remembered requests pipelined in one read are each replayed, and
         a request not remembered after them goes through llhttp.
         """
-        request_parser()[0].feed(GET)
+        self.learn_request(GET)
         parser, sink = request_parser()
         parser.feed(GET + GET + b"GET /new HTTP/1.1\r\nHost: a\r\n\r\n" + GET)
         self.assertEqual(
@@ -1957,8 +1970,11 @@ class HeadMemoTests(SynchronousTestCase):
             [("head", b"GET", b"/memo"), ("end",)] * 2
             + [("head", b"GET", b"/new"), ("end",), ("head", b"GET", b"/memo"), ("end",)],
         )
-        # (only the head that began the read was remembered)
-        self.assertNotIn(GET + b"GET /new HTTP/1.1\r\nHost: a\r\n\r\n", self.module._memos)
+        # (what llhttp parsed began with /new: seen once, under its own
+        # bytes, never under those of two heads)
+        (memo,) = self.module._memos.values()
+        self.assertEqual([key.count(b"\r\n\r\n") for key in memo if key is not None], [1])
+        request_parser()[0].feed(b"GET /new HTTP/1.1\r\nHost: a\r\n\r\n")
         _, sink = self.replayed_request(b"GET /new HTTP/1.1\r\nHost: a\r\n\r\n")
         self.assertEqual(sink.kinds(), ["head", "end"])
 
@@ -1967,7 +1983,7 @@ class HeadMemoTests(SynchronousTestCase):
         A replayed request followed by the start of another: the rest is
         parsed by llhttp when it comes.
         """
-        request_parser()[0].feed(GET)
+        self.learn_request(GET)
         parser, sink = request_parser()
         parser.feed(GET + b"GET /b HTTP/1.1\r\nHo")
         self.assertTrue(parser.in_head)
@@ -1988,7 +2004,7 @@ class HeadMemoTests(SynchronousTestCase):
             b"PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n",
             b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
         ]:
-            request_parser()[0].feed(data)
+            self.learn_request(data)
         self.assertEqual(self.module._memos, {(RequestParser, (65536, 8192, 100)): {}})
 
     def test_empty_lines_first(self) -> None:
@@ -1996,7 +2012,7 @@ class HeadMemoTests(SynchronousTestCase):
         A read starting with empty lines (which llhttp skips) is not
         remembered under its first blank line, nor replayed from it.
         """
-        request_parser()[0].feed(b"\r\n\r\nGET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.learn_request(b"\r\n\r\nGET /x HTTP/1.1\r\nHost: a\r\n\r\n")
         parser, sink = request_parser()
         parser.feed(b"\r\n\r\nGET /y HTTP/1.1\r\nHost: a\r\n\r\n")
         self.assertEqual(sink.events, [("head", b"GET", b"/y"), ("end",)])
@@ -2006,7 +2022,7 @@ class HeadMemoTests(SynchronousTestCase):
         After a request that ends the connection, llhttp refuses what
         follows: a remembered head is not replayed past it.
         """
-        request_parser()[0].feed(GET)
+        self.learn_request(GET)
         parser, sink = request_parser()
         parser.feed(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
         self.assertRaises(BadRequest, parser.feed, GET)
@@ -2023,6 +2039,7 @@ class HeadMemoTests(SynchronousTestCase):
         parser.feed(close)
         parser.feed(b"\r\n")
         llhttp = self.assertRaises(BadRequest, parser.feed, b"\r\nGET")
+        request_parser()[0].feed(close)
         parser, sink = self.replayed_request(close)
         self.assertFalse(sink.heads[0].keep_alive)
         self.assertEqual(sink.kinds(), ["head", "end"])
@@ -2036,7 +2053,7 @@ class HeadMemoTests(SynchronousTestCase):
         self.assertEqual(error.message, llhttp.message)
         self.assertEqual(sink.kinds(), ["head", "end"])
         # HTTP/1.0 without keep-alive
-        request_parser()[0].feed(b"GET / HTTP/1.0\r\n\r\n")
+        self.learn_request(b"GET / HTTP/1.0\r\n\r\n")
         parser, sink = self.replayed_request(b"GET / HTTP/1.0\r\n\r\n")
         self.assertEqual(sink.heads[0].version, b"1.0")
         self.assertRaises(BadRequest, parser.feed, b"GET / HTTP/1.0\r\n\r\n")
@@ -2057,7 +2074,7 @@ class HeadMemoTests(SynchronousTestCase):
         A head accepted under generous limits is still refused by a parser
         with smaller ones.
         """
-        request_parser()[0].feed(GET)
+        self.learn_request(GET)
         parser, _ = request_parser(max_header_count=1)
         error = self.assertRaises(BadRequest, parser.feed, GET)
         self.assertEqual(error.status, 431)
@@ -2067,7 +2084,7 @@ class HeadMemoTests(SynchronousTestCase):
         A subclass (which may parse differently) never replays the heads
         its base class remembered.
         """
-        request_parser()[0].feed(GET)
+        self.learn_request(GET)
         seen = []
 
         class Counting(RequestParser):
@@ -2083,10 +2100,62 @@ class HeadMemoTests(SynchronousTestCase):
         A full memo starts over.
         """
         self.patch(self.module, "MEMO_ENTRIES", 2)
+        sizes = []
         for i in range(5):
+            self.learn_request(b"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % i)
+            (memo,) = self.module._memos.values()
+            sizes.append(len([key for key in memo if key is not None]))
+        self.assertEqual(sizes, [1, 2, 1, 2, 1])
+
+    def test_seen_twice(self) -> None:
+        """
+        A head is remembered the second time it is seen, not the first:
+        traffic that never repeats builds no entries.
+        """
+        for i in range(100):
             request_parser()[0].feed(b"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % i)
         (memo,) = self.module._memos.values()
-        self.assertEqual(len(memo), 1)
+        self.assertEqual([key for key in memo if key is not None], [])
+        request_parser()[0].feed(b"GET /7 HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual([key for key in memo if key is not None], [b"GET /7 HTTP/1.1\r\nHost: a\r\n\r\n"])
+
+    def test_pause_after_misses(self) -> None:
+        """
+        A connection whose heads keep being new stops looking them up for
+        MISS_PAUSE reads, then looks again.
+        """
+        self.learn_request(GET)
+        parser, sink = request_parser()
+        for i in range(self.module.MISS_STREAK):
+            parser.feed(b"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % i)
+        self.assertEqual(parser._pause, self.module.MISS_PAUSE)
+        real = parser._parser
+        for _ in range(self.module.MISS_PAUSE):
+            # llhttp parses: a remembered head is not looked up meanwhile
+            parser._parser = real
+            parser.feed(GET)
+        self.assertEqual(parser._pause, 0)
+        parser._parser = NoLlhttp()
+        parser.feed(GET)
+        self.assertEqual(len(sink.heads), self.module.MISS_STREAK + self.module.MISS_PAUSE + 1)
+
+    def test_response_pause_after_misses(self) -> None:
+        """
+        The same for responses on an upstream connection.
+        """
+        self.learn_response(OK + b"hello")
+        parser, sink = response_parser()
+        for i in range(self.module.MISS_STREAK):
+            parser.expect(False)
+            parser.feed(b"HTTP/1.1 200 OK\r\nX-N: %d\r\nContent-Length: 0\r\n\r\n" % i)
+        self.assertEqual(parser._pause, self.module.MISS_PAUSE)
+        for _ in range(self.module.MISS_PAUSE):
+            parser.expect(False)
+            parser.feed(OK + b"hello")
+        parser.expect(False)
+        parser._parser = NoLlhttp()
+        parser.feed(OK + b"hello")
+        self.assertEqual(len(sink.responses), self.module.MISS_STREAK + self.module.MISS_PAUSE + 1)
 
     def replayed_response(self, *reads: bytes, no_body: bool = False) -> Tuple[ResponseParser, RecordingSink]:
         parser, sink = response_parser(no_body)
@@ -2103,6 +2172,7 @@ class HeadMemoTests(SynchronousTestCase):
         reported the second time without llhttp: the same head, fresh
         lists, its body and end.
         """
+        response_parser()[0].feed(OK + b"hello")
         first, sink1 = response_parser()
         first.feed(OK + b"hello")
         parser, sink2 = self.replayed_response(OK + b"hello")
@@ -2125,7 +2195,7 @@ class HeadMemoTests(SynchronousTestCase):
         A replayed head whose body continues in later reads: the rest goes
         past llhttp as usual, and the next response is parsed afresh.
         """
-        response_parser()[0].feed(OK + b"hello")
+        self.learn_response(OK + b"hello")
         parser, sink = self.replayed_response(OK + b"he", b"l", b"lo")
         self.assertEqual(sink.body(), b"hello")
         self.assertEqual(sink.kinds()[-1], "end")
@@ -2138,7 +2208,7 @@ class HeadMemoTests(SynchronousTestCase):
         """
         A replayed head with none of its body in the read.
         """
-        response_parser()[0].feed(OK)
+        self.learn_response(OK)
         parser, sink = self.replayed_response(OK, b"hello")
         self.assertEqual(sink.events, [("head", 200), ("body", b"hello"), ("end",)])
 
@@ -2146,7 +2216,7 @@ class HeadMemoTests(SynchronousTestCase):
         """
         Bytes after a replayed response mark the connection unusable.
         """
-        response_parser()[0].feed(OK + b"hello")
+        self.learn_response(OK + b"hello")
         parser, sink = self.replayed_response(OK + b"helloHTTP/1.1 200 OK\r\n")
         self.assertEqual(sink.body(), b"hello")
         self.assertTrue(parser.done)
@@ -2157,7 +2227,7 @@ class HeadMemoTests(SynchronousTestCase):
         Content-Length: 0 is replayed as a head and an end.
         """
         data = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
-        response_parser()[0].feed(data)
+        self.learn_response(data)
         parser, sink = self.replayed_response(data)
         self.assertEqual(sink.events, [("head", 200), ("end",)])
         self.assertTrue(parser.done)
@@ -2196,9 +2266,10 @@ class HeadMemoTests(SynchronousTestCase):
         parser.feed(interim + OK + b"hello")
         self.assertEqual(sink.events, [("head", 200), ("body", b"hello"), ("end",)])
         self.assertEqual(self.module._memos, {(ResponseParser, (65536, 8192, 100)): {}})
-        parser, sink = response_parser()
-        parser.feed(interim)
-        parser.feed(OK + b"hello")
+        for _ in range(2):
+            parser, sink = response_parser()
+            parser.feed(interim)
+            parser.feed(OK + b"hello")
         _, sink = self.replayed_response(OK + b"hello")
         self.assertEqual(sink.events, [("head", 200), ("body", b"hello"), ("end",)])
 
@@ -2207,6 +2278,6 @@ class HeadMemoTests(SynchronousTestCase):
         A response head remembered under generous limits is still refused
         by a parser with smaller ones.
         """
-        response_parser()[0].feed(OK + b"hello")
+        self.learn_response(OK + b"hello")
         parser, _ = response_parser(max_header_count=2)
         self.assertRaises(BadResponse, parser.feed, OK + b"hello")
