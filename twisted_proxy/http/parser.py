@@ -70,11 +70,12 @@ def head_memo(kind: type, limits: Tuple[int, int, int]) -> dict:
     again: its bytes are compared whole (one hash, in C) instead of going
     through llhttp's per-header callbacks and the checks below. Heads
     parsed under other limits, or by a subclass, have their own memo.
-    Only heads that leave llhttp where it was are remembered: keep-alive
-    messages whose body llhttp need not see (a request without a body, a
-    response with a Content-Length body, which L{ResponseParser.feed}
-    takes past llhttp as it does after any first read),
-    that switch no protocol, and that begin their read (so that the read's
+    Only heads that leave llhttp where it was are remembered: messages
+    whose body llhttp need not see (a request without a body, whose end of
+    the connection, if it asks for one, the parser then enforces itself; a
+    keep-alive response with a Content-Length body, which
+    L{ResponseParser.feed} takes past llhttp as it does after any first
+    read), that switch no protocol, and that begin their read (so that the read's
     bytes up to the first blank line are exactly that head); and only the
     second time they are seen (L{_admit}). Traffic whose heads never
     repeat costs a lookup on some reads only (L{MISS_STREAK}): measured
