@@ -10,7 +10,10 @@ percent shows where wrk on this machine (±10 % per round) cannot.
     python bench/request_cost.py --base /path/to/older/checkout --time   # wall-clock µs/request (noisy)
 
 Cases: forward and reverse (100 B, 64 KiB in 16 KiB reads) and cache hits
-(a reverse listener whose cache holds the 100 B answer in memory).
+(a reverse listener whose cache holds the 100 B answer in memory). The loop
+repeats the same bytes, so heads are replayed from the parser's memo;
+--unique gives every request and response a head of its own (a path, an
+ETag) for the cost when nothing repeats.
 
 Each tree is imported from its own folder (PYTHONPATH first). Needs
 valgrind for the default mode (Debian: valgrind); the project's virtualenv
@@ -32,7 +35,7 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 LOOP = r'''
-import gc, ipaddress, sys, time
+import gc, ipaddress, os, sys, time
 root, mode, body, n, timed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "1"
 sys.path.insert(0, root)
 try:
@@ -115,6 +118,22 @@ def run(count):
         ft.clear()
         ut.clear()
 
+if os.environ.get("REQUEST_COST_UNIQUE") == "1" and not hit:
+    # every request and response head new (a path and an ETag of their
+    # own, the same sizes): nothing for a memo of heads to replay
+    import itertools
+    numbers = itertools.count()
+
+    def run(count):
+        for _ in range(count):
+            i = next(numbers)
+            front.dataReceived(request.replace(b"/x ", b"/x%d " % i, 1))
+            up.dataReceived(reads[0].replace(b'"abc-64"', b'"%06d"' % (i % 1000000), 1))
+            for data in reads[1:]:
+                up.dataReceived(data)
+            ft.clear()
+            ut.clear()
+
 if timed:
     best = 1e9
     for _ in range(7):
@@ -160,7 +179,12 @@ def main() -> int:
     p.add_argument("--time", action="store_true", help="wall-clock µs/request instead of callgrind")
     p.add_argument("--requests", type=int, default=1000, help="requests counted per run (1000)")
     p.add_argument("--cases", default="", help="only these modes, comma-separated (forward,reverse,hit)")
+    p.add_argument("--unique", action="store_true",
+                   help="every request and response head new (a path and an ETag per request): the"
+                        " cost when nothing repeats (no hit case)")
     args = p.parse_args()
+    if args.unique:
+        os.environ["REQUEST_COST_UNIQUE"] = "1"
     python = sys.executable
     if not args.time and shutil.which("valgrind") is None:
         print("valgrind not found (Debian: apt-get install valgrind), or use --time", file=sys.stderr)
@@ -173,6 +197,8 @@ def main() -> int:
         print(f"{'case':<18} {'base':>14} {'new':>14}  new/base   ({unit})")
         for mode, body in CASES:
             if args.cases and mode not in args.cases.split(","):
+                continue
+            if args.unique and mode == "hit":
                 continue
             if True:
                 figures = []
