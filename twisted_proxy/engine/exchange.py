@@ -287,7 +287,8 @@ class Exchange:
             # variant, while nothing (a filter, the cache) has changed it
             pristine, tokens, heads = served
             if response.tokens is tokens and tuple(response.headers) == pristine:
-                key = (status, response.reason, framing, ctx.add_via, close, keep_alive_header, ctx.hide, ctx.skip)
+                # (the listener context fixes Via and the hidden headers)
+                key = (ctx, status, response.reason, framing, close, keep_alive_header)
                 data = heads.get(key)
                 if data is None:
                     data = policy.response_head(
