@@ -15,11 +15,18 @@ twisted-proxy / bare relay on the same machine says what the proxy's HTTP
 work costs, independently of how fast the machine is.
 
     python bench/bare_relay.py --port 8081 --upstream 127.0.0.1:8080
+    python bench/bare_relay.py --port 8443 --upstream 127.0.0.1:8080 --tls CERT KEY
+
+With --tls the client side is TLS, terminated by the listeners' own layer
+(twisted_proxy.tls.ListenerTLS over the pyOpenSSL connections that
+twisted_proxy.tls.ServerTLS makes, as a twisted-proxy listener does): the
+floor of what any Twisted proxy terminating TLS costs (run_tls.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Any
 
@@ -105,12 +112,22 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--port", type=int, required=True, help="port to listen on (127.0.0.1)")
     p.add_argument("--upstream", required=True, metavar="HOST:PORT", help="where to relay to")
+    p.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"),
+                   help="terminate TLS with this chain and key (the listeners' TLS layer)")
     args = p.parse_args(argv)
     host, _, port = args.upstream.rpartition(":")
     from twisted.internet import reactor as _reactor
 
     reactor: Any = _reactor
-    reactor.listenTCP(args.port, RelayFactory(reactor, (host, int(port))), interface="127.0.0.1")
+    factory: Any = RelayFactory(reactor, (host, int(port)))
+    if args.tls:
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        from twisted_proxy.model import CertificateConfig, TLSConfig
+        from twisted_proxy.tls import ServerTLS, wrap_server_factory
+
+        config = TLSConfig(certificates=(CertificateConfig(*(os.path.abspath(path) for path in args.tls)),))
+        factory = wrap_server_factory(ServerTLS(config, "bare"), factory)
+    reactor.listenTCP(args.port, factory, backlog=1024, interface="127.0.0.1")
     print(f"bare relay on 127.0.0.1:{args.port} -> {host}:{port} ({type(reactor).__name__})", flush=True)
     reactor.run()
     return 0

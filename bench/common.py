@@ -1008,17 +1008,27 @@ def get_100b(port: int) -> bytes:
     return f"GET /100b HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
 
 
-def start_relay(procs: Processes, args: argparse.Namespace, tmp: str, origin: int) -> tuple[int, int]:
-    """The bare relay to C{origin}: (port, pid)."""
+def start_relay(
+    procs: Processes, args: argparse.Namespace, tmp: str, origin: int, tls: tuple[str, str] | None = None
+) -> tuple[int, int]:
+    """
+    The bare relay to C{origin}: (port, pid). With C{tls} (chain, key) it
+    terminates TLS with the listeners' layer, and is not checked here (the
+    caller speaks TLS).
+    """
     port = free_port()
-    log = os.path.join(tmp, "bare-relay.log")
+    log = os.path.join(tmp, "bare-relay-tls.log" if tls else "bare-relay.log")
+    argv = [sys.executable, RELAY, "--port", str(port), "--upstream", f"127.0.0.1:{origin}"]
+    if tls:
+        argv += ["--tls", *tls]
     proc = start_logged(
         procs,
-        pinned(args.proxy_cpu, [sys.executable, RELAY, "--port", str(port), "--upstream", f"127.0.0.1:{origin}"]),
+        pinned(args.proxy_cpu, argv),
         port,
-        "bare relay",
+        "bare relay (TLS)" if tls else "bare relay",
         log,
         timeout=args.start_timeout,
     )
-    check_http(port, get_100b(port), BODY_100B, "bare relay check: GET /100b", [log])
+    if not tls:
+        check_http(port, get_100b(port), BODY_100B, "bare relay check: GET /100b", [log])
     return port, proc.pid

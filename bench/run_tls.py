@@ -63,6 +63,7 @@ from common import (  # noqa: E402
     print_config,
     run_wrk,
     running_proxy,
+    start_relay,
     start_logged,
     start_nginx,
     toml_string,
@@ -245,7 +246,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="certificate key type (ECDSA P-256, trustme's default; RSA 2048)")
     p.add_argument("--skip-handshakes", action="store_true", help="skip the Connection: close runs")
     p.add_argument("--skip-bare", action="store_true",
-                   help="skip the bare TLS responders (bench/bare_static.py --tls, both stacks)")
+                   help="skip the bare relays (bench/bare_relay.py, plain and TLS) and the bare TLS "
+                        "responders (bench/bare_static.py --tls, three stacks)")
     return p.parse_args(argv)
 
 
@@ -302,6 +304,14 @@ def main() -> int:
             print(f"twisted-proxy plain on 127.0.0.1:{plain.port}", flush=True)
             targets.append(("twisted-proxy plain HTTP", f"http://127.0.0.1:{plain.port}/100b"))
             if not args.skip_bare:
+                # the floor of any Twisted proxy: bytes relayed on one
+                # upstream connection per client, no HTTP, plain and over
+                # the listeners' TLS layer
+                relay_port, _ = start_relay(procs, args, tmp, origin)
+                targets.append(("bare relay, plain HTTP", f"http://127.0.0.1:{relay_port}/100b"))
+                relay_port, _ = start_relay(procs, args, tmp, origin, (cert, key))
+                check_https(relay_port, "bare relay, listeners' TLS", [os.path.join(tmp, "bare-relay-tls.log")])
+                targets.append(("bare relay, listeners' TLS", f"https://127.0.0.1:{relay_port}/100b"))
                 # the ceiling of a Twisted TLS server that does no proxying at
                 # all, by TLS layer: Twisted's, the listeners', the stdlib's
                 for tls_stack, label in BARE_STACKS:

@@ -1036,6 +1036,20 @@ class ListenerTLSLayerTests(SynchronousTestCase):
         self.assertEqual(self.inner.received, b"ping")
         self.assertEqual(self.client_read(), b"pong")
 
+    def test_empty_pieces(self) -> None:
+        """
+        Empty writes and empty pieces of a sequence (before and after the
+        handshake) send nothing of their own; the rest arrives in order.
+        """
+        self.layer.writeSequence([b"", b"early", b""])
+        self.pump()
+        self.layer.write(b"")
+        self.layer.writeSequence([b"", b"a", b"", b"b"])
+        self.layer.writeSequence(iter([b"c", b""]))
+        self.layer.writeSequence([b"x" * 20000, b"", b"y"])
+        self.pump()
+        self.assertEqual(self.client_read(), b"earlyabc" + b"x" * 20000 + b"y")
+
     def test_direct(self) -> None:
         """
         This pyOpenSSL lets the layer read and write records by direct
@@ -1262,6 +1276,12 @@ class ListenerTLSLayerFallbackTests(ListenerTLSLayerTests):
         """
         self.pump()
         self.assertEqual(tls_module._bio_fill(self.layer._tls._into_ssl), -1)
+
+    def test_direct(self) -> None:
+        """
+        Without the BIOs' fill, records go through pyOpenSSL's methods.
+        """
+        self.assertIsNone(self.layer._ssl)
 
 
 class ListenerTLSLayerPyOpenSSLTests(ListenerTLSLayerTests):

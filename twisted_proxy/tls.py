@@ -640,7 +640,12 @@ class ListenerTLS(ProtocolWrapper):
         #: OpenSSL's SSL object, when records may be read and written by
         #: direct calls (see _direct); None: through pyOpenSSL's methods
         self._ssl: Any = None
-        if _DIRECT is not None and self._into is not None and self._from is not None:
+        if (
+            _DIRECT is not None
+            and _BIO_MEM_DATA is not None
+            and self._into is not None
+            and self._from is not None
+        ):
             self._ssl = getattr(connection, "_ssl", None)
 
     def makeConnection(self, transport: Any) -> None:
@@ -658,7 +663,8 @@ class ListenerTLS(ProtocolWrapper):
             return
         tls = self._tls
         ssl = self._ssl
-        if ssl is None or _DIRECT_BIO_WRITE(self._into, data, len(data)) != len(data):
+        into = self._into
+        if ssl is None or _DIRECT_BIO_WRITE(into, data, len(data)) != len(data):
             # (a memory BIO takes everything: anything else, pyOpenSSL's
             # own call says why)
             tls.bio_write(data)
@@ -676,7 +682,7 @@ class ListenerTLS(ProtocolWrapper):
                     self._failed(Failure())
                     return
                 self._handshaken()
-                more = _bio_fill(self._into) != 0
+                more = _bio_fill(into) != 0
             while more and not self._tls_over:
                 try:
                     if ssl is not None:
@@ -685,9 +691,15 @@ class ListenerTLS(ProtocolWrapper):
                             # pyOpenSSL's exception for OpenSSL's error
                             # (WantReadError, ZeroReturnError, Error)
                             tls._raise_ssl_error(ssl, size)
-                        plain = _ffi_buffer(_READ_BUFFER, size)[:]
+                        plain = _ffi_unpack(_READ_BUFFER, size)
+                        # a record's plaintext is at most READ_SIZE: a
+                        # shorter one was a whole record, and OpenSSL holds
+                        # no more of it (otherwise ask again); what else
+                        # there is is in the BIO
+                        more = size >= READ_SIZE or _BIO_MEM_DATA(into, _FFI_NULL) != 0
                     else:
                         plain = tls.recv(READ_SIZE)
+                        more = len(plain) >= READ_SIZE or _bio_fill(into) != 0
                 except SSL.WantReadError:
                     break
                 except SSL.ZeroReturnError:
@@ -702,10 +714,6 @@ class ListenerTLS(ProtocolWrapper):
                 wrapped = self.wrappedProtocol
                 if wrapped is None:
                     break
-                # a record's plaintext is at most READ_SIZE: a shorter one
-                # was a whole record, and OpenSSL holds no more of it
-                # (otherwise ask again); what else is there is in the BIO
-                more = len(plain) >= READ_SIZE or _bio_fill(self._into) != 0
                 wrapped.dataReceived(plain)
         finally:
             self._in_read = False
@@ -727,25 +735,29 @@ class ListenerTLS(ProtocolWrapper):
 
     def write(self, data: bytes) -> None:
         if data and not self.disconnecting and not self._tls_over:
-            self._send([data])
+            self._send((data,))
 
     def writeSequence(self, data: Iterable[bytes]) -> None:
         if not self.disconnecting and not self._tls_over:
-            self._send([piece for piece in data if piece])
+            pieces = data if type(data) is list else list(data)
+            if len(pieces) > 1 and sum(map(len, pieces)) <= RECORD_SIZE:
+                # a head and a small body: one record, one encryption
+                self._send((b"".join(pieces),))
+            else:
+                self._send(pieces)
 
-    def _send(self, pieces: List[bytes]) -> None:
+    def _send(self, pieces: Sequence[bytes]) -> None:
         if not self._handshake_done:
             if self._early is None:
                 self._early = []
-            self._early.extend(pieces)
+            self._early.extend(piece for piece in pieces if piece)
             return
         tls = self._tls
-        if len(pieces) > 1 and sum(map(len, pieces)) <= RECORD_SIZE:
-            # a head and a small body: one record, one encryption
-            pieces = [b"".join(pieces)]
         try:
             ssl = self._ssl
             for piece in pieces:
+                if not piece:
+                    continue
                 if ssl is None:
                     tls.sendall(piece)
                     continue
@@ -768,19 +780,20 @@ class ListenerTLS(ProtocolWrapper):
         """
         What OpenSSL wrote to the send BIO, to the TCP connection.
         """
+        if self._ssl is not None:
+            # straight into one buffer (nothing there: -1, and no error)
+            while True:
+                got = _DIRECT_BIO_READ(self._from, _WRITE_BUFFER, WRITE_BUFFER_SIZE)
+                if got <= 0:
+                    return
+                write_soon(self.transport, _ffi_unpack(_WRITE_BUFFER, got))
+                if got < WRITE_BUFFER_SIZE:
+                    return
         tls = self._tls
         size = _bio_fill(self._from)
         if size >= 0:
             # exactly what is there, in one buffer of that size
             if size:
-                if self._ssl is not None and size <= WRITE_BUFFER_SIZE:
-                    got = _DIRECT_BIO_READ(self._from, _WRITE_BUFFER, size)
-                    if got == size:
-                        write_soon(self.transport, _ffi_buffer(_WRITE_BUFFER, size)[:])
-                        return
-                    if got > 0:
-                        write_soon(self.transport, _ffi_buffer(_WRITE_BUFFER, got)[:])
-                        size -= got
                 write_soon(self.transport, tls.bio_read(size))
             return
         while True:
@@ -888,7 +901,7 @@ try:
     _DIRECT_SSL_READ, _DIRECT_SSL_WRITE, _DIRECT_BIO_READ, _DIRECT_BIO_WRITE = _DIRECT
     _READ_BUFFER = _ffi.new("char[]", READ_SIZE)
     _WRITE_BUFFER = _ffi.new("char[]", WRITE_BUFFER_SIZE)
-    _ffi_buffer = _ffi.buffer
+    _ffi_unpack = _ffi.unpack
     if not callable(getattr(SSL.Connection, "_raise_ssl_error", None)):
         _DIRECT = None
 except (NameError, AttributeError):  # pragma: no cover - another pyOpenSSL
