@@ -153,6 +153,57 @@ class AccessLogFileTests(SynchronousTestCase):
             dict(DEFAULTS, time="2026-11-26T15:04:05.000Z"),
         )
 
+    def test_repeatedFields(self) -> None:
+        """
+        Lines that share some fields and differ in others each carry their
+        own values (the quoted segments a log keeps per value are keyed
+        by every field of the segment), within one millisecond and across
+        milliseconds.
+        """
+        lines = [
+            {},
+            dict(client="127.0.0.2"),
+            dict(method="HEAD", url="http://example.com/a"),
+            dict(upstream="example.com:81", decision="deny", rule="acl"),
+            dict(cache="hit"),
+            dict(status=404, bytes_in=7, bytes_out=9, duration_ms=0.25),
+            {},
+        ]
+        for fields in lines:
+            entry(self.log, **fields)
+        self.clock.advance(0.0015)
+        entry(self.log, client="127.0.0.2")
+        self.log.flush()
+        expected = [dict(DEFAULTS, time="2026-11-26T15:04:05.000Z", **fields) for fields in lines]
+        expected.append(dict(DEFAULTS, time="2026-11-26T15:04:05.002Z", client="127.0.0.2"))
+        self.assertEqual(self.records(), expected)
+
+    def test_segmentsBounded(self) -> None:
+        """
+        The quoted segments a log keeps are bounded: past
+        L{accesslog.SEGMENTS} distinct clients the memo starts over, and
+        every line still has its own client.
+        """
+        self.patch(accesslog, "SEGMENTS", 4)
+        clients = [f"127.0.0.{i}" for i in range(1, 11)]
+        for client in clients:
+            entry(self.log, client=client)
+        self.assertLessEqual(len(self.log._heads), 4)
+        self.log.flush()
+        self.assertEqual([r["client"] for r in self.records()], clients)
+
+    def test_numberSubclasses(self) -> None:
+        """
+        A status that is an int subclass (C{HTTPStatus}) or a C{bool} is
+        written as its number, through the forgiving road.
+        """
+        from http import HTTPStatus
+
+        entry(self.log, status=HTTPStatus.NOT_FOUND, bytes_in=True)
+        self.log.flush()
+        record = self.records()[0]
+        self.assertEqual((record["status"], record["bytes_in"]), (404, 1))
+
     def test_timeMilliseconds(self) -> None:
         """
         The time is ISO 8601 UTC with milliseconds, taken from the reactor's

@@ -122,6 +122,10 @@ FIELDS = (
 # surrogates, so every line is plain ASCII whatever the client sent.
 _quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
+#: quoted line segments remembered per log (listener, client and method;
+#: upstream, decision, rule and cache), each memo starting over when full
+SEGMENTS = 1024
+
 # duration_ms beyond this (about 31,000 years), or NaN, is written as 0: the
 # ".3f" format would otherwise print "nan"/"inf", which are not JSON.
 _MAX_DURATION = 1e15
@@ -248,6 +252,12 @@ class AccessLog:
         self._written: list[Deferred[None]] = []
         self._second = -1
         self._prefix = ""
+        # the line's start for the last millisecond a line was logged in
+        self._millisecond = -1
+        self._stamp = ""
+        # quoted segments of the lines, by their fields (see SEGMENTS)
+        self._heads: dict[tuple, str] = {}
+        self._tails: dict[tuple, str] = {}
         # a failing write: reported once, then counted until one succeeds
         self._failed = False
         self._dropped = 0
@@ -263,6 +273,17 @@ class AccessLog:
         Bytes of lines logged and not written yet.
         """
         return self._size + self._out_size
+
+    @staticmethod
+    def _segment(memo: dict[tuple, str], key: tuple, text: str) -> str:
+        """
+        Remember C{text}, the quoted form of the fields C{key}, in C{memo}
+        (bounded: a full memo starts over).
+        """
+        if len(memo) >= SEGMENTS:
+            memo.clear()
+        memo[key] = text
+        return text
 
     def _time_prefix(self, second: int) -> str:
         """
@@ -310,23 +331,47 @@ class AccessLog:
         if self.closed:
             return
         # Nearest millisecond: flooring would print 1.123 s as .122.
-        second, millis = divmod(round(self._reactor.seconds() * 1000.0), 1000)
-        prefix = self._prefix if second == self._second else self._time_prefix(second)
-        q = _quote
+        now = round(self._reactor.seconds() * 1000.0)
+        if now == self._millisecond:
+            stamp = self._stamp
+        else:
+            second, millis = divmod(now, 1000)
+            prefix = self._prefix if second == self._second else self._time_prefix(second)
+            stamp = self._stamp = f'{{"time":"{prefix}{millis:03d}Z",'
+            self._millisecond = now
+        # the quoted fields, kept per value: the same few repeat on every
+        # line (listener, client, method, upstream, decision...)
         try:
+            heads = self._heads
+            head = heads.get((listener, client, method))
+            if head is None:
+                head = self._segment(
+                    heads,
+                    (listener, client, method),
+                    f'"listener":{_quote(listener)},"client":{_quote(client)},"method":{_quote(method)},',
+                )
+            tails = self._tails
+            tail = tails.get((upstream, decision, rule, cache))
+            if tail is None:
+                tail = self._segment(
+                    tails,
+                    (upstream, decision, rule, cache),
+                    f'"upstream":{_quote(upstream)},"decision":{_quote(decision)},'
+                    f'"rule":{_quote(rule)},"cache":{_quote(cache)}}}\n',
+                )
+            if type(status) is not int or type(bytes_in) is not int or type(bytes_out) is not int:
+                raise TypeError("not an int")
             if not -_MAX_DURATION < duration_ms < _MAX_DURATION:
                 duration_ms = 0.0
             line = (
-                f'{{"time":"{prefix}{millis:03d}Z","listener":{q(listener)},'
-                f'"client":{q(client)},"method":{q(method)},"url":{q(url)},'
-                f'"status":{status:d},"bytes_in":{bytes_in:d},'
-                f'"bytes_out":{bytes_out:d},"duration_ms":{duration_ms:.3f},'
-                f'"upstream":{q(upstream)},"decision":{q(decision)},'
-                f'"rule":{q(rule)},"cache":{q(cache)}}}\n'
+                f'{stamp}{head}"url":{_quote(url)},"status":{status},"bytes_in":{bytes_in},'
+                f'"bytes_out":{bytes_out},"duration_ms":{duration_ms:.3f},{tail}'
             )
         except Exception:
             # Some field is not of its declared type (bytes, None, ...):
             # take the slow, forgiving road rather than lose the line.
+            second, millis = divmod(now, 1000)
+            prefix = self._prefix if second == self._second else self._time_prefix(second)
             line = self._slow_line(
                 prefix + "%03dZ" % (millis,),
                 listener,
