@@ -691,6 +691,7 @@ class ListenerTLS(ProtocolWrapper):
                             # pyOpenSSL's exception for OpenSSL's error
                             # (WantReadError, ZeroReturnError, Error)
                             tls._raise_ssl_error(ssl, size)
+                            break  # (no error, and nothing read)
                         plain = _ffi_unpack(_READ_BUFFER, size)
                         # a record's plaintext is at most READ_SIZE: a
                         # shorter one was a whole record, and OpenSSL holds
