@@ -22,11 +22,15 @@ CPython cost, which no code of the proxy can remove.
     python bench/bare_static.py --port 8443 --tls CERT KEY --tls-stack stdlib
 
 With --tls it answers over TLS (TLS 1.2 and 1.3, no session tickets, as
-nginx in run_tls.py), by one of three stacks: pyopenssl, Twisted's own TLS
+nginx in run_tls.py), by one of four stacks: pyopenssl, Twisted's own TLS
 layer (twisted.protocols.tls over pyOpenSSL, configured by the listeners'
 ServerTLS: what twisted-proxy's listeners used before); listener, the
 listeners' own layer (twisted_proxy.tls.ListenerTLS) over the same
-pyOpenSSL connections; stdlib, a minimal layer of this file over the standard
+pyOpenSSL connections; socketbio, OpenSSL reading and writing the socket
+itself (a socket BIO: no memory BIOs, no record copies through Python, a
+bare reader on the reactor instead of a Twisted transport; keep-alive and
+close only, no back-pressure: what the listeners' memory BIOs cost);
+stdlib, a minimal layer of this file over the standard
 library's ssl.SSLObject and MemoryBIO (no certificate verification, no
 SNI, no renegotiation, no half-close: a measure of what such a transport
 could gain, not one to serve with).
@@ -39,6 +43,7 @@ import sys
 from typing import Any
 
 import os
+import socket
 
 import httptools  # type: ignore[import-untyped]
 from twisted.internet import protocol
@@ -141,6 +146,115 @@ class StdlibTLS(protocol.Protocol):
         self.transport.loseConnection()
 
 
+class SocketBIOTLS:
+    """
+    TLS where OpenSSL reads and writes the socket itself (a socket BIO,
+    C{SSL_set_fd} through pyOpenSSL), read by the reactor as a bare reader:
+    no memory BIOs, no copies of records through Python, no Twisted
+    transport. Keep-alive only (the handshake benchmark's close is a plain
+    close), no back-pressure: a measure of what the listeners' memory BIOs
+    cost, not a layer to serve with.
+    """
+
+    def __init__(self, reactor: Any, sock: Any, context: Any, response: bytes) -> None:
+        from OpenSSL import SSL
+        from OpenSSL._util import ffi, lib
+
+        self.reactor = reactor
+        self.sock = sock
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.tls = SSL.Connection(context, sock)
+        self.tls.set_accept_state()
+        self.ssl = self.tls._ssl
+        self.ffi, self.lib = ffi, lib
+        self.buffer = ffi.new("char[]", 65536)
+        self.handshaken = False
+        self.response = response
+        self.answers: list = []
+        self.close_after = False
+        self.parser = httptools.HttpRequestParser(self)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def logPrefix(self) -> str:
+        return "socket-bio"
+
+    def connectionLost(self, reason: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.reactor.removeReader(self)
+        self.sock.close()
+
+    def on_message_complete(self) -> None:
+        self.answers.append(self.response)
+        self.close_after = not self.parser.should_keep_alive()
+
+    def doRead(self) -> None:
+        lib, ssl = self.lib, self.ssl
+        if not self.handshaken:
+            rc = lib.SSL_do_handshake(ssl)
+            if rc <= 0:
+                if lib.SSL_get_error(ssl, rc) != lib.SSL_ERROR_WANT_READ:
+                    self.close()
+                return
+            self.handshaken = True
+        while True:
+            size = lib.SSL_read(ssl, self.buffer, 65536)
+            if size <= 0:
+                if lib.SSL_get_error(ssl, size) != lib.SSL_ERROR_WANT_READ:
+                    self.close()
+                    return
+                break
+            try:
+                self.parser.feed_data(self.ffi.unpack(self.buffer, size))
+            except httptools.HttpParserError:
+                self.close()
+                return
+        if self.answers:
+            data = b"".join(self.answers)
+            self.answers = []
+            lib.SSL_write(ssl, data, len(data))
+            if self.close_after:
+                lib.SSL_shutdown(ssl)
+                self.close()
+
+
+class SocketBIOListener:
+    """
+    Accepts connections for L{SocketBIOTLS} (a bare reader on the reactor).
+    """
+
+    def __init__(self, reactor: Any, port: int, context: Any, response: bytes) -> None:
+        self.reactor = reactor
+        self.context = context
+        self.response = response
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(1024)
+        self.sock.setblocking(False)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def logPrefix(self) -> str:
+        return "socket-bio-listener"
+
+    def connectionLost(self, reason: Any) -> None:
+        self.sock.close()
+
+    def doRead(self) -> None:
+        for _ in range(16):
+            try:
+                sock, _ = self.sock.accept()
+            except BlockingIOError:
+                return
+            self.reactor.addReader(SocketBIOTLS(self.reactor, sock, self.context, self.response))
+
+
 class ResponderFactory(protocol.Factory):
     noisy = False
 
@@ -167,8 +281,9 @@ def main(argv: Any = None) -> int:
     p.add_argument("--size", type=int, default=100)
     p.add_argument("--plain-write", action="store_true", help="Twisted's transport.write")
     p.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="answer over TLS with this chain and key")
-    p.add_argument("--tls-stack", choices=("pyopenssl", "listener", "stdlib"), default="pyopenssl",
-                   help="Twisted's TLS layer over pyOpenSSL, the listeners' own layer over it, or ssl.SSLObject (see above)")
+    p.add_argument("--tls-stack", choices=("pyopenssl", "listener", "stdlib", "socketbio"), default="pyopenssl",
+                   help="Twisted's TLS layer over pyOpenSSL, the listeners' own layer over it, ssl.SSLObject, "
+                        "or OpenSSL on the socket itself (see above)")
     args = p.parse_args(argv)
     from twisted.internet import epollreactor
 
@@ -193,6 +308,16 @@ def main(argv: Any = None) -> int:
 
         config = TLSConfig(certificates=(CertificateConfig(*(os.path.abspath(path) for path in args.tls)),))
         factory = wrap_server_factory(ServerTLS(config, "bare"), factory)
+    elif args.tls and args.tls_stack == "socketbio":
+        # OpenSSL on the socket itself: the same contexts as the listeners
+        from twisted_proxy.model import CertificateConfig, TLSConfig
+        from twisted_proxy.tls import ServerTLS
+
+        config = TLSConfig(certificates=(CertificateConfig(*(os.path.abspath(path) for path in args.tls)),))
+        context = ServerTLS(config, "bare").serverConnectionForTLS(None).get_context()
+        reactor.addReader(SocketBIOListener(reactor, args.port, context, factory.response))  # type: ignore[attr-defined]
+        reactor.run()  # type: ignore[attr-defined]
+        return 0
     elif args.tls:
         import ssl
 
