@@ -37,7 +37,7 @@ from twisted_proxy.engine.transform import request_stage, response_stage
 from twisted_proxy.flow import CONNECTING, FILTERING, write_soon, write_soon_sequence
 from twisted_proxy.http import policy
 from twisted_proxy.http.errors import error_response
-from twisted_proxy.http.parser import BadResponse, RequestHead, ResponseHead
+from twisted_proxy.http.parser import BadResponse, RequestHead, ResponseHead, keep_served
 from twisted_proxy.stats import note_refusal
 from twisted_proxy.tunnel import Splice
 
@@ -295,8 +295,7 @@ class Exchange:
                         status, response.reason, pristine, framing, ctx.add_via, close,
                         keep_alive_header, None, ctx.hide, response.lnames, tokens, ctx.skip,
                     )
-                    if len(heads) < 8:
-                        heads[key] = data
+                    keep_served(heads, key, data)
                 self.response_started = True
                 self.bytes_out += len(data)
                 self.emit(data)

@@ -30,7 +30,7 @@ from twisted_proxy.engine.splice import SPLICE_MIN, BodySplice, can_splice, spli
 from twisted_proxy.engine.timers import BODY, WAIT
 from twisted_proxy.flow import CONNECTING, write_soon
 from twisted_proxy.http import policy
-from twisted_proxy.http.parser import ResponseHead
+from twisted_proxy.http.parser import ResponseHead, keep_served
 from twisted_proxy.upstream.backend import BUSY
 from twisted_proxy.upstream.pool import LOCAL_SHORTAGE, UpstreamProtocol
 
@@ -298,8 +298,7 @@ class UpstreamLeg:
             data = heads.get(key)
             if data is None:
                 data = router.request_head(head, target, front.client_ip, server)
-                if len(heads) < 8:
-                    heads[key] = data
+                keep_served(heads, key, data)
         else:
             data = router.request_head(head, target, front.client_ip, server)
         transport = conn.transport

@@ -108,6 +108,36 @@ def _admit(memo: dict, key: bytes) -> bool:
     return False
 
 
+def _missed(parser: Any) -> None:
+    """
+    A head that begins C{parser}'s read was not in the memo: after
+    L{MISS_STREAK} in a row, the connection stops looking for
+    L{MISS_PAUSE} reads.
+    """
+    parser._streak += 1
+    if parser._streak >= MISS_STREAK:
+        parser._streak = 0
+        parser._pause = MISS_PAUSE
+
+
+#: serialised forms kept per replayed head (by the serialiser's other inputs)
+SERVED_VARIANTS = 8
+
+
+def keep_served(heads: dict, key: tuple, data: bytes) -> None:
+    """
+    Keep C{data}, a replayed head serialised for the inputs C{key}, among
+    its serialised forms C{heads} (the last item of its C{served}; at most
+    L{SERVED_VARIANTS}). A replayed head is serialised from them only while
+    nothing (a filter, the cache, the client-subject header) has changed
+    it: its tokens are still the C{served} ones and its headers equal the
+    C{served} tuple (the callers check that inline: it is on every
+    request's path).
+    """
+    if len(heads) < SERVED_VARIANTS:
+        heads[key] = data
+
+
 def _remember(memo: dict, key: bytes, entry: tuple) -> None:
     if len(memo) > MEMO_ENTRIES:
         seen = memo.get(_SEEN)
@@ -322,10 +352,7 @@ class RequestParser:
                 key = data if end == len(data) else data[:end]
                 entry = self._memo.get(key)
                 if entry is None:
-                    self._streak += 1
-                    if self._streak >= MISS_STREAK:
-                        self._streak = 0
-                        self._pause = MISS_PAUSE
+                    _missed(self)
                     break
                 self._streak = 0
                 key = None
@@ -828,10 +855,7 @@ class ResponseParser:
                     self._streak = 0
                     self._replay(entry, data, end)
                     return None
-                self._streak += 1
-                if self._streak >= MISS_STREAK:
-                    self._streak = 0
-                    self._pause = MISS_PAUSE
+                _missed(self)
         self._memo_key = key
         self._ended = False
         self._size = len(data)
