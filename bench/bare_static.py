@@ -291,30 +291,28 @@ def main(argv: Any = None) -> int:
     from twisted.internet import reactor
 
     factory: Any = ResponderFactory(args.size, args.plain_write)
+    server_tls: Any = None
+    if args.tls and args.tls_stack != "stdlib":
+        # the listeners' own TLS side: twisted_proxy.tls.ServerTLS (its
+        # contexts, ciphers and groups), under one of the layers below
+        from twisted_proxy.model import CertificateConfig, TLSConfig
+        from twisted_proxy.tls import ServerTLS
+
+        config = TLSConfig(certificates=(CertificateConfig(*(os.path.abspath(path) for path in args.tls)),))
+        server_tls = ServerTLS(config, "bare")
     if args.tls and args.tls_stack == "pyopenssl":
-        # the listeners' own TLS stack: twisted_proxy.tls.ServerTLS (its
-        # contexts, ciphers and groups) under Twisted's TLS layer
+        # Twisted's TLS layer
         from twisted.protocols.tls import TLSMemoryBIOFactory
 
-        from twisted_proxy.model import CertificateConfig, TLSConfig
-        from twisted_proxy.tls import ServerTLS
-
-        config = TLSConfig(certificates=(CertificateConfig(*(os.path.abspath(path) for path in args.tls)),))
-        factory = TLSMemoryBIOFactory(ServerTLS(config, "bare"), False, factory)
+        factory = TLSMemoryBIOFactory(server_tls, False, factory)
     elif args.tls and args.tls_stack == "listener":
         # the listeners' own layer over the same pyOpenSSL connections
-        from twisted_proxy.model import CertificateConfig, TLSConfig
-        from twisted_proxy.tls import ServerTLS, wrap_server_factory
+        from twisted_proxy.tls import wrap_server_factory
 
-        config = TLSConfig(certificates=(CertificateConfig(*(os.path.abspath(path) for path in args.tls)),))
-        factory = wrap_server_factory(ServerTLS(config, "bare"), factory)
+        factory = wrap_server_factory(server_tls, factory)
     elif args.tls and args.tls_stack == "socketbio":
-        # OpenSSL on the socket itself: the same contexts as the listeners
-        from twisted_proxy.model import CertificateConfig, TLSConfig
-        from twisted_proxy.tls import ServerTLS
-
-        config = TLSConfig(certificates=(CertificateConfig(*(os.path.abspath(path) for path in args.tls)),))
-        context = ServerTLS(config, "bare").serverConnectionForTLS(None).get_context()
+        # OpenSSL on the socket itself, with the same context
+        context = server_tls.serverConnectionForTLS(None).get_context()
         reactor.addReader(SocketBIOListener(reactor, args.port, context, factory.response))  # type: ignore[attr-defined]
         reactor.run()  # type: ignore[attr-defined]
         return 0
